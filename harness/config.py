@@ -1,0 +1,347 @@
+"""Configuration: the grid, per-run cell parameters, strict frozen dataclasses and hashing.
+
+Flow (DESIGN.md §4): `config/*.yaml` is validated against `workflow/schemas/config.schema.yaml` when Snakemake builds
+the DAG; `cell_params` cuts out what one training run depends on (that dict is a Snakemake `params`, so editing one
+method's settings reruns only that method's cells); `resolve_run` turns it into a validated `RunConfig` at job start.
+
+This module imports no torch so that the Snakefile can use it at DAG build time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import json
+import re
+import types
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+#: Data sources whose preparation rules exist. Others are refused at DAG build with a message naming them.
+IMPLEMENTED_SOURCES = {"synthetic": "built in"}
+#: Where each not-yet-implemented source will come from (shown in the refusal message).
+PLANNED_SOURCES = {"released_h5": "issue #3 (LA download)", "raw_nrrd": "issue #3", "tcia": "issue #3 (Pancreas-CT)"}
+SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing, unknown or invalid; the message names the key and the fix."""
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# strict dataclass loading
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        for alt in typing.get_args(tp):
+            try:
+                return _check_type(value, alt, where)
+            except ConfigError:
+                continue
+        raise ConfigError(f"{where}: {value!r} is not of type {tp}")
+    if tp is type(None):
+        if value is not None:
+            raise ConfigError(f"{where}: expected null, got {value!r}")
+        return None
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_check_type(v, args[0], f"{where}[{i}]") for i, v in enumerate(value))
+        if len(value) != len(args):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)} ({value!r})")
+        return tuple(_check_type(v, a, f"{where}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, where)
+    raise ConfigError(f"{where}: unsupported config type {tp}")
+
+
+def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
+    """Build the frozen dataclass `cls` from `data`, rejecting unknown keys (with a did-you-mean) and wrong types.
+
+    Args:
+        cls: a dataclass type whose fields all have defaults or are given in `data`.
+        data: the mapping read from YAML/JSON (None means empty).
+        where: the config path shown in error messages, e.g. "method_overrides.supervised".
+    """
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in data:
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}: unknown key {key!r}.{hint} Allowed keys: {', '.join(names)}")
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except TypeError as err:  # a required field is missing
+        raise ConfigError(f"{where}: {err}") from err
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """A dataclass as plain JSON/YAML-able data (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(obj)))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the dataclasses a training run receives
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What a training run needs to know about its dataset (`data.<dataset>` in config)."""
+
+    format: str = "la_h5"
+    """On-disk layout: `la_h5` = `<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5` + train/test lists (protocol §1.3)."""
+    root: str = ""
+    """Folder holding the dataset in `format` (written by the dataset's preparation rule)."""
+    n_train: int = 80
+    """Number of IDs in train.list; the upper bound trains on all of them (protocol §1.6)."""
+    patch_size: tuple[int, int, int] = (112, 112, 80)
+    """Training patch and sliding-window size, (x, y, z) voxels (protocol §3.2, §4.2)."""
+    augment: str = "rotflip_crop"
+    """`rotflip_crop` (LA: RandomRotFlip then RandomCrop) or `crop` (Pancreas: RandomCrop only), protocol §3.2."""
+
+    def __post_init__(self) -> None:
+        if self.format != "la_h5":
+            raise ConfigError(f"data.format: {self.format!r} is not supported; use 'la_h5'")
+        if self.augment not in ("rotflip_crop", "crop"):
+            raise ConfigError(f"data.augment: {self.augment!r}; use 'rotflip_crop' (LA) or 'crop' (Pancreas)")
+        if any(p <= 0 or p % 16 for p in self.patch_size):
+            raise ConfigError(f"data.patch_size: {self.patch_size} must be positive multiples of 16 (four V-Net poolings)")
+        if not self.root:
+            raise ConfigError("data.root: missing; set the folder the dataset is prepared into")
+
+
+@dataclass(frozen=True)
+class ProtocolConfig:
+    """The shared training protocol (`protocol` in config; UA-MT family defaults, protocol §3)."""
+
+    iterations: int = 6000
+    """Optimiser steps (UA-MT train_LA.py max_iterations)."""
+    batch_size: int = 4
+    """Samples per batch (UA-MT batch_size)."""
+    labeled_bs: int = 2
+    """Labeled samples per batch for semi-supervised methods (UA-MT labeled_bs); labeled-only methods use batch_size."""
+    lr: float = 0.01
+    """Initial SGD learning rate (UA-MT base_lr)."""
+    momentum: float = 0.9
+    """SGD momentum (UA-MT)."""
+    weight_decay: float = 1e-4
+    """SGD weight decay (UA-MT; SimCVD uses 5e-4)."""
+    lr_step: int = 2500
+    """LR is multiplied by lr_gamma every lr_step iterations (UA-MT: 2500; SimCVD: 3000)."""
+    lr_gamma: float = 0.1
+    """Step-decay factor (UA-MT)."""
+    n_filters: int = 16
+    """V-Net base width (UA-MT VNet n_filters=16); the smoke benchmark uses fewer."""
+    checkpoint_every: int = 1000
+    """Resume checkpoint period in iterations (UA-MT saves every 1000)."""
+    log_every: int = 10
+    """Training-log (JSONL) period in iterations [H]."""
+    num_workers: int = 2
+    """Data-loader worker processes (reference: 4); augmentation does not depend on it [H]."""
+    deterministic: bool = True
+    """cudnn.deterministic on, benchmark off (reference default)."""
+
+    def __post_init__(self) -> None:
+        positive = ("iterations", "batch_size", "labeled_bs", "lr_step", "n_filters", "checkpoint_every", "log_every")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"protocol.{name}: must be > 0, got {getattr(self, name)}")
+        if self.labeled_bs > self.batch_size:
+            raise ConfigError(f"protocol.labeled_bs ({self.labeled_bs}) must be <= protocol.batch_size ({self.batch_size})")
+        if self.num_workers < 0 or self.lr <= 0:
+            raise ConfigError("protocol.num_workers must be >= 0 and protocol.lr > 0")
+
+    def lr_at(self, it: int) -> float:
+        """Learning rate of 0-based step `it`: lr·gamma^(it // lr_step) (UA-MT updates after step lr_step·k)."""
+        return self.lr * self.lr_gamma ** (it // self.lr_step)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything one training run depends on; written to `run_config.yaml` beside the run."""
+
+    dataset: str
+    method: str
+    n_labeled: int
+    seed: int
+    data: DataConfig
+    protocol: ProtocolConfig
+    method_config: dict[str, Any] = field(default_factory=dict)
+    """The method's own hyperparameters (validated against the method's `Config` dataclass)."""
+
+    def __post_init__(self) -> None:
+        if not (1 <= self.n_labeled <= self.data.n_train):
+            raise ConfigError(f"n_labeled={self.n_labeled} must be between 1 and data.n_train={self.data.n_train}")
+
+    @property
+    def is_upper_bound(self) -> bool:
+        return self.n_labeled == self.data.n_train
+
+    def to_dict(self) -> dict[str, Any]:
+        return to_dict(self)
+
+    def sha256(self) -> str:
+        return sha256_of(self.to_dict())
+
+
+def sha256_of(data: Any) -> str:
+    """sha256 of the canonical JSON form of `data` (sorted keys, no whitespace)."""
+    return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the grid
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid."""
+
+    dataset: str
+    method: str
+    n_labeled: int
+    seed: int
+
+    @property
+    def run_path(self) -> str:
+        return f"{self.dataset}/{self.method}/labeled~{self.n_labeled}/seed~{self.seed}"
+
+
+def grid_cells(config: dict[str, Any]) -> list[Cell]:
+    """All training runs: datasets × methods × labeled counts × seeds, plus `supervised` at n_train (upper bound)."""
+    cells = []
+    for ds, spec in config["datasets"].items():
+        n_train = config["data"][ds]["n_train"]
+        for n in spec["labeled"]:
+            cells += [Cell(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
+        if spec.get("upper_bound", True):
+            cells += [Cell(ds, "supervised", n_train, s) for s in config["seeds"]]
+    return cells
+
+
+def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
+    """Refuse, naming each, datasets/methods that are unknown or not implemented yet (never shrink the grid)."""
+    problems = []
+    for name in [*config["methods"], *config["datasets"]]:
+        if not SAFE_NAME.match(name):
+            problems.append(f"name {name!r} must match {SAFE_NAME.pattern} (it becomes a path and reaches a shell)")
+    missing = [m for m in config["methods"] if m not in available_methods]
+    if missing:
+        problems.append(
+            f"methods not implemented yet: {', '.join(missing)} (available: {', '.join(sorted(available_methods))})"
+        )
+    for ds, spec in config["datasets"].items():
+        if ds not in config["data"]:
+            problems.append(f"dataset {ds!r} has no data.{ds} block")
+            continue
+        source = config["data"][ds].get("source", "")
+        if source not in IMPLEMENTED_SOURCES:
+            planned = PLANNED_SOURCES.get(source, "no plan")
+            problems.append(f"dataset {ds!r}: data source {source!r} is not implemented yet ({planned})")
+        n_train = config["data"][ds]["n_train"]
+        bad = [n for n in spec["labeled"] if not 1 <= n < n_train]
+        if bad:
+            problems.append(f"datasets.{ds}.labeled: {bad} must be between 1 and n_train - 1 = {n_train - 1}")
+    if problems:
+        raise ConfigError("the configured grid cannot run:\n  - " + "\n  - ".join(problems))
+
+
+def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """The parameters one training run depends on (a Snakemake `params`, so changes rerun only affected cells)."""
+    data = {k: v for k, v in config["data"][cell.dataset].items() if k in {f.name for f in fields(DataConfig)}}
+    data["root"] = f"resources/{cell.dataset}"  # the preparation rules write here (workflow/rules/data.smk)
+    overrides = dict(config.get("method_overrides", {}).get(cell.method, {}))
+    return {
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "n_labeled": cell.n_labeled,
+        "seed": cell.seed,
+        "data": data,
+        "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
+        "protocol_mode": config.get("protocol_mode", "unified"),
+        "method_overrides": overrides,
+    }
+
+
+def resolve_run(params: dict[str, Any]) -> RunConfig:
+    """Merge dataclass defaults ← protocol ← the method's OFFICIAL_PROTOCOL (mode official) ← overrides; validate."""
+    from harness.registry import get_method  # imports torch: only at job time
+
+    method_cls = get_method(params["method"])
+    protocol = dict(params.get("protocol", {}))
+    if params.get("protocol_mode", "unified") == "official":
+        protocol.update(getattr(method_cls, "OFFICIAL_PROTOCOL", {}))
+    if not method_cls.needs_unlabeled:
+        protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
+    method_cfg = from_dict(method_cls.Config, params.get("method_overrides", {}), f"method_overrides.{params['method']}")
+    cfg = RunConfig(
+        dataset=params["dataset"],
+        method=params["method"],
+        n_labeled=params["n_labeled"],
+        seed=params["seed"],
+        data=from_dict(DataConfig, params["data"], f"data.{params['dataset']}"),
+        protocol=from_dict(ProtocolConfig, protocol, "protocol"),
+        method_config=to_dict(method_cfg),
+    )
+    if cfg.is_upper_bound and method_cls.needs_unlabeled:
+        raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
+    return cfg
+
+
+def write_yaml(data: Any, path: Path) -> None:
+    """Write YAML atomically (temporary name, then rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+    tmp.replace(path)
+
+
+def load_run_config(path: Path) -> RunConfig:
+    """Read a `run_config.yaml` written by `resolve-run` and validate it again (strict)."""
+    raw = yaml.safe_load(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: not a run config mapping")
+    return from_dict(RunConfig, raw, str(path))
+
+
+def method_config(cfg: RunConfig) -> Any:
+    """The method's `Config` dataclass instance for this run."""
+    from harness.registry import get_method
+
+    return from_dict(get_method(cfg.method).Config, cfg.method_config, f"method_overrides.{cfg.method}")

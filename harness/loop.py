@@ -1,0 +1,243 @@
+"""The single training loop: data, optimisers, LR schedule, logging, checkpoints and resume (DESIGN.md §2).
+
+Resume is exact on CPU: augmentation randomness is a pure function of (seed, iteration, batch slot), the batch plan is
+regenerated from the seed and skipped to the resumed iteration, and torch's RNG state (dropout, noise) is restored
+from the checkpoint together with the weights and the optimiser state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from harness import provenance
+from harness.config import RunConfig, method_config
+from harness.data.dataset import PatchDataset, batch_plan, la_case_path, load_case, make_loader
+from harness.data.splits import labeled_subset, read_list
+from harness.method import Method, Progress
+from harness.nets import build_net
+from harness.registry import get_method
+from harness.seeding import rng_state, seed_everything, set_rng_state
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint_last.pt"
+MODEL = "model.pt"
+TRAIN_LOG = "train_log.jsonl"
+RUN_INFO = "run_info.json"
+
+
+@dataclass
+class RunFiles:
+    """The files of one run directory."""
+
+    run_dir: Path
+
+    @property
+    def checkpoint(self) -> Path:
+        return self.run_dir / CHECKPOINT
+
+    @property
+    def model(self) -> Path:
+        return self.run_dir / MODEL
+
+    @property
+    def log(self) -> Path:
+        return self.run_dir / TRAIN_LOG
+
+    @property
+    def info(self) -> Path:
+        return self.run_dir / RUN_INFO
+
+
+def build_method(cfg: RunConfig, device: torch.device) -> Method:
+    """The run's method with its networks (built with the protocol's V-Net width) on `device`."""
+    method_cls = get_method(cfg.method)
+    return method_cls(method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device)
+
+
+def training_data(cfg: RunConfig, method: Method) -> tuple[PatchDataset, int, int]:
+    """Load the labeled cases (image + label) and the unlabeled ones (image only: their labels never enter memory)."""
+    root = Path(cfg.data.root)
+    train_ids = read_list(root / "train.list")
+    if len(train_ids) != cfg.data.n_train:
+        raise ValueError(f"{root / 'train.list'} has {len(train_ids)} IDs but data.n_train is {cfg.data.n_train}")
+    labeled_ids, unlabeled_ids = labeled_subset(train_ids, cfg.n_labeled)
+    if not method.needs_unlabeled:
+        unlabeled_ids = []
+    labeled = [load_case(la_case_path(root, i), with_label=True) for i in labeled_ids]
+    unlabeled = [load_case(la_case_path(root, i), with_label=False)[0] for i in unlabeled_ids]
+    transforms = method.label_transforms() if hasattr(method, "label_transforms") else None
+    dataset = PatchDataset(
+        labeled,
+        unlabeled,
+        patch_size=cfg.data.patch_size,
+        augment_mode=cfg.data.augment,
+        seed=cfg.seed,
+        label_transforms=transforms,
+    )
+    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), root)
+    return dataset, len(labeled), len(unlabeled)
+
+
+def make_optimizers(cfg: RunConfig, method: Method) -> dict[str, torch.optim.Optimizer]:
+    p = cfg.protocol
+    return {
+        group: torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        for group, params in method.optim_groups().items()
+    }
+
+
+def save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    tmp.replace(path)
+
+
+def save_checkpoint(files: RunFiles, next_it: int, cfg_hash: str, method: Method, optimizers: dict) -> None:
+    state = {
+        "next_it": next_it,
+        "config_sha256": cfg_hash,
+        "method": method.state_dict(),
+        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "rng": rng_state(),
+    }
+    save_atomic(state, files.checkpoint)
+
+
+def resume(files: RunFiles, cfg_hash: str, method: Method, optimizers: dict) -> int:
+    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none)."""
+    if not files.checkpoint.exists():
+        return 0
+    state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
+    if state["config_sha256"] != cfg_hash:
+        raise RuntimeError(
+            f"{files.checkpoint} was written for another configuration (sha256 {state['config_sha256'][:12]}, now "
+            f"{cfg_hash[:12]}); delete it to retrain from scratch"
+        )
+    method.load_state_dict(state["method"])
+    for k, opt in optimizers.items():
+        opt.load_state_dict(state["optimizers"][k])
+    set_rng_state(state["rng"])
+    logger.info("resumed from %s at iteration %d", files.checkpoint, state["next_it"])
+    return int(state["next_it"])
+
+
+def truncate_log(path: Path, start_it: int) -> None:
+    """Drop log lines of iterations ≥ start_it (written before a crash, recomputed after resume)."""
+    if not path.exists():
+        return
+    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["it"] < start_it]
+    path.write_text("".join(line + "\n" for line in keep))
+
+
+def backward_and_step(loss: Any, optimizers: dict[str, torch.optim.Optimizer]) -> None:
+    """Backward each group's loss and step the optimisers in declaration order (DESIGN.md §2)."""
+    losses = loss if isinstance(loss, dict) else {"main": loss}
+    if set(losses) != set(optimizers):
+        raise KeyError(f"training_step returned losses for {sorted(losses)}, optimiser groups are {sorted(optimizers)}")
+    for opt in optimizers.values():
+        opt.zero_grad(set_to_none=True)
+    for group, opt in optimizers.items():
+        if not torch.isfinite(losses[group]):
+            raise FloatingPointError(f"non-finite loss {losses[group].item()} in optimiser group {group!r}")
+        losses[group].backward()
+        opt.step()
+
+
+def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: int | None = None) -> dict[str, Any]:
+    """Train one run; resume from `run_dir/checkpoint_last.pt` if it exists; write model.pt and run_info.json last.
+
+    Args:
+        cfg: the validated run configuration.
+        run_dir: the run's folder (created if missing).
+        device: where the networks live.
+        stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
+
+    Returns:
+        The run-info record (also written to run_info.json when training completes).
+    """
+    files = RunFiles(Path(run_dir))
+    files.run_dir.mkdir(parents=True, exist_ok=True)
+    cfg_hash, p = cfg.sha256(), cfg.protocol
+    seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
+    method = build_method(cfg, device)
+    dataset, n_l, n_u = training_data(cfg, method)
+    optimizers = make_optimizers(cfg, method)
+    start_it = resume(files, cfg_hash, method, optimizers)
+    truncate_log(files.log, start_it)
+    unlabeled_bs = p.batch_size - p.labeled_bs if n_u else 0
+    plan = batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)
+    loader = make_loader(dataset, plan, num_workers=p.num_workers, seed=cfg.seed)
+    t0, last_logs = time.time(), {}
+    bar = tqdm(total=p.iterations, initial=start_it, desc=f"{cfg.method} {cfg.dataset} n={cfg.n_labeled}",
+               mininterval=2.0, unit="it")
+    with files.log.open("a") as log:
+        for it, batch in zip(range(start_it, p.iterations), loader, strict=False):
+            last_logs = run_step(method, optimizers, batch.to(device), Progress(it, p.iterations, p.lr_at(it)))
+            if (it + 1) % p.log_every == 0 or it + 1 == p.iterations:
+                log.write(json.dumps({"it": it, "lr": p.lr_at(it), **last_logs}) + "\n")
+                log.flush()
+            if (it + 1) % p.checkpoint_every == 0 or it + 1 == p.iterations:
+                save_checkpoint(files, it + 1, cfg_hash, method, optimizers)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
+            if stop_after is not None and it + 1 >= stop_after:
+                bar.close()
+                return {"stopped_at": it + 1}
+    bar.close()
+    return finish(files, cfg, method, device, {"wall_time_s": time.time() - t0, "resumed_from": start_it,
+                                               "final_logs": last_logs, **seeds})
+
+
+def run_step(method: Method, optimizers: dict, batch: Any, progress: Progress) -> dict[str, float]:
+    """One optimiser step: set the LR, compute the losses, backward, step, post-step hook; returns the float logs."""
+    for opt in optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = progress.lr
+    method.train()
+    out = method.training_step(batch, progress)
+    backward_and_step(out.loss, optimizers)
+    method.after_optimizer_step(progress)
+    total = sum(v.item() for v in out.loss.values()) if isinstance(out.loss, dict) else out.loss.item()
+    return {"loss": total, **out.logs}
+
+
+def finish(files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, extra: dict) -> dict[str, Any]:
+    """Write model.pt (the method's state, for evaluation) and then run_info.json (provenance), both atomically."""
+    cfg_hash = cfg.sha256()
+    save_atomic({"method": cfg.method, "version": method.VERSION, "config_sha256": cfg_hash,
+                 "state": method.state_dict()}, files.model)
+    manifest = Path(cfg.data.root) / "manifest.json"
+    info = provenance.collect(
+        config=cfg.to_dict(),
+        config_sha256=cfg_hash,
+        method=cfg.method,
+        method_version=method.VERSION,
+        data_manifest_sha256=provenance.file_sha256(manifest) if manifest.exists() else None,
+        **provenance.device_info(device),
+        **extra,
+    )
+    tmp = files.info.with_name(files.info.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    tmp.replace(files.info)
+    logger.info("finished %s: model %s", files.run_dir, files.model)
+    return info
+
+
+def load_trained(cfg: RunConfig, model_path: Path, device: torch.device) -> Method:
+    """The method of a finished run with its trained weights (for evaluation)."""
+    state = torch.load(model_path, map_location="cpu", weights_only=True)
+    if state["config_sha256"] != cfg.sha256():
+        raise RuntimeError(f"{model_path} was trained with another configuration than {cfg.dataset}/{cfg.method}")
+    method = build_method(cfg, device)
+    method.load_state_dict(state["state"])
+    return method

@@ -1,0 +1,74 @@
+"""workflow/scripts/gpu_slot.sh: concurrent jobs get distinct devices; slots are freed on exit and on SIGKILL."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT = REPO / "workflow" / "scripts" / "gpu_slot.sh"
+
+
+def start(tmp_path: Path, name: str, seconds: float, **env: str) -> subprocess.Popen:
+    out = tmp_path / f"{name}.out"
+    cmd = f'echo "$CUDA_VISIBLE_DEVICES" > {out}; sleep {seconds}'
+    full_env = {k: v for k, v in os.environ.items() if k != "CUDA_VISIBLE_DEVICES"}
+    full_env.update({"HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks"), **env})
+    return subprocess.Popen(["bash", str(SCRIPT), "bash", "-c", cmd], env=full_env, start_new_session=True)
+
+
+def read_device(tmp_path: Path, name: str, timeout: float = 10.0) -> str:
+    out = tmp_path / f"{name}.out"
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if out.exists() and out.read_text().strip():
+            return out.read_text().strip()
+        time.sleep(0.05)
+    return ""
+
+
+def test_concurrent_jobs_get_distinct_slots_and_wait_when_full(tmp_path):
+    jobs = [start(tmp_path, f"job{i}", 2.0, HARNESS_GPU_DEVICES="0,1") for i in range(3)]
+    time.sleep(1.0)
+    first = {read_device(tmp_path, f"job{i}", 0.5) for i in range(3)} - {""}
+    assert first == {"0", "1"}  # two slots taken, the third job waits
+    for j in jobs:
+        assert j.wait(timeout=20) == 0
+    devices = [read_device(tmp_path, f"job{i}") for i in range(3)]
+    assert set(devices) == {"0", "1"}  # the waiting job got a slot once one was freed
+
+
+def test_slot_is_freed_after_sigkill(tmp_path):
+    victim = start(tmp_path, "victim", 60, HARNESS_GPU_DEVICES="7")
+    assert read_device(tmp_path, "victim") == "7"
+    os.killpg(victim.pid, signal.SIGKILL)
+    victim.wait(timeout=10)
+    nxt = start(tmp_path, "next", 0, HARNESS_GPU_DEVICES="7")
+    assert nxt.wait(timeout=10) == 0
+    assert read_device(tmp_path, "next") == "7"
+
+
+def test_existing_cuda_visible_devices_is_kept(tmp_path):
+    out = tmp_path / "kept.out"
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "3", "HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("HARNESS_GPU_DEVICES", None)
+    subprocess.run(["bash", str(SCRIPT), "bash", "-c", f'echo "$CUDA_VISIBLE_DEVICES" > {out}'], env=env, check=True)
+    assert out.read_text().strip() == "3"
+
+
+def test_no_gpu_falls_back_to_cpu(tmp_path):
+    out = tmp_path / "cpu.out"
+    env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "HARNESS_GPU_DEVICES")}
+    env["PATH"] = "/usr/bin:/bin"  # no nvidia-smi
+    res = subprocess.run(
+        ["bash", str(SCRIPT), "bash", "-c", f'echo "${{CUDA_VISIBLE_DEVICES:-unset}}" > {out}'],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.read_text().strip() == "unset"
+    assert "running on the CPU" in res.stderr
