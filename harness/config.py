@@ -125,7 +125,7 @@ class DataConfig:
     """What a training run needs to know about its dataset (`data.<dataset>` in config)."""
 
     format: str = "la_h5"
-    """On-disk layout: `la_h5` = `<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5` + train/test lists (protocol §1.3)."""
+    """On-disk layout: `la_h5` = `<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5` + lists (protocol §1.3)."""
     root: str = ""
     """Folder holding the dataset in `format` (written by the dataset's preparation rule)."""
     n_train: int = 80
@@ -141,7 +141,9 @@ class DataConfig:
         if self.augment not in ("rotflip_crop", "crop"):
             raise ConfigError(f"data.augment: {self.augment!r}; use 'rotflip_crop' (LA) or 'crop' (Pancreas)")
         if any(p <= 0 or p % 16 for p in self.patch_size):
-            raise ConfigError(f"data.patch_size: {self.patch_size} must be positive multiples of 16 (four V-Net poolings)")
+            raise ConfigError(
+                f"data.patch_size: {self.patch_size} must be positive multiples of 16 (four V-Net poolings)"
+            )
         if not self.root:
             raise ConfigError("data.root: missing; set the folder the dataset is prepared into")
 
@@ -183,7 +185,9 @@ class ProtocolConfig:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"protocol.{name}: must be > 0, got {getattr(self, name)}")
         if self.labeled_bs > self.batch_size:
-            raise ConfigError(f"protocol.labeled_bs ({self.labeled_bs}) must be <= protocol.batch_size ({self.batch_size})")
+            raise ConfigError(
+                f"protocol.labeled_bs ({self.labeled_bs}) must be <= protocol.batch_size ({self.batch_size})"
+            )
         if self.num_workers < 0 or self.lr <= 0:
             raise ConfigError("protocol.num_workers must be >= 0 and protocol.lr > 0")
 
@@ -309,7 +313,9 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
         protocol.update(getattr(method_cls, "OFFICIAL_PROTOCOL", {}))
     if not method_cls.needs_unlabeled:
         protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
-    method_cfg = from_dict(method_cls.Config, params.get("method_overrides", {}), f"method_overrides.{params['method']}")
+    method_cfg = from_dict(
+        method_cls.Config, params.get("method_overrides", {}), f"method_overrides.{params['method']}"
+    )
     cfg = RunConfig(
         dataset=params["dataset"],
         method=params["method"],

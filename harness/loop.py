@@ -178,8 +178,13 @@ def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: in
     plan = batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)
     loader = make_loader(dataset, plan, num_workers=p.num_workers, seed=cfg.seed)
     t0, last_logs = time.time(), {}
-    bar = tqdm(total=p.iterations, initial=start_it, desc=f"{cfg.method} {cfg.dataset} n={cfg.n_labeled}",
-               mininterval=2.0, unit="it")
+    bar = tqdm(
+        total=p.iterations,
+        initial=start_it,
+        desc=f"{cfg.method} {cfg.dataset} n={cfg.n_labeled}",
+        mininterval=2.0,
+        unit="it",
+    )
     with files.log.open("a") as log:
         for it, batch in zip(range(start_it, p.iterations), loader, strict=False):
             last_logs = run_step(method, optimizers, batch.to(device), Progress(it, p.iterations, p.lr_at(it)))
@@ -194,8 +199,13 @@ def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: in
                 bar.close()
                 return {"stopped_at": it + 1}
     bar.close()
-    return finish(files, cfg, method, device, {"wall_time_s": time.time() - t0, "resumed_from": start_it,
-                                               "final_logs": last_logs, **seeds})
+    return finish(
+        files,
+        cfg,
+        method,
+        device,
+        {"wall_time_s": time.time() - t0, "resumed_from": start_it, "final_logs": last_logs, **seeds},
+    )
 
 
 def run_step(method: Method, optimizers: dict, batch: Any, progress: Progress) -> dict[str, float]:
@@ -214,8 +224,10 @@ def run_step(method: Method, optimizers: dict, batch: Any, progress: Progress) -
 def finish(files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, extra: dict) -> dict[str, Any]:
     """Write model.pt (the method's state, for evaluation) and then run_info.json (provenance), both atomically."""
     cfg_hash = cfg.sha256()
-    save_atomic({"method": cfg.method, "version": method.VERSION, "config_sha256": cfg_hash,
-                 "state": method.state_dict()}, files.model)
+    save_atomic(
+        {"method": cfg.method, "version": method.VERSION, "config_sha256": cfg_hash, "state": method.state_dict()},
+        files.model,
+    )
     manifest = Path(cfg.data.root) / "manifest.json"
     info = provenance.collect(
         config=cfg.to_dict(),

@@ -5,8 +5,9 @@ A method computes losses; the loop (`harness.loop`) owns data, optimisers, sched
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn

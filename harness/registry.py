@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 from harness.method import Method
 
