@@ -5,8 +5,8 @@ Sources: protocol.md §1.3 (file layout), §3.1 (batch composition, two-stream s
 
 Randomness is explicit: the batch plan of a run is drawn from `np.random.default_rng([seed, 0, 0, PLAN_STREAM])`,
 and the augmentation of the sample at batch position `slot` of iteration `it` from
-`np.random.default_rng([seed, it, slot])`. So a batch depends neither on the number of loader workers nor on whether the run was resumed, and the global numpy state is
-never used.
+`np.random.default_rng([seed, it, slot])`. So a batch depends neither on the number of loader workers nor on
+whether the run was resumed, and the global numpy state is never used.
 
 A sample key is the tuple `(it, slot, kind, index)`: `kind` is "l" (index into the labeled cases) or "u" (index
 into the unlabeled cases). Unlabeled cases are held as images only, so their labels never enter memory.
