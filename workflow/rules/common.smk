@@ -32,6 +32,9 @@ wildcard_constraints:
     seed=r"\d+",
 
 
+TRAIN_THREADS = min(config["compute"]["train_threads"], workflow.cores)
+
+
 def cell_of(wildcards):
     return Cell(wildcards.dataset, wildcards.method, int(wildcards.n), int(wildcards.seed))
 

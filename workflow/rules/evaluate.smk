@@ -14,7 +14,7 @@ rule predict:
         windows=config["eval"]["windows_per_batch"],
     log:
         RUN + "/logs/predict.log",
-    threads: workflow.cores if workflow.cores < 4 else 4
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
     conda:

@@ -26,7 +26,7 @@ rule train:
         run_info=RUN + "/run_info.json",
     log:
         RUN + "/logs/train.log",
-    threads: workflow.cores if workflow.cores < 4 else 4
+    threads: TRAIN_THREADS
     resources:
         gpu=1,
     conda:

@@ -1,0 +1,103 @@
+"""The training loop: determinism, exact resume after a crash, checkpoints, logs and provenance."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.config import Cell, cell_params, resolve_run
+from harness.loop import load_trained, train
+
+CPU = torch.device("cpu")
+
+
+def run_config(root: Path, *, iterations: int = 6, checkpoint_every: int = 2, seed: int = 1, n_labeled: int = 2):
+    config = {
+        "datasets": {"tiny": {"labeled": [n_labeled]}},
+        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
+        "protocol": {"iterations": iterations, "n_filters": 2, "checkpoint_every": checkpoint_every,
+                     "log_every": 1, "num_workers": 0, "lr_step": 4},
+    }  # fmt: skip
+    params = cell_params(config, Cell("tiny", "supervised", n_labeled, seed))
+    params["data"]["root"] = str(root)
+    return resolve_run(params)
+
+
+def losses(run_dir: Path) -> list[float]:
+    return [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return torch.load(run_dir / "model.pt", weights_only=True)["state"]["net"]
+
+
+def test_same_seed_same_losses_and_weights(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "a", device=CPU)
+    train(cfg, tmp_path / "b", device=CPU)
+    assert losses(tmp_path / "a") == losses(tmp_path / "b")
+    assert len(losses(tmp_path / "a")) == 6
+    for k, v in weights(tmp_path / "a").items():
+        assert torch.equal(v, weights(tmp_path / "b")[k]), k
+    other = run_config(tiny_dataset, seed=2)
+    train(other, tmp_path / "c", device=CPU)
+    assert losses(tmp_path / "c") != losses(tmp_path / "a")
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "full", device=CPU)
+    # crash after iteration 5: the last checkpoint is after iteration 4, iteration 5's log line is stale
+    assert train(cfg, tmp_path / "crash", device=CPU, stop_after=5) == {"stopped_at": 5}
+    assert not (tmp_path / "crash" / "model.pt").exists() and not (tmp_path / "crash" / "run_info.json").exists()
+    assert len(losses(tmp_path / "crash")) == 5
+    info = train(cfg, tmp_path / "crash", device=CPU)
+    assert info["resumed_from"] == 4
+    assert losses(tmp_path / "crash") == losses(tmp_path / "full")
+    for k, v in weights(tmp_path / "full").items():
+        assert torch.equal(v, weights(tmp_path / "crash")[k]), k
+
+
+def test_checkpoint_of_another_config_is_refused(tiny_dataset, tmp_path):
+    train(run_config(tiny_dataset), tmp_path / "r", device=CPU, stop_after=2)
+    with pytest.raises(RuntimeError, match="another configuration"):
+        train(run_config(tiny_dataset, iterations=8), tmp_path / "r", device=CPU)
+
+
+def test_lr_schedule_and_provenance_are_recorded(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    info = train(cfg, tmp_path / "r", device=CPU)
+    lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert lrs == pytest.approx([0.01] * 4 + [0.001] * 2)  # lr_step 4
+    on_disk = json.loads((tmp_path / "r" / "run_info.json").read_text())
+    assert on_disk["config_sha256"] == cfg.sha256() == info["config_sha256"]
+    assert on_disk["config"] == cfg.to_dict()
+    assert on_disk["method_version"] == 1 and on_disk["packages"]["torch"].startswith("2.")
+    assert "git_commit" in on_disk and on_disk["device"] == "cpu"
+
+
+def test_trained_model_loads_for_evaluation(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "r", device=CPU)
+    method = load_trained(cfg, tmp_path / "r" / "model.pt", CPU)
+    net = method.eval_network().eval()
+    out = net(torch.zeros(1, 1, 16, 16, 16))
+    assert out.shape == (1, 2, 16, 16, 16)
+    with pytest.raises(RuntimeError, match="another configuration"):
+        load_trained(run_config(tiny_dataset, seed=9), tmp_path / "r" / "model.pt", CPU)
+
+
+def test_missing_train_list_entry_count_is_reported(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    bad = resolve_run({**cell_params_for(cfg), "data": {**cfg.to_dict()["data"], "n_train": 5}, "n_labeled": 2})
+    with pytest.raises(ValueError, match="train.list has 4 IDs but data.n_train is 5"):
+        train(bad, tmp_path / "r", device=CPU)
+
+
+def cell_params_for(cfg) -> dict:
+    d = cfg.to_dict()
+    return {"dataset": d["dataset"], "method": d["method"], "n_labeled": d["n_labeled"], "seed": d["seed"],
+            "data": d["data"], "protocol": d["protocol"], "method_overrides": d["method_config"]}  # fmt: skip
