@@ -6,13 +6,20 @@ from pathlib import Path
 from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
-from harness.config import Cell, ConfigError, cell_params, check_grid, grid_cells  # noqa: E402
-
+from harness.config import (
+    Cell,
+    ConfigError,
+    cell_params,
+    check_grid,
+    grid_cells,
+)  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
 
 METHODS_AVAILABLE = sorted(
-    p.stem for p in Path(workflow.basedir, "methods").glob("*.py") if not p.stem.startswith("_")
+    p.stem
+    for p in Path(workflow.basedir, "methods").glob("*.py")
+    if not p.stem.startswith("_")
 )
 try:
     check_grid(config, METHODS_AVAILABLE)
@@ -21,8 +28,10 @@ except ConfigError as err:
 
 NAME = config["name"]
 CELLS = grid_cells(config)
-RUN = "results/" + NAME + "/runs/{dataset}/{method}/labeled~{n}/seed~{seed}"
-SYNTHETIC = [ds for ds, spec in config["data"].items() if spec.get("source") == "synthetic"]
+RUN = f"results/{NAME}/runs/{{dataset}}/{{method}}/labeled~{{n}}/seed~{{seed}}"
+SYNTHETIC = [
+    ds for ds, spec in config["data"].items() if spec.get("source") == "synthetic"
+]
 
 
 wildcard_constraints:
@@ -36,7 +45,9 @@ TRAIN_THREADS = min(config["compute"]["train_threads"], workflow.cores)
 
 
 def cell_of(wildcards):
-    return Cell(wildcards.dataset, wildcards.method, int(wildcards.n), int(wildcards.seed))
+    return Cell(
+        wildcards.dataset, wildcards.method, int(wildcards.n), int(wildcards.seed)
+    )
 
 
 def run_params(wildcards):
@@ -72,10 +83,24 @@ def synthetic_setting(key):
 def code_inputs(wildcards):
     """Source files whose changes alter the numbers of a training run (Snakemake does not track imports)."""
     base = Path(workflow.basedir)
-    files = [f"methods/{wildcards.method}.py", "harness/loop.py", "harness/losses.py", "harness/method.py",
-             "harness/data/dataset.py", "harness/config.py"]
-    files += [str(p.relative_to(base)) for p in sorted((base / "harness" / "nets").glob("*.py"))]
+    files = [
+        f"methods/{wildcards.method}.py",
+        "harness/loop.py",
+        "harness/losses.py",
+        "harness/method.py",
+        "harness/data/dataset.py",
+        "harness/config.py",
+    ]
+    files += [
+        str(p.relative_to(base))
+        for p in sorted((base / "harness" / "nets").glob("*.py"))
+    ]
     return [str(base / f) for f in files]
+
+
+def output_folder(wildcards, output):
+    """The folder of a rule's first output (figures are written into it)."""
+    return str(Path(output[0]).parent)
 
 
 def per_case_csvs():
@@ -92,7 +117,9 @@ def table_files():
 
 
 def figure_files():
-    per_dataset = [f"results/{NAME}/figures/dice_per_case_{ds}.png" for ds in config["datasets"]]
+    per_dataset = [
+        f"results/{NAME}/figures/dice_per_case_{ds}.png" for ds in config["datasets"]
+    ]
     return [f"results/{NAME}/figures/dice_vs_labeled.png", *per_dataset]
 
 

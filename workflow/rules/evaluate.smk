@@ -4,21 +4,21 @@
 
 rule predict:
     input:
-        run_config=RUN + "/run_config.yaml",
-        model=RUN + "/model.pt",
+        run_config=f"{RUN}/run_config.yaml",
+        model=f"{RUN}/model.pt",
     output:
-        directory(RUN + "/predictions"),
+        directory(f"{RUN}/predictions"),
+    log:
+        f"{RUN}/logs/predict.log",
+    conda:
+        "../../environment.yml"
+    threads: TRAIN_THREADS
+    resources:
+        gpu=1,
     params:
         stride=data_setting("stride"),
         spacing=data_setting("spacing_mm"),
         windows=config["eval"]["windows_per_batch"],
-    log:
-        RUN + "/logs/predict.log",
-    threads: TRAIN_THREADS
-    resources:
-        gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "bash workflow/scripts/gpu_slot.sh python -m harness predict --run-config {input.run_config}"
         " --model {input.model} --out {output} --stride {params.stride} --spacing {params.spacing}"
@@ -27,19 +27,19 @@ rule predict:
 
 rule evaluate:
     input:
-        run_config=RUN + "/run_config.yaml",
-        predictions=RUN + "/predictions",
-        run_info=RUN + "/run_info.json",
+        run_config=f"{RUN}/run_config.yaml",
+        predictions=f"{RUN}/predictions",
+        run_info=f"{RUN}/run_info.json",
     output:
-        csv=RUN + "/metrics_per_case.csv",
-        json=RUN + "/metrics.json",
+        csv=f"{RUN}/metrics_per_case.csv",
+        json=f"{RUN}/metrics.json",
+    log:
+        f"{RUN}/logs/evaluate.log",
+    conda:
+        "../../environment.yml"
     params:
         spacing=data_setting("spacing_mm"),
         empty_pred=config["eval"]["empty_pred"],
-    log:
-        RUN + "/logs/evaluate.log",
-    conda:
-        "../../environment.yml"
     shell:
         "python -m harness evaluate --run-config {input.run_config} --predictions {input.predictions}"
         " --run-info {input.run_info} --spacing {params.spacing} --empty-pred {params.empty_pred}"

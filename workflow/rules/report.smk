@@ -6,26 +6,31 @@ rule aggregate:
         per_case_csvs(),
     output:
         table_files(),
-        runs="results/" + NAME + "/runs.csv",
-        summary="results/" + NAME + "/summary.json",
+        runs=f"results/{NAME}/runs.csv",
+        summary=f"results/{NAME}/summary.json",
     log:
-        "results/" + NAME + "/logs/aggregate.log",
+        f"results/{NAME}/logs/aggregate.log",
     localrule: True
     conda:
         "../../environment.yml"
+    params:
+        name=NAME,
     shell:
-        "python -m harness aggregate --name " + NAME + " --out results/" + NAME + " --inputs {input} > {log} 2>&1"
+        "python -m harness aggregate --name {params.name} --out $(dirname {output.summary}) --inputs {input}"
+        " > {log} 2>&1"
 
 
 rule figures:
     input:
         per_case_csvs(),
     output:
-        figure_files(),
+        figures=figure_files(),
     log:
-        "results/" + NAME + "/logs/figures.log",
+        f"results/{NAME}/logs/figures.log",
     localrule: True
     conda:
         "../../environment.yml"
+    params:
+        out=output_folder,
     shell:
-        "python -m harness figures --out results/" + NAME + "/figures --inputs {input} > {log} 2>&1"
+        "python -m harness figures --out {params.out} --inputs {input} > {log} 2>&1"

@@ -4,33 +4,33 @@
 
 rule run_config:
     output:
-        RUN + "/run_config.yaml",
-    params:
-        cell=run_params,
+        f"{RUN}/run_config.yaml",
     log:
-        RUN + "/logs/run_config.log",
+        f"{RUN}/logs/run_config.log",
     localrule: True
     conda:
         "../../environment.yml"
+    params:
+        cell=run_params,
     shell:
         "python -m harness resolve-run --params {params.cell:q} --out {output} > {log} 2>&1"
 
 
 rule train:
     input:
-        run_config=RUN + "/run_config.yaml",
+        run_config=f"{RUN}/run_config.yaml",
         data=data_manifest,
         code=code_inputs,
     output:
-        model=RUN + "/model.pt",
-        run_info=RUN + "/run_info.json",
+        model=f"{RUN}/model.pt",
+        run_info=f"{RUN}/run_info.json",
     log:
-        RUN + "/logs/train.log",
+        f"{RUN}/logs/train.log",
+    conda:
+        "../../environment.yml"
     threads: TRAIN_THREADS
     resources:
         gpu=1,
-    conda:
-        "../../environment.yml"
     shell:
         "bash workflow/scripts/gpu_slot.sh python -m harness train --run-config {input.run_config}"
         " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"
