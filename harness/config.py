@@ -25,7 +25,11 @@ import yaml
 #: Data sources whose preparation rules exist. Others are refused at DAG build with a message naming them.
 IMPLEMENTED_SOURCES = {"synthetic": "built in"}
 #: Where each not-yet-implemented source will come from (shown in the refusal message).
-PLANNED_SOURCES = {"released_h5": "LA download, issue #3", "raw_nrrd": "LA raw nrrd, issue #3", "tcia": "Pancreas-CT, issue #3"}
+PLANNED_SOURCES = {
+    "released_h5": "LA download, issue #3",
+    "raw_nrrd": "LA raw nrrd, issue #3",
+    "tcia": "Pancreas-CT, issue #3",
+}
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

@@ -27,6 +27,7 @@ except ConfigError as err:
     raise WorkflowError(f"config refused: {err}") from None
 
 NAME = config["name"]
+GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
 CELLS = grid_cells(config)
 RUN = f"results/{NAME}/runs/{{dataset}}/{{method}}/labeled~{{n}}/seed~{{seed}}"
 SYNTHETIC = [

@@ -5,6 +5,7 @@
 rule predict:
     input:
         run_config=f"{RUN}/run_config.yaml",
+        gpu_slot=GPU_SLOT,
         model=f"{RUN}/model.pt",
     output:
         directory(f"{RUN}/predictions"),
@@ -20,7 +21,7 @@ rule predict:
         spacing=data_setting("spacing_mm"),
         windows=config["eval"]["windows_per_batch"],
     shell:
-        "bash workflow/scripts/gpu_slot.sh python -m harness predict --run-config {input.run_config}"
+        "bash {input.gpu_slot:q} python -m harness predict --run-config {input.run_config}"
         " --model {input.model} --out {output} --stride {params.stride} --spacing {params.spacing}"
         " --windows {params.windows} --threads {threads} > {log} 2>&1"
 

@@ -19,6 +19,7 @@ rule run_config:
 rule train:
     input:
         run_config=f"{RUN}/run_config.yaml",
+        gpu_slot=GPU_SLOT,
         data=data_manifest,
         code=code_inputs,
     output:
@@ -32,5 +33,5 @@ rule train:
     resources:
         gpu=1,
     shell:
-        "bash workflow/scripts/gpu_slot.sh python -m harness train --run-config {input.run_config}"
+        "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
         " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"

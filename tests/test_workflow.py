@@ -1,0 +1,93 @@
+"""The Snakemake workflow: lint, dry runs, the refusal of unimplemented parts, a tiny end-to-end run, rerun scope."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
+    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def planned(res: subprocess.CompletedProcess) -> dict[str, int]:
+    """Job counts per rule from a dry run's 'Job stats' table."""
+    text = res.stdout + res.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def test_lint_is_clean():
+    res = snakemake("--lint", "--configfile", "config/smoke.yaml")
+    assert "Congratulations, your workflow is in a good condition" in res.stdout + res.stderr
+
+
+def test_dry_run_of_the_smoke_grid():
+    jobs = planned(snakemake("-n", "--configfile", "config/smoke.yaml", "--directory", "/tmp/harness-dry-smoke"))
+    assert jobs == {"make_synthetic": 1, "run_config": 6, "train": 6, "predict": 6, "evaluate": 6, "aggregate": 1,
+                    "figures": 1, "all": 1}  # fmt: skip
+
+
+def test_paper_config_is_refused_by_name(tmp_path):
+    res = snakemake("-n", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path, check=False)
+    text = res.stdout + res.stderr
+    assert res.returncode != 0
+    assert "methods not implemented yet: mean_teacher, ua_mt, dtc, cvrl, sup_local_contrast, simcvd" in text
+    assert "dataset 'la'" in text and "dataset 'pancreas'" in text
+
+
+def test_default_config_is_the_paper_config(tmp_path):
+    shutil.copytree(REPO / "config", tmp_path / "config")
+    res = snakemake("-n", cwd=tmp_path, check=False)  # no --configfile: config/config.yaml of the workdir
+    assert res.returncode != 0 and "dataset 'pancreas'" in res.stdout + res.stderr
+
+
+def test_schema_rejects_unknown_keys(tmp_path):
+    cfg = (REPO / ".test" / "config" / "config.yaml").read_text() + "iterations: 5\n"
+    (tmp_path / "bad.yaml").write_text(cfg)
+    res = snakemake("-n", "--configfile", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
+    assert res.returncode != 0 and "iterations" in res.stdout + res.stderr
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_and_rerun_scope(tmp_path):
+    cfg = ["--configfile", str(REPO / ".test" / "config" / "config.yaml")]
+    snakemake("--cores", "2", *cfg, "--directory", str(tmp_path))
+    out = tmp_path / "results" / "ci"
+    for f in ("summary.json", "runs.csv", "tables/synthetic_voxel.md", "figures/dice_vs_labeled.png"):
+        assert (out / f).stat().st_size > 0, f
+    assert (out / "runs/synthetic/supervised/labeled~2/seed~1/logs/train.log").exists()
+    assert not list(tmp_path.rglob("*.tmp"))
+
+    def dry(*extra: str) -> dict[str, int]:
+        return planned(snakemake("-n", *cfg, "--directory", str(tmp_path), *extra))
+
+    assert dry() == {}
+    # an evaluation setting reruns evaluation only, never training
+    assert dry("--config", "eval={empty_pred: nan}") == {"evaluate": 1, "aggregate": 1, "figures": 1, "all": 1}
+    # settings of a method outside this cell change nothing
+    assert dry("--config", "method_overrides={ua_mt: {ema_decay: 0.9}}") == {}
+    # this method's setting reruns its runs from run_config on
+    jobs = dry("--config", "method_overrides={supervised: {has_dropout: false}}")
+    assert jobs["run_config"] == 1 and jobs["train"] == 1 and jobs["predict"] == 1
+    # a new seed adds exactly one run
+    more = (REPO / ".test" / "config" / "config.yaml").read_text().replace("seeds: [1]", "seeds: [1, 2]")
+    (tmp_path / "more_seeds.yaml").write_text(more)
+    jobs = planned(snakemake("-n", "--configfile", str(tmp_path / "more_seeds.yaml"), "--directory", str(tmp_path)))
+    assert jobs["train"] == 1 and jobs["run_config"] == 1
