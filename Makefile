@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env smoke test lint format dryrun clean-smoke
+.PHONY: env smoke test lint format dryrun bench clean-smoke
 
 env: $(STAMP)
 
@@ -33,3 +33,6 @@ dryrun: env
 
 clean-smoke:
 	rm -rf results/smoke resources/synthetic logs/synthetic
+
+bench: env
+	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-group-by=group
