@@ -98,7 +98,7 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 
 def cmd_aggregate(a: argparse.Namespace) -> None:
     from harness import provenance
-    from harness.aggregate import write_tables
+    from harness.tables import write_tables
 
     write_tables([Path(p) for p in a.inputs], Path(a.out), provenance=provenance.collect(config_name=a.name))
 

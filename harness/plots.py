@@ -16,16 +16,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import (
-    PER_CASE_COLUMNS,
-    RUN_COLUMNS,
-    UPPER_BOUND,
-    atomic_write,
-    format_labeled,
-    method_rank,
-    require_columns,
-    setting_label,
-)
+from harness.aggregate import PER_CASE_COLUMNS, RUN_COLUMNS, UPPER_BOUND, method_rank, require_columns, setting_label
+from harness.tables import atomic_write, format_labeled
 
 logger = logging.getLogger(__name__)
 

@@ -11,18 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.aggregate import (
-    PER_CASE_COLUMNS,
-    build_table,
-    format_labeled,
-    format_mean_std,
-    load_per_case,
-    per_cell,
-    per_run,
-    render_latex,
-    render_markdown,
-    write_tables,
-)
+from harness.aggregate import PER_CASE_COLUMNS, load_per_case, per_cell, per_run
+from harness.tables import build_table, format_labeled, format_mean_std, render_latex, render_markdown, write_tables
 
 NAN = float("nan")
 SPACING_MM = 0.5  # per-case *_mm values = voxel values * 0.5 in these fixtures

@@ -124,3 +124,16 @@ def test_resolved_run_round_trips_and_supervised_uses_full_labeled_batch(tmp_pat
 def test_n_labeled_out_of_range():
     with pytest.raises(ConfigError, match="n_labeled=17"):
         resolve_run(cell_params(smoke(), Cell("synthetic", "supervised", 17, 1)))
+
+
+def test_smoke_cases_need_several_sliding_windows():
+    from harness.data.synthetic import write_synthetic_la
+    from harness.inference import count_windows
+
+    cfg = smoke()["data"]["synthetic"]
+    import inspect
+
+    defaults = inspect.signature(write_synthetic_la).parameters
+    (x_lo, _), (y_lo, _) = defaults["shape_xy"].default
+    smallest = (x_lo, y_lo, defaults["shape_z"].default)
+    assert count_windows(smallest, cfg["patch_size"], cfg["stride"]) >= 8
