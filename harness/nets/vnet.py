@@ -43,7 +43,16 @@ def _norm_layers(normalization: str, channels: int) -> list[nn.Module]:
     raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
 
 
-class ConvBlock(nn.Module):
+class _SequentialBlock(nn.Module):
+    """A block whose layers sit in `self.conv` (an nn.Sequential), as in the reference, so state_dict keys match."""
+
+    conv: nn.Sequential
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvBlock(_SequentialBlock):
     """`n_stages` conv units (Conv3d 3x3x3, padding 1, bias → norm → ReLU) in one `self.conv` Sequential.
 
     Shapes: `[B, n_in, X, Y, Z]` → `[B, n_out, X, Y, Z]`. Only the first unit changes the channel count.
@@ -58,11 +67,8 @@ class ConvBlock(nn.Module):
             layers.append(nn.ReLU(inplace=True))
         self.conv = nn.Sequential(*layers)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
-
-class DownsamplingConvBlock(nn.Module):
+class DownsamplingConvBlock(_SequentialBlock):
     """Conv3d kernel 2, stride 2, no padding → norm → ReLU.
 
     Shapes: `[B, n_in, X, Y, Z]` → `[B, n_out, X/2, Y/2, Z/2]`.
@@ -73,20 +79,14 @@ class DownsamplingConvBlock(nn.Module):
         layers = [nn.Conv3d(n_in, n_out, kernel_size=2, stride=2, padding=0)]
         self.conv = nn.Sequential(*layers, *_norm_layers(normalization, n_out), nn.ReLU(inplace=True))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
-
-class UpsamplingDeconvBlock(nn.Module):
+class UpsamplingDeconvBlock(_SequentialBlock):
     """ConvTranspose3d kernel 2, stride 2 → norm → ReLU. Shapes: `[B, n_in, X, Y, Z]` → `[B, n_out, 2X, 2Y, 2Z]`."""
 
     def __init__(self, n_in: int, n_out: int, normalization: str) -> None:
         super().__init__()
         layers = [nn.ConvTranspose3d(n_in, n_out, kernel_size=2, stride=2, padding=0)]
         self.conv = nn.Sequential(*layers, *_norm_layers(normalization, n_out), nn.ReLU(inplace=True))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(x)
 
 
 class _VNetTrunk(nn.Module):
