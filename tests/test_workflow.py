@@ -39,23 +39,29 @@ def test_lint_is_clean():
 
 
 def test_dry_run_of_the_smoke_grid():
+    import yaml
+
+    from harness.config import grid_cells
+
     jobs = planned(snakemake("-n", "--configfile", "config/smoke.yaml", "--directory", "/tmp/harness-dry-smoke"))
-    assert jobs == {"make_synthetic": 1, "run_config": 6, "train": 6, "predict": 6, "evaluate": 6, "aggregate": 1,
-                    "figures": 1, "all": 1}  # fmt: skip
+    n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))
+    assert n_runs >= 6
+    for rule in ("run_config", "train", "predict", "evaluate"):
+        assert jobs[rule] == n_runs, rule
+    assert jobs["make_synthetic"] == jobs["aggregate"] == jobs["figures"] == jobs["all"] == 1
 
 
 def test_paper_config_is_refused_by_name(tmp_path):
     res = snakemake("-n", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path, check=False)
     text = res.stdout + res.stderr
     assert res.returncode != 0
-    assert "methods not implemented yet: mean_teacher, ua_mt, dtc, cvrl, sup_local_contrast, simcvd" in text
-    assert "dataset 'la'" in text and "dataset 'pancreas'" in text
+    assert re.search(r"methods not implemented yet: [a-z_, ]*simcvd", text)
 
 
 def test_default_config_is_the_paper_config(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     res = snakemake("-n", cwd=tmp_path, check=False)  # no --configfile: config/config.yaml of the workdir
-    assert res.returncode != 0 and "dataset 'pancreas'" in res.stdout + res.stderr
+    assert res.returncode != 0 and "config refused" in res.stdout + res.stderr
 
 
 def test_schema_rejects_unknown_keys(tmp_path):

@@ -35,6 +35,8 @@ PLAN_STREAM = 1
 
 TRAINING_DIR = "2018LA_Seg_Training Set"
 H5_NAME = "mri_norm2.h5"
+PANCREAS_DIR = "h5"
+PANCREAS_SUFFIX = "_norm.h5"
 AUGMENT_MODES = ("rotflip_crop", "crop")
 
 Key = tuple[int, int, str, int]
@@ -47,6 +49,26 @@ def la_case_path(root: str | Path, case_id: str) -> Path:
     return Path(root) / TRAINING_DIR / case_id / H5_NAME
 
 
+def pancreas_case_path(root: str | Path, case_id: str) -> Path:
+    """Path of a Pancreas case file: `<root>/h5/<case_id>_norm.h5` (MC-Net naming, protocol §2.3)."""
+    return Path(root) / PANCREAS_DIR / f"{case_id}{PANCREAS_SUFFIX}"
+
+
+def case_path(root: str | Path, case_id: str, fmt: str) -> Path:
+    """Path of a case file in the on-disk layout `fmt` of `DataConfig.format`.
+
+    Args:
+        root: the dataset root (holds `train.list` and `test.list` in every format).
+        case_id: an ID from the lists.
+        fmt: `la_h5` (`<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5`) or `pancreas_h5` (`<root>/h5/<ID>_norm.h5`).
+    """
+    if fmt == "la_h5":
+        return la_case_path(root, case_id)
+    if fmt == "pancreas_h5":
+        return pancreas_case_path(root, case_id)
+    raise ValueError(f"fmt must be 'la_h5' or 'pancreas_h5'; got {fmt!r}")
+
+
 def _read_dataset(f: h5py.File, path: Path, name: str) -> np.ndarray:
     if name not in f:
         raise ValueError(f"{path}: no dataset {name!r} (found {sorted(f.keys())})")
@@ -57,7 +79,7 @@ def _read_dataset(f: h5py.File, path: Path, name: str) -> np.ndarray:
 
 
 def load_case(path: str | Path, *, with_label: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read one case file (protocol.md §1.3).
+    """Read one case file (protocol.md §1.3; Pancreas files of §2.3 store the label as float32 {0., 1.}).
 
     Args:
         path: an h5 file with datasets `image` and `label`, both (x, y, z).

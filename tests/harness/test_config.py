@@ -62,6 +62,7 @@ def test_lr_schedule_matches_ua_mt_steps():
 
 def test_grid_adds_upper_bound_for_supervised_only():
     cfg = smoke()
+    cfg["methods"], cfg["seeds"] = ["supervised"], [1337, 1338]
     cells = grid_cells(cfg)
     assert len(cells) == 2 * 2 + 2  # 2 labeled counts x 2 seeds + upper bound x 2 seeds
     assert Cell("synthetic", "supervised", 16, 1337) in cells
@@ -76,7 +77,10 @@ def test_paper_config_is_refused_naming_every_missing_part():
     msg = str(err.value)
     for name in ("mean_teacher", "ua_mt", "dtc", "cvrl", "sup_local_contrast", "simcvd"):
         assert name in msg
-    assert "dataset 'la'" in msg and "dataset 'pancreas'" in msg and "issue #3" in msg
+    assert "dataset 'la'" not in msg and "dataset 'pancreas'" not in msg  # both data sources are implemented
+    paper["data"]["la"]["source"] = "carrier_pigeon"
+    with pytest.raises(ConfigError, match="dataset 'la': data source 'carrier_pigeon' is not implemented"):
+        check_grid(paper, ["supervised", "mean_teacher", "ua_mt", "dtc", "cvrl", "sup_local_contrast", "simcvd"])
 
 
 def test_check_grid_rejects_bad_counts_and_names():
@@ -114,7 +118,7 @@ def test_resolve_run_validates_method_overrides(tmp_path):
 def test_resolved_run_round_trips_and_supervised_uses_full_labeled_batch(tmp_path):
     run = resolve_run(cell_params(smoke(), Cell("synthetic", "supervised", 4, 1337)))
     assert run.protocol.labeled_bs == run.protocol.batch_size == 4
-    assert run.protocol.iterations == 300 and run.protocol.n_filters == 8
+    assert run.protocol.iterations == smoke()["protocol"]["iterations"] and run.protocol.n_filters == 8
     write_yaml(run.to_dict(), tmp_path / "run_config.yaml")
     again = load_run_config(tmp_path / "run_config.yaml")
     assert again == run and again.sha256() == run.sha256()

@@ -1,5 +1,7 @@
-# Data preparation: one rule per data source, each writing resources/{dataset}/ in the released LA layout plus a
-# manifest.json (its sha256 goes into every run's provenance). Real LA and Pancreas downloads: issue #3.
+# Data preparation: per data source, rules that write resources/{dataset}/ in the dataset's on-disk format and end
+# with resources/{dataset}/manifest.json (train depends on it; its sha256 goes into every run's provenance).
+# Sources and the manual step: docs/data.md. Downloads are local rules (cluster nodes may have no internet).
+# Every case is its own target, so a subset can be fetched by naming its files; the manifest needs all cases.
 
 
 rule make_synthetic:
@@ -8,7 +10,7 @@ rule make_synthetic:
     log:
         "logs/{dataset}/make_synthetic.log",
     wildcard_constraints:
-        dataset="|".join(SYNTHETIC) or "(?!x)x",
+        dataset=one_of(SYNTHETIC),
     conda:
         "../../environment.yml"
     params:
@@ -18,3 +20,221 @@ rule make_synthetic:
     shell:
         "python -m harness make-synthetic --out resources/{wildcards.dataset} --seed {params.seed}"
         " --n-train {params.n_train} --n-test {params.n_test} > {log} 2>&1"
+
+
+# -- LA, released h5 files (protocol §1.2) ---------------------------------------------------------------------------
+rule fetch_la_case:
+    output:
+        "resources/{dataset}/2018LA_Seg_Training Set/{case}/mri_norm2.h5",
+    log:
+        "logs/{dataset}/fetch_la_case/{case}.log",
+    wildcard_constraints:
+        dataset=one_of(LA_RELEASED),
+        case=LA_CASE,
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        base_url=source_setting("base_url"),
+        retries=source_setting("retries"),
+    shell:
+        "python -m harness fetch-la --root {params.root} --base-url {params.base_url:q} --case {wildcards.case}"
+        " --retries {params.retries} > {log} 2>&1"
+
+
+rule fetch_la_lists:
+    output:
+        train="resources/{dataset}/train.list",
+        test="resources/{dataset}/test.list",
+    log:
+        "logs/{dataset}/fetch_la_lists.log",
+    wildcard_constraints:
+        dataset=one_of(LA_RELEASED),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        base_url=source_setting("base_url"),
+        retries=source_setting("retries"),
+    shell:
+        "python -m harness fetch-la --root {params.root} --base-url {params.base_url:q} --lists"
+        " --retries {params.retries} > {log} 2>&1"
+
+
+# -- LA, raw challenge nrrd (protocol §1.5) --------------------------------------------------------------------------
+rule preprocess_la_raw:
+    input:
+        image=la_raw_file("lgemri.nrrd"),
+        mask=la_raw_file("laendo.nrrd"),
+    output:
+        h5="resources/{dataset}/2018LA_Seg_Training Set/{case}/mri_norm2.h5",
+        margins="resources/{dataset}/raw_margins/{case}.json",
+    log:
+        "logs/{dataset}/preprocess_la_raw/{case}.log",
+    wildcard_constraints:
+        dataset=one_of(LA_RAW),
+        case=LA_CASE,
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        raw_root=source_setting("raw_root"),
+        seed=source_setting("crop_seed"),
+    shell:
+        "python -m harness la-raw --root {params.root} --raw-root {params.raw_root:q} --case {wildcards.case}"
+        " --seed {params.seed} > {log} 2>&1"
+
+
+rule la_lists_from_manifest:
+    output:
+        train="resources/{dataset}/train.list",
+        test="resources/{dataset}/test.list",
+    log:
+        "logs/{dataset}/la_lists.log",
+    wildcard_constraints:
+        dataset=one_of(LA_RAW),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+    shell:
+        "python -m harness la-lists --root {params.root} > {log} 2>&1"
+
+
+rule la_manifest:
+    input:
+        cases=la_case_files,
+        train="resources/{dataset}/train.list",
+        test="resources/{dataset}/test.list",
+    output:
+        "resources/{dataset}/manifest.json",
+    log:
+        "logs/{dataset}/la_manifest.log",
+    wildcard_constraints:
+        dataset=one_of(LA_RELEASED + LA_RAW),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        source=data_value("source"),
+        seed=source_setting("crop_seed"),
+    shell:
+        "python -m harness la-manifest --root {params.root} --source {params.source}"
+        " --crop-seed={params.seed:q} > {log} 2>&1"
+
+
+# -- NIH Pancreas-CT from TCIA (protocol §2) -------------------------------------------------------------------------
+rule pancreas_series:
+    output:
+        "resources/{dataset}/raw/series.json",
+    log:
+        "logs/{dataset}/pancreas_series.log",
+    wildcard_constraints:
+        dataset=one_of(TCIA),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        api_url=source_setting("api_url"),
+        collection=source_setting("collection"),
+        dicom_root=source_setting("dicom_root"),
+        retries=source_setting("retries"),
+    shell:
+        "python -m harness tcia-series --out {output} --api-url={params.api_url:q}"
+        " --collection {params.collection:q} --dicom-root={params.dicom_root:q} --retries {params.retries}"
+        " > {log} 2>&1"
+
+
+rule pancreas_labels:
+    output:
+        directory("resources/{dataset}/raw/labels"),
+    log:
+        "logs/{dataset}/pancreas_labels.log",
+    wildcard_constraints:
+        dataset=one_of(TCIA),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        raw=raw_dir,
+        url=source_setting("labels_url"),
+        sha256=source_setting("labels_sha256"),
+        retries=source_setting("retries"),
+    shell:
+        "python -m harness pancreas-labels --raw-dir {params.raw} --url {params.url:q}"
+        " --sha256={params.sha256:q} --retries {params.retries} > {log} 2>&1"
+
+
+rule fetch_pancreas_series:
+    input:
+        "resources/{dataset}/raw/series.json",
+    output:
+        temp(directory("resources/{dataset}/raw/dicom/{case}")),  # ~130 MB per case, deleted once preprocessed
+    log:
+        "logs/{dataset}/fetch_pancreas_series/{case}.log",
+    wildcard_constraints:
+        dataset=one_of(TCIA),
+        case=PANCREAS_CASE,
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        api_url=source_setting("api_url"),
+        retries=source_setting("retries"),
+    shell:
+        "python -m harness tcia-fetch --index {input} --case {wildcards.case} --out {output}"
+        " --api-url={params.api_url:q} --retries {params.retries} > {log} 2>&1"
+
+
+rule preprocess_pancreas_case:
+    input:
+        dicom="resources/{dataset}/raw/dicom/{case}",
+        labels="resources/{dataset}/raw/labels",
+    output:
+        h5="resources/{dataset}/h5/{case}_norm.h5",
+        qa="resources/{dataset}/qa/{case}.json",
+        overlay="resources/{dataset}/qa/{case}.png",
+    log:
+        "logs/{dataset}/preprocess_pancreas_case/{case}.log",
+    wildcard_constraints:
+        dataset=one_of(TCIA),
+        case=PANCREAS_CASE,
+    conda:
+        "../../environment.yml"
+    threads: 2
+    resources:
+        mem_mb=4000,  # a 512 x 512 x ~300 CT in float32 plus its 1 mm resampling
+    params:
+        root=data_root,
+    shell:
+        "python -m harness pancreas-case --case {wildcards.case} --dicom {input.dicom}"
+        " --labels {input.labels} --root {params.root} --threads {threads} > {log} 2>&1"
+
+
+rule pancreas_manifest:
+    input:
+        cases=pancreas_case_files,
+        labels="resources/{dataset}/raw/labels",
+        series="resources/{dataset}/raw/series.json",
+    output:
+        manifest="resources/{dataset}/manifest.json",
+        train="resources/{dataset}/train.list",
+        test="resources/{dataset}/test.list",
+    log:
+        "logs/{dataset}/pancreas_manifest.log",
+    wildcard_constraints:
+        dataset=one_of(TCIA),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        split=pancreas_split,
+        policy=source_setting("duplicates"),
+    shell:
+        "python -m harness pancreas-manifest --root {params.root} --split {params.split}"
+        " --policy {params.policy} > {log} 2>&1"
