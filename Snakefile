@@ -5,6 +5,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
+report: "workflow/report/workflow.rst"
+
+
 # With --configfile, that file alone is the config (the paper grid is not merged into it).
 if not workflow.overwrite_configfiles:
 

@@ -39,6 +39,141 @@ def cmd_make_synthetic(a: argparse.Namespace) -> None:
     tmp.replace(out / "manifest.json")
 
 
+def cmd_fetch_la(a: argparse.Namespace) -> None:
+    from harness.data import la
+    from harness.data.download import DataError
+
+    if not a.case and not a.lists:
+        raise DataError("fetch-la: give --case ID ... and/or --lists")
+    for case_id in a.case:
+        la.fetch_case(a.root, case_id, a.base_url, retries=a.retries, progress=not a.no_progress)
+    if a.lists:
+        la.fetch_lists(a.root, a.base_url, retries=a.retries)
+
+
+def cmd_la_raw(a: argparse.Namespace) -> None:
+    from harness.data import la
+
+    case = la.manifest_case(la.read_manifest(), a.case)
+    la.preprocess_raw_case(Path(a.raw_root) / a.case, a.root, a.case, seed=a.seed, expected_fg=case.fg_voxels)
+
+
+def cmd_la_lists(a: argparse.Namespace) -> None:
+    from harness.data import la
+
+    la.write_lists_from_manifest(a.root)
+
+
+def cmd_la_manifest(a: argparse.Namespace) -> None:
+    from harness.data import la
+
+    la.write_manifest(a.root, source=a.source, crop_seed=a.crop_seed)
+
+
+def cmd_tcia_series(a: argparse.Namespace) -> None:
+    from harness.data import tcia
+
+    tcia.build_series_index(
+        a.out, api_url=a.api_url or None, collection=a.collection, dicom_root=a.dicom_root or None, retries=a.retries
+    )
+
+
+def cmd_tcia_fetch(a: argparse.Namespace) -> None:
+    from harness.data import tcia
+
+    tcia.fetch_series(a.index, a.case, a.out, api_url=a.api_url, retries=a.retries, progress=not a.no_progress)
+
+
+def cmd_pancreas_labels(a: argparse.Namespace) -> None:
+    from harness.data import tcia
+
+    tcia.fetch_labels(a.url, a.raw_dir, sha256=a.sha256 or None, retries=a.retries, progress=not a.no_progress)
+
+
+def cmd_pancreas_case(a: argparse.Namespace) -> None:
+    import SimpleITK as sitk
+
+    from harness.data import pancreas
+
+    if a.threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(a.threads)
+    pancreas.prepare_case(a.case, a.dicom, a.labels, a.root)
+
+
+def cmd_pancreas_manifest(a: argparse.Namespace) -> None:
+    from harness.data import pancreas
+
+    pancreas.write_manifest(a.root, split=a.split, policy=a.policy)
+
+
+def _data_parsers(sub: argparse._SubParsersAction) -> None:
+    """Data preparation subcommands (workflow/rules/data.smk)."""
+    p = sub.add_parser("fetch-la", help="download + verify released LA cases and/or the lists (protocol §1.2)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--base-url", required=True, help="URL or local folder holding train.list and 2018LA_Seg_...")
+    p.add_argument("--case", nargs="*", default=[], help="LA case IDs")
+    p.add_argument("--lists", action="store_true", help="also fetch train.list and test.list")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_fetch_la)
+
+    p = sub.add_parser("la-raw", help="preprocess one raw LA case (lgemri/laendo.nrrd), seeded margins (§1.5)")
+    p.add_argument("--root", required=True)
+    p.add_argument("--raw-root", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.set_defaults(func=cmd_la_raw)
+
+    p = sub.add_parser("la-lists", help="write the LA lists from the project manifest (raw_nrrd source)")
+    p.add_argument("--root", required=True)
+    p.set_defaults(func=cmd_la_lists)
+
+    p = sub.add_parser("la-manifest", help="verify a complete LA root and write manifest.json")
+    p.add_argument("--root", required=True)
+    p.add_argument("--source", choices=["released_h5", "raw_nrrd"], required=True)
+    p.add_argument("--crop-seed", type=lambda v: int(v) if v else None, default=None, help="raw_nrrd margin seed")
+    p.set_defaults(func=cmd_la_manifest)
+
+    p = sub.add_parser("tcia-series", help="index the Pancreas-CT CT series (TCIA getSeries and/or a local copy)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--api-url", default="", help="NBIA API base URL ('' = local copy only)")
+    p.add_argument("--collection", required=True)
+    p.add_argument("--dicom-root", default="", help="local DICOM folder holding PANCREAS_<nnnn>/ ('' = none)")
+    p.add_argument("--retries", type=int, default=3)
+    p.set_defaults(func=cmd_tcia_series)
+
+    p = sub.add_parser("tcia-fetch", help="one case's DICOM series into a folder (TCIA getImage or local links)")
+    p.add_argument("--index", required=True)
+    p.add_argument("--case", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--api-url", default="")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_tcia_fetch)
+
+    p = sub.add_parser("pancreas-labels", help="fetch (or use the hand-placed) label archive and extract it")
+    p.add_argument("--raw-dir", required=True)
+    p.add_argument("--url", required=True)
+    p.add_argument("--sha256", default="")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=cmd_pancreas_labels)
+
+    p = sub.add_parser("pancreas-case", help="MC-Net preprocessing of one Pancreas case (protocol §2.3)")
+    p.add_argument("--case", required=True)
+    p.add_argument("--dicom", required=True)
+    p.add_argument("--labels", required=True)
+    p.add_argument("--root", required=True)
+    p.add_argument("--threads", type=int, default=None, help="SimpleITK threads (default: all cores)")
+    p.set_defaults(func=cmd_pancreas_case)
+
+    p = sub.add_parser("pancreas-manifest", help="check all Pancreas cases, write the lists and manifest.json")
+    p.add_argument("--root", required=True)
+    p.add_argument("--split", choices=["mcnet", "mcnet_minus_0025_0070"], required=True)
+    p.add_argument("--policy", choices=["auto", "require", "drop"], required=True)
+    p.set_defaults(func=cmd_pancreas_manifest)
+
+
 def cmd_resolve_run(a: argparse.Namespace) -> None:
     from harness.config import resolve_run, write_yaml
 
@@ -111,6 +246,128 @@ def cmd_figures(a: argparse.Namespace) -> None:
     write_figures(per_run(per_case), per_case, Path(a.out))
 
 
+# -- results tables, figures and the report (issue #7) ---------------------------------------------------------------
+def _table_options(a: argparse.Namespace):
+    from harness.tables import TableOptions
+
+    return TableOptions(
+        published_source=a.published_source,
+        reference_method=a.reference,
+        n_resamples=a.bootstrap_samples,
+        bootstrap_seed=a.bootstrap_seed,
+        alternative=a.alternative,
+    )
+
+
+def cmd_report_tables(a: argparse.Namespace) -> None:
+    from harness import provenance
+    from harness.tables import write_tables
+
+    prov = provenance.collect(config_name=a.name)
+    write_tables([Path(p) for p in a.inputs], Path(a.out), provenance=prov, options=_table_options(a))
+
+
+def cmd_report_figures(a: argparse.Namespace) -> None:
+    from harness.aggregate import load_per_case, per_run
+    from harness.plots import load_train_logs, write_figures
+    from harness.published import NO_SOURCE, SOURCES, check_source, load_published
+
+    check_source(a.published_source)
+    published, label = None, ""
+    if a.published_source != NO_SOURCE:
+        table = load_published()
+        published, label = table[table["source_id"] == a.published_source], SOURCES[a.published_source].label
+    per_case = load_per_case([Path(p) for p in a.inputs])
+    logs = load_train_logs([Path(p) for p in a.run_info]) if a.run_info else None
+    write_figures(per_run(per_case), per_case, Path(a.out), published=published, published_label=label, train_logs=logs)
+
+
+def cmd_qualitative(a: argparse.Namespace) -> None:
+    from harness.plots import write_qualitative
+
+    write_qualitative([Path(p) for p in a.run_configs], Path(a.out), case=a.case or None, n_slices=a.slices)
+
+
+def cmd_sensitivity(a: argparse.Namespace) -> None:
+    from harness.sensitivity import write_sensitivity
+
+    write_sensitivity(
+        [Path(p) for p in a.run_configs],
+        Path(a.out_csv),
+        Path(a.tables),
+        spacing_mm=tuple(a.spacing),
+        policy=a.empty_pred,
+        workers=a.workers,
+    )
+
+
+def cmd_provenance_report(a: argparse.Namespace) -> None:
+    from harness.tables import write_provenance
+
+    write_provenance([Path(p) for p in a.run_info], Path(a.out))
+
+
+def cmd_cost_table(a: argparse.Namespace) -> None:
+    from harness.tables import write_cost_tables
+
+    patterns = dict(item.split("=", 1) for item in a.pattern)
+    write_cost_tables(patterns, [Path(p) for p in a.inputs], Path(a.out))
+
+
+def _report_options(p: argparse.ArgumentParser) -> None:
+    from harness.published import source_ids
+    from harness.stats import ALTERNATIVES
+
+    p.add_argument("--published-source", choices=source_ids(), default="simcvd", help="published source table")
+    p.add_argument("--reference", default="simcvd", help="reference method of the paired tests")
+    p.add_argument("--bootstrap-samples", type=int, default=2000, help="bootstrap resamples per cell")
+    p.add_argument("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap generators")
+    p.add_argument("--alternative", choices=ALTERNATIVES, default="two-sided", help="for d = method - reference")
+
+
+def _add_report_commands(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("report-tables", help="per-case CSVs -> results, published, statistics tables + summary.json")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="results folder (tables/ is created in it)")
+    p.add_argument("--name", required=True, help="the benchmark's name (config key `name`)")
+    _report_options(p)
+    p.set_defaults(func=cmd_report_tables)
+
+    p = sub.add_parser("report-figures", help="per-case CSVs + training logs -> figures (PNG and PDF)")
+    p.add_argument("--inputs", nargs="+", required=True, help="metrics_per_case.csv files")
+    p.add_argument("--run-info", nargs="*", default=[], help="run_info.json files (train_log.jsonl beside each)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--published-source", default="simcvd", help="published source table for the markers, or none")
+    p.set_defaults(func=cmd_report_figures)
+
+    p = sub.add_parser("qualitative", help="overlay figure of one test case from saved predictions")
+    p.add_argument("--run-configs", nargs="+", required=True, help="run_config.yaml files (predictions/ beside)")
+    p.add_argument("--out", required=True, help="destination PNG (a PDF is written beside it)")
+    p.add_argument("--case", default="", help="test case ID (default: the first of test.list)")
+    p.add_argument("--slices", type=int, default=3)
+    p.set_defaults(func=cmd_qualitative)
+
+    p = sub.add_parser("sensitivity", help="protocol-sensitivity table of one dataset from saved predictions")
+    p.add_argument("--run-configs", nargs="+", required=True)
+    p.add_argument("--spacing", type=float, nargs=3, required=True, help="voxel size x y z in mm")
+    p.add_argument("--empty-pred", choices=["worst_case", "nan", "reference_zero"], required=True)
+    p.add_argument("--out-csv", required=True)
+    p.add_argument("--tables", required=True, help="folder of <dataset>_sensitivity.{md,csv,tex,html}")
+    p.add_argument("--workers", type=int, default=1)
+    p.set_defaults(func=cmd_sensitivity)
+
+    p = sub.add_parser("provenance-report", help="HTML page of every run's configuration and provenance")
+    p.add_argument("--run-info", nargs="+", required=True)
+    p.add_argument("--out", required=True, help="destination HTML (a CSV is written beside it)")
+    p.set_defaults(func=cmd_provenance_report)
+
+    p = sub.add_parser("cost-table", help="Snakemake benchmark files -> cost table")
+    p.add_argument("--pattern", nargs="+", required=True, help="RULE=PATTERN with {dataset} {method} {n} {seed}")
+    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_cost_table)
+
+
 def _eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-config", required=True, help="run_config.yaml of the run")
     p.add_argument("--spacing", type=float, nargs=3, required=True, help="voxel size x y z in mm")
@@ -127,6 +384,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-train", type=int, required=True)
     p.add_argument("--n-test", type=int, required=True)
     p.set_defaults(func=cmd_make_synthetic)
+    _data_parsers(sub)
 
     p = sub.add_parser("resolve-run", help="merge and validate one grid cell's parameters into run_config.yaml")
     p.add_argument("--params", required=True, help="the cell's parameters as JSON")
@@ -173,6 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inputs", nargs="+", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_figures)
+    _add_report_commands(sub)
     return parser
 
 
@@ -184,10 +443,11 @@ def main(argv: list[str] | None = None) -> int:
         stream=sys.stderr,
     )
     from harness.config import ConfigError
+    from harness.data.download import DataError
 
     try:
         args.func(args)
-    except (ConfigError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, DataError, FileNotFoundError, KeyError) as err:
         logger.error("%s", err)
         return 2
     return 0

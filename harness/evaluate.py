@@ -16,7 +16,7 @@ import torch
 from tqdm import tqdm
 
 from harness.config import RunConfig
-from harness.data.dataset import la_case_path, load_case
+from harness.data.dataset import case_path, load_case
 from harness.data.splits import read_list
 from harness.inference import sliding_window
 from harness.loop import load_trained
@@ -73,7 +73,7 @@ def predict_cases(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for case in tqdm(test_ids(cfg), desc="predict", unit="case", mininterval=2.0):
-        image, _ = load_case(la_case_path(Path(cfg.data.root), case), with_label=False)
+        image, _ = load_case(case_path(cfg.data.root, case, cfg.data.format), with_label=False)
         label, _ = sliding_window(
             predict, image, cfg.data.patch_size, stride, num_classes, windows_per_batch=windows_per_batch
         )
@@ -96,7 +96,7 @@ def evaluate_cases(
     """
     rows = []
     for case in test_ids(cfg):
-        _, gt = load_case(la_case_path(Path(cfg.data.root), case), with_label=True)
+        _, gt = load_case(case_path(cfg.data.root, case, cfg.data.format), with_label=True)
         pred_path = pred_dir / f"{case}.nii.gz"
         if not pred_path.exists():
             raise FileNotFoundError(f"{pred_path}: no prediction for test case {case}; rerun the predict rule")

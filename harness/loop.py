@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from harness import provenance
 from harness.config import RunConfig, method_config
-from harness.data.dataset import PatchDataset, batch_plan, la_case_path, load_case, make_loader
+from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader
 from harness.data.splits import labeled_subset, read_list
 from harness.method import Method, Progress
 from harness.nets import build_net
@@ -73,8 +73,8 @@ def training_data(cfg: RunConfig, method: Method) -> tuple[PatchDataset, int, in
     labeled_ids, unlabeled_ids = labeled_subset(train_ids, cfg.n_labeled)
     if not method.needs_unlabeled:
         unlabeled_ids = []
-    labeled = [load_case(la_case_path(root, i), with_label=True) for i in labeled_ids]
-    unlabeled = [load_case(la_case_path(root, i), with_label=False)[0] for i in unlabeled_ids]
+    labeled = [load_case(case_path(root, i, cfg.data.format), with_label=True) for i in labeled_ids]
+    unlabeled = [load_case(case_path(root, i, cfg.data.format), with_label=False)[0] for i in unlabeled_ids]
     transforms = method.label_transforms() if hasattr(method, "label_transforms") else None
     dataset = PatchDataset(
         labeled,

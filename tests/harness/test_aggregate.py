@@ -227,31 +227,34 @@ def test_markdown_table(cells):
     header = "| Method | Labeled | Dice (%) | Jaccard (%) | 95HD (voxel) | ASD (voxel) | Seeds | Empty preds |"
     assert lines[2] == header
     rows = [line for line in lines[4:] if line.startswith("|")]
-    assert (
-        rows[0]
-        == "| supervised (lower bound) | 8 (10%) | 85.00 ± 7.07 | 70.00 ± 14.14 | 5.00 ± 1.41 | 1.50 ± 0.71 | 2 | 0 |"
+    # best mean per column within a labeled count in bold (ties: both); the lone upper-bound row is never bold
+    assert rows[0] == (
+        "| supervised (lower bound) | 8 (10%) | **85.00** ± 7.07 | **70.00** ± 14.14 | 5.00 ± 1.41 | **1.50** ± 0.71 "
+        "| 2 | 0 |"
     )
-    assert rows[1].startswith("| mean_teacher | 8 (10%) | ") and rows[1].endswith(
-        " | 2.50 ± 0.71 | 1.50 ± 0.71 | 2 | 1 |"
+    assert rows[1].startswith("| mean_teacher | 8 (10%) | 73.33 ± ") and rows[1].endswith(
+        " | **2.50** ± 0.71 | **1.50** ± 0.71 | 2 | 1 |"
     )
     assert rows[-1].startswith("| supervised (upper bound) | 80 (100%) | 91.00 ± 0.00 |")
+    assert "**" not in rows[-1]
     assert len(rows) == 8
 
 
 def test_mm_table_uses_mm_columns(cells):
     table = build_table(cells, "LA", "mm")
     assert table.header[4:6] == ("95HD (mm)", "ASD (mm)")
-    assert table.rows[0][4:6] == ("2.50 ± 0.71", "0.75 ± 0.35")
+    assert tuple(e.text for e in table.rows[0][4:6]) == ("2.50 ± 0.71", "0.75 ± 0.35")
     assert "in mm" in table.caption
 
 
 def test_latex_table(cells):
     tex = render_latex(build_table(cells, "LA", "voxel"))
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\begin{tabular}{lrrrrrrr}"):
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\begin{tabular}{llrrrrrr}"):
         assert rule in tex
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     assert r"mean\_teacher & 8 (10\%)" in tex
-    assert r"85.00 $\pm$ 7.07" in tex
+    assert r"\textbf{85.00} {\scriptsize $\pm$ 7.07}" in tex  # best value bold, the spread in small type
+    assert r"73.33 {\scriptsize $\pm$ 23.57}" in tex
     assert "±" not in tex and "–" not in tex
     assert re.search(r"(?<!\\)_", tex) is None  # every underscore escaped
     assert r"Method & Labeled & Dice (\%) & Jaccard (\%) & 95HD (voxel) & ASD (voxel) & Seeds & Empty preds \\" in tex
@@ -264,7 +267,7 @@ def test_single_seed_std_is_dash(tmp_path):
     md = written["tables/LA_voxel.md"].read_text(encoding="utf-8")
     assert "| supervised (lower bound) | 8 (10%) | 80.00 ± – |" in md
     assert "1 seed per cell" in md
-    assert r"80.00 $\pm$ --" in written["tables/LA_voxel.tex"].read_text(encoding="utf-8")
+    assert r"80.00 {\scriptsize $\pm$ --}" in written["tables/LA_voxel.tex"].read_text(encoding="utf-8")
     summary = json.loads(written["summary.json"].read_text(encoding="utf-8"))
     record = summary["cells"]["LA"]["supervised@labeled~8"]
     assert record["dice_std"] is None and record["dice_mean"] == pytest.approx(80.0)
@@ -281,9 +284,8 @@ def test_write_tables_files_csv_and_summary(tmp_path):
     paths = write_runs(tmp_path, la_rows() + pancreas_rows())
     out = tmp_path / "results"
     written = write_tables(paths, out, provenance={"torch": "2.5.1", "la_source": "h5"})
-    expected = {
-        f"tables/{d}_{u}.{e}" for d in ("LA", "Pancreas") for u in ("voxel", "mm") for e in ("md", "csv", "tex")
-    }
+    kinds = ("voxel", "mm", "published", "stats")
+    expected = {f"tables/{d}_{k}.{e}" for d in ("LA", "Pancreas") for k in kinds for e in ("md", "csv", "tex", "html")}
     assert set(written) == expected | {"runs.csv", "summary.json"}
     assert all(path == out / rel and path.stat().st_size > 0 for rel, path in written.items())
     assert not list(out.rglob("*.tmp"))

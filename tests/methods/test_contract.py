@@ -27,7 +27,16 @@ def make_batch(method, seed: int = 0) -> Batch:
     n_l = 2 if method.needs_unlabeled else 4
     x = torch.randn(4, 1, 16, 16, 16, generator=g)
     y = (torch.rand(n_l, 16, 16, 16, generator=g) > 0.6).long()
-    return Batch(x=x, y=y, n_labeled=n_l)
+    return Batch(x=x, y=y, n_labeled=n_l, extras=label_extras(method, y))
+
+
+def label_extras(method, y: torch.Tensor) -> dict[str, torch.Tensor]:
+    """What the loader adds for a method with `label_transforms` (e.g. DTC's SDF), computed per labeled sample."""
+    transforms = method.label_transforms() if hasattr(method, "label_transforms") else {}
+    return {
+        name: torch.stack([torch.from_numpy(fn(label.numpy().astype("uint8"))) for label in y])
+        for name, fn in transforms.items()
+    }
 
 
 def optimizers(method):

@@ -1,4 +1,5 @@
 # Config validation, the grid, paths and per-run parameters. All logic lives in harness.config (no torch import).
+import csv
 import json
 import sys
 from pathlib import Path
@@ -7,11 +8,15 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import (
+    PANCREAS_DUPLICATES,
+    SPLIT_MCNET_MINUS,
     Cell,
     ConfigError,
     cell_params,
     check_grid,
+    data_block,
     grid_cells,
+    source_settings,
 )  # noqa: E402
 
 validate(config, "../schemas/config.schema.yaml")
@@ -33,6 +38,14 @@ RUN = f"results/{NAME}/runs/{{dataset}}/{{method}}/labeled~{{n}}/seed~{{seed}}"
 SYNTHETIC = [
     ds for ds, spec in config["data"].items() if spec.get("source") == "synthetic"
 ]
+LA_RELEASED = [
+    ds for ds, spec in config["data"].items() if spec.get("source") == "released_h5"
+]
+LA_RAW = [ds for ds, spec in config["data"].items() if spec.get("source") == "raw_nrrd"]
+TCIA = [ds for ds, spec in config["data"].items() if spec.get("source") == "tcia"]
+MANIFESTS = Path(workflow.basedir, "harness", "data", "manifests")
+LA_CASE = r"[0-9A-Z]{20}"  # LA case IDs (they reach shell commands)
+PANCREAS_CASE = r"image\d{4}"
 
 
 wildcard_constraints:
@@ -104,25 +117,226 @@ def output_folder(wildcards, output):
     return str(Path(output[0]).parent)
 
 
+def run_files(name, dataset=None, seed=None):
+    """`name` (e.g. run_info.json) of every run, optionally of one dataset and/or one seed."""
+    return [
+        f"results/{NAME}/runs/{c.run_path}/{name}"
+        for c in CELLS
+        if (dataset is None or c.dataset == dataset)
+        and (seed is None or c.seed == seed)
+    ]
+
+
 def per_case_csvs():
-    return [f"results/{NAME}/runs/{c.run_path}/metrics_per_case.csv" for c in CELLS]
+    return run_files("metrics_per_case.csv")
+
+
+# -- report targets (tables, figures, sensitivity, qualitative, provenance, cost; workflow/rules/report.smk) --
+REPORT = config["report"]
+DATASETS = list(config["datasets"])
+TABLES = f"results/{NAME}/tables"
+FIGURES = f"results/{NAME}/figures"
+TABLE_KINDS = {
+    "voxel": ("Results", "results, distances in voxels", "table_results.rst"),
+    "mm": ("Results", "results, distances in mm", "table_results.rst"),
+    "published": (
+        "Published comparison",
+        "published comparison",
+        "table_published.rst",
+    ),
+    "stats": ("Tests and intervals", "paired tests and bootstrap CIs", "table_stats.rst"),
+}
+COST_RULES = ("train", "predict", "evaluate")
+
+
+def dataset_runs(name, first_seed=False):
+    """Input function: `name` of every run of the job's dataset (only the first configured seed if asked)."""
+
+    def get(wildcards):
+        seed = config["seeds"][0] if first_seed else None
+        return run_files(name, dataset=wildcards.dataset, seed=seed)
+
+    return get
 
 
 def table_files():
+    """Markdown, CSV and LaTeX tables written by the aggregate rule (the HTML twins are in `table_reports`)."""
     return [
-        f"results/{NAME}/tables/{ds}_{unit}.{ext}"
-        for ds in config["datasets"]
-        for unit in ("voxel", "mm")
+        f"{TABLES}/{ds}_{kind}.{ext}"
+        for ds in DATASETS
+        for kind in TABLE_KINDS
         for ext in ("md", "csv", "tex")
     ]
 
 
+def table_reports():
+    """HTML tables of the aggregate rule, flagged for `snakemake --report`."""
+    files = []
+    for ds in DATASETS:
+        for kind, (category, title, caption) in TABLE_KINDS.items():
+            labels = {"dataset": ds, "table": title}
+            html = f"{TABLES}/{ds}_{kind}.html"
+            rst = f"../report/{caption}"
+            files.append(report(html, caption=rst, category=category, labels=labels))
+    return files
+
+
+def figure_stems():
+    stems = ["dice_vs_labeled"]
+    for ds in sorted(DATASETS):
+        stems += [f"dice_per_case_{ds}", f"hd95_per_case_{ds}", f"training_curves_{ds}"]
+    return stems
+
+
 def figure_files():
-    per_dataset = [
-        f"results/{NAME}/figures/dice_per_case_{ds}.png" for ds in config["datasets"]
+    """PNG (flagged for the report) and PDF files of the figures rule."""
+    captions = {
+        "dice": "per_case.rst",
+        "hd95": "per_case.rst",
+        "training": "training_curves.rst",
+    }
+    files = []
+    for stem in figure_stems():
+        caption = captions.get(stem.split("_")[0], "dice_vs_labeled.rst")
+        labels = {"figure": stem}
+        png = report(
+            f"{FIGURES}/{stem}.png",
+            caption=f"../report/{caption}",
+            category="Figures",
+            labels=labels,
+        )
+        files += [png, f"{FIGURES}/{stem}.pdf"]
+    return files
+
+
+def qualitative_case(wildcards):
+    return REPORT["qualitative_cases"].get(wildcards.dataset, "")
+
+
+def sensitivity_files():
+    if not REPORT["sensitivity"]:
+        return []
+    return [
+        f"{TABLES}/{ds}_sensitivity.{ext}"
+        for ds in DATASETS
+        for ext in ("md", "csv", "tex", "html")
     ]
-    return [f"results/{NAME}/figures/dice_vs_labeled.png", *per_dataset]
+
+
+def cost_patterns():
+    """Benchmark pattern per name of COST_RULES that declares a benchmark file (the cost table's hook, issue #6)."""
+    patterns = {}
+    for name in COST_RULES:
+        proxy = getattr(rules, name, None)
+        if proxy is not None and proxy.rule.benchmark is not None:
+            patterns[name] = str(proxy.rule.benchmark)
+    return patterns
+
+
+def cost_inputs():
+    """The benchmark files of every run for the rules of `cost_patterns` (empty: no cost table)."""
+    return [
+        pattern.format(dataset=c.dataset, method=c.method, n=c.n_labeled, seed=c.seed)
+        for pattern in cost_patterns().values()
+        for c in CELLS
+    ]
+
+
+def cost_pattern_args():
+    return [f"{name}={pattern}" for name, pattern in cost_patterns().items()]
+
+
+def cost_files():
+    if not cost_inputs():
+        return []
+    return [f"{TABLES}/cost.{ext}" for ext in ("md", "csv", "tex", "html")]
 
 
 def report_targets():
-    return [*table_files(), *figure_files(), f"results/{NAME}/summary.json"]
+    per_dataset = [
+        f"{FIGURES}/qualitative_{ds}.{ext}" for ds in DATASETS for ext in ("png", "pdf")
+    ]
+    return [
+        *table_files(),
+        *[f"{TABLES}/{ds}_{kind}.html" for ds in DATASETS for kind in TABLE_KINDS],
+        *[
+            f"{FIGURES}/{stem}.{ext}"
+            for stem in figure_stems()
+            for ext in ("png", "pdf")
+        ],
+        *per_dataset,
+        *sensitivity_files(),
+        f"results/{NAME}/report/provenance.html",
+        *cost_files(),
+        f"results/{NAME}/summary.json",
+    ]
+
+
+# -- data preparation helpers (workflow/rules/data.smk) ------------------------------------------------------------
+def one_of(names):
+    """A wildcard constraint matching exactly the given dataset names (none: matches nothing)."""
+    return "|".join(names) or "(?!x)x"
+
+
+def data_root(wildcards):
+    return f"resources/{wildcards.dataset}"
+
+
+def raw_dir(wildcards):
+    return f"resources/{wildcards.dataset}/raw"
+
+
+def source_setting(key):
+    """A setting of the dataset's source block `data.<ds>.<source>` (defaults: harness.config.SOURCE_DEFAULTS)."""
+
+    def get(wildcards):
+        value = source_settings(config["data"][wildcards.dataset]).get(key)
+        return "" if value is None else value
+
+    return get
+
+
+def manifest_ids(csv_name, drop=()):
+    """Case IDs of a project manifest CSV (harness/data/manifests/), train then test, in list order."""
+    with open(MANIFESTS / csv_name, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["id"] not in drop]
+    order = {"train": 0, "test": 1}
+    return [
+        r["id"]
+        for r in sorted(rows, key=lambda r: (order[r["split"]], int(r["index"])))
+    ]
+
+
+def la_case_files(wildcards):
+    """Every LA case file: the LA manifest rule needs all 100 (a subset is fetched by naming its files)."""
+    ids = manifest_ids("la_manifest.csv")
+    files = [
+        f"resources/{wildcards.dataset}/2018LA_Seg_Training Set/{i}/mri_norm2.h5"
+        for i in ids
+    ]
+    if wildcards.dataset in LA_RAW:
+        files += [f"resources/{wildcards.dataset}/raw_margins/{i}.json" for i in ids]
+    return files
+
+
+def la_raw_file(name):
+    def get(wildcards):
+        raw_root = source_settings(config["data"][wildcards.dataset])["raw_root"]
+        return str(Path(raw_root, wildcards.case, name))
+
+    return get
+
+
+def pancreas_split(wildcards):
+    """The split tag resolved from `tcia.duplicates` when the DAG is built (harness.config.pancreas_split)."""
+    return data_block(config, wildcards.dataset)["split"]
+
+
+def pancreas_case_files(wildcards):
+    """The h5 and QA files of every case of the dataset's split variant (80 or 82)."""
+    drop = PANCREAS_DUPLICATES if pancreas_split(wildcards) == SPLIT_MCNET_MINUS else ()
+    ids = manifest_ids("pancreas_split.csv", drop)
+    root = data_root(wildcards)
+    return [f"{root}/h5/{i}_norm.h5" for i in ids] + [
+        f"{root}/qa/{i}.json" for i in ids
+    ]
