@@ -195,11 +195,16 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
 
 def cmd_train(a: argparse.Namespace) -> None:
-    from harness.config import load_run_config
-    from harness.loop import train
+    import torch
 
-    _threads(a.threads)
-    train(load_run_config(Path(a.run_config)), Path(a.run_dir), device=_device(a.device))
+    from harness.config import load_run_config
+    from harness.loop import split_threads, train
+
+    cfg, device = load_run_config(Path(a.run_config)), _device(a.device)
+    intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
+    torch.set_num_threads(intra_op)
+    logger.info("device %s, %d intra-op threads, %d loader workers", device, intra_op, workers)
+    train(cfg, Path(a.run_dir), device=device, workers=workers)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:

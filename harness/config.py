@@ -221,12 +221,19 @@ class ProtocolConfig:
     """Data-loader worker processes (reference: 4); augmentation does not depend on it [H]."""
     deterministic: bool = True
     """cudnn.deterministic on, benchmark off (reference default)."""
+    amp: str = "off"
+    """Mixed precision: off (reference: fp32), bf16 (autocast) or fp16 (autocast + gradient scaling) [H]."""
+    compile: bool = False
+    """torch.compile the networks' forward passes (opt-in) [H]: same maths up to kernel rounding, but compiled
+    dropout draws different random numbers than eager dropout, so compiled and eager runs are not interchangeable."""
 
     def __post_init__(self) -> None:
         positive = ("iterations", "batch_size", "labeled_bs", "lr_step", "n_filters", "checkpoint_every", "log_every")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"protocol.{name}: must be > 0, got {getattr(self, name)}")
+        if self.amp not in ("off", "bf16", "fp16"):
+            raise ConfigError(f"protocol.amp: {self.amp!r}; use off, bf16 or fp16")
         if self.labeled_bs > self.batch_size:
             raise ConfigError(
                 f"protocol.labeled_bs ({self.labeled_bs}) must be <= protocol.batch_size ({self.batch_size})"

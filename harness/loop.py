@@ -7,6 +7,7 @@ from the checkpoint together with the weights and the optimiser state.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -88,12 +89,23 @@ def training_data(cfg: RunConfig, method: Method) -> tuple[PatchDataset, int, in
     return dataset, len(labeled), len(unlabeled)
 
 
-def make_optimizers(cfg: RunConfig, method: Method) -> dict[str, torch.optim.Optimizer]:
+@dataclass
+class Optimisation:
+    """The optimisers (one per group, in declaration order), the gradient scaler and the precision settings."""
+
+    optimizers: dict[str, torch.optim.Optimizer]
+    scaler: torch.amp.GradScaler
+    precision: Precision
+
+
+def make_optimisation(cfg: RunConfig, method: Method, device: torch.device) -> Optimisation:
     p = cfg.protocol
-    return {
+    optimizers = {
         group: torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
         for group, params in method.optim_groups().items()
     }
+    precision = Precision(p.amp, device)
+    return Optimisation(optimizers, precision.scaler(), precision)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -102,18 +114,56 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def save_checkpoint(files: RunFiles, next_it: int, cfg_hash: str, method: Method, optimizers: dict) -> None:
+@dataclass(frozen=True)
+class Precision:
+    """Mixed-precision settings of a run (`protocol.amp`): an autocast context and a gradient scaler (fp16 only)."""
+
+    amp: str
+    device: torch.device
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        if self.amp == "off":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def scaler(self) -> torch.amp.GradScaler:
+        return torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+
+def split_threads(threads: int, device: torch.device, max_workers: int) -> tuple[int, int]:
+    """(torch intra-op threads, loader workers) for a job given `threads` cores, so jobs never oversubscribe.
+
+    On a GPU the main process only feeds the device: one intra-op thread, the other cores run loader workers. On the
+    CPU the network needs the cores: at most one worker (if there are 2+ cores), the rest intra-op threads.
+    """
+    threads = max(threads, 1)
+    if device.type == "cuda":
+        workers = min(max_workers, threads - 1)
+        return 1, workers
+    workers = min(max_workers, 1 if threads >= 2 else 0)
+    return threads - workers, workers
+
+
+def compile_networks(method: Method) -> None:
+    """torch.compile each network's forward in place (state_dict keys stay those of the plain modules)."""
+    for module in method.modules().values():
+        module.forward = torch.compile(module.forward)
+
+
+def save_checkpoint(files: RunFiles, next_it: int, cfg_hash: str, method: Method, optim: Optimisation) -> None:
     state = {
         "next_it": next_it,
         "config_sha256": cfg_hash,
         "method": method.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in optimizers.items()},
+        "optimizers": {k: o.state_dict() for k, o in optim.optimizers.items()},
+        "scaler": optim.scaler.state_dict(),
         "rng": rng_state(),
     }
     save_atomic(state, files.checkpoint)
 
 
-def resume(files: RunFiles, cfg_hash: str, method: Method, optimizers: dict) -> int:
+def resume(files: RunFiles, cfg_hash: str, method: Method, optim: Optimisation) -> int:
     """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none)."""
     if not files.checkpoint.exists():
         return 0
@@ -124,8 +174,10 @@ def resume(files: RunFiles, cfg_hash: str, method: Method, optimizers: dict) -> 
             f"{cfg_hash[:12]}); delete it to retrain from scratch"
         )
     method.load_state_dict(state["method"])
-    for k, opt in optimizers.items():
+    for k, opt in optim.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
+    if state.get("scaler"):
+        optim.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     logger.info("resumed from %s at iteration %d", files.checkpoint, state["next_it"])
     return int(state["next_it"])
@@ -139,27 +191,42 @@ def truncate_log(path: Path, start_it: int) -> None:
     path.write_text("".join(line + "\n" for line in keep))
 
 
-def backward_and_step(loss: Any, optimizers: dict[str, torch.optim.Optimizer]) -> None:
-    """Backward each group's loss and step the optimisers in declaration order (DESIGN.md §2)."""
+def backward_and_step(
+    loss: Any, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler | None = None
+) -> None:
+    """Backward each group's loss and step the optimisers in declaration order (DESIGN.md §2).
+
+    With an enabled `scaler` (fp16), losses are scaled before backward and steps skip non-finite gradients.
+    """
     losses = loss if isinstance(loss, dict) else {"main": loss}
     if set(losses) != set(optimizers):
         raise KeyError(f"training_step returned losses for {sorted(losses)}, optimiser groups are {sorted(optimizers)}")
+    scaler = scaler or torch.amp.GradScaler("cpu", enabled=False)
     for opt in optimizers.values():
         opt.zero_grad(set_to_none=True)
     for group, opt in optimizers.items():
         if not torch.isfinite(losses[group]):
             raise FloatingPointError(f"non-finite loss {losses[group].item()} in optimiser group {group!r}")
-        losses[group].backward()
-        opt.step()
+        scaler.scale(losses[group]).backward()
+        scaler.step(opt)
+    scaler.update()
 
 
-def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: int | None = None) -> dict[str, Any]:
+def train(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    workers: int | None = None,
+    stop_after: int | None = None,
+) -> dict[str, Any]:
     """Train one run; resume from `run_dir/checkpoint_last.pt` if it exists; write model.pt and run_info.json last.
 
     Args:
         cfg: the validated run configuration.
         run_dir: the run's folder (created if missing).
         device: where the networks live.
+        workers: data-loader worker processes (None: protocol.num_workers). Batches do not depend on it.
         stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
 
     Returns:
@@ -171,12 +238,15 @@ def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: in
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
     method = build_method(cfg, device)
     dataset, n_l, n_u = training_data(cfg, method)
-    optimizers = make_optimizers(cfg, method)
-    start_it = resume(files, cfg_hash, method, optimizers)
+    optim = make_optimisation(cfg, method, device)
+    start_it = resume(files, cfg_hash, method, optim)
+    if p.compile:
+        compile_networks(method)
     truncate_log(files.log, start_it)
     unlabeled_bs = p.batch_size - p.labeled_bs if n_u else 0
     plan = batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)
-    loader = make_loader(dataset, plan, num_workers=p.num_workers, seed=cfg.seed)
+    workers = p.num_workers if workers is None else workers
+    loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed)
     t0, last_logs = time.time(), {}
     bar = tqdm(
         total=p.iterations,
@@ -187,12 +257,12 @@ def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: in
     )
     with files.log.open("a") as log:
         for it, batch in zip(range(start_it, p.iterations), loader, strict=False):
-            last_logs = run_step(method, optimizers, batch.to(device), Progress(it, p.iterations, p.lr_at(it)))
+            last_logs = run_step(method, optim, batch.to(device), Progress(it, p.iterations, p.lr_at(it)))
             if (it + 1) % p.log_every == 0 or it + 1 == p.iterations:
                 log.write(json.dumps({"it": it, "lr": p.lr_at(it), **last_logs}) + "\n")
                 log.flush()
             if (it + 1) % p.checkpoint_every == 0 or it + 1 == p.iterations:
-                save_checkpoint(files, it + 1, cfg_hash, method, optimizers)
+                save_checkpoint(files, it + 1, cfg_hash, method, optim)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
             if stop_after is not None and it + 1 >= stop_after:
@@ -204,18 +274,28 @@ def train(cfg: RunConfig, run_dir: Path, *, device: torch.device, stop_after: in
         cfg,
         method,
         device,
-        {"wall_time_s": time.time() - t0, "resumed_from": start_it, "final_logs": last_logs, **seeds},
+        {
+            "wall_time_s": time.time() - t0,
+            "resumed_from": start_it,
+            "final_logs": last_logs,
+            "loader_workers": workers,
+            "amp": p.amp,
+            "compile": p.compile,
+            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            **seeds,
+        },
     )
 
 
-def run_step(method: Method, optimizers: dict, batch: Any, progress: Progress) -> dict[str, float]:
-    """One optimiser step: set the LR, compute the losses, backward, step, post-step hook; returns the float logs."""
-    for opt in optimizers.values():
+def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress) -> dict[str, float]:
+    """One optimiser step: set the LR, compute the losses (under autocast if AMP), backward, step, post-step hook."""
+    for opt in optim.optimizers.values():
         for group in opt.param_groups:
             group["lr"] = progress.lr
     method.train()
-    out = method.training_step(batch, progress)
-    backward_and_step(out.loss, optimizers)
+    with optim.precision.autocast():
+        out = method.training_step(batch, progress)
+    backward_and_step(out.loss, optim.optimizers, optim.scaler)
     method.after_optimizer_step(progress)
     total = sum(v.item() for v in out.loss.values()) if isinstance(out.loss, dict) else out.loss.item()
     return {"loss": total, **out.logs}

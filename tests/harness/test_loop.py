@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.config import Cell, cell_params, resolve_run
-from harness.loop import load_trained, train
+from harness.config import Cell, ConfigError, cell_params, resolve_run
+from harness.loop import Precision, load_trained, split_threads, train
 
 CPU = torch.device("cpu")
 
@@ -101,3 +103,60 @@ def cell_params_for(cfg) -> dict:
     d = cfg.to_dict()
     return {"dataset": d["dataset"], "method": d["method"], "n_labeled": d["n_labeled"], "seed": d["seed"],
             "data": d["data"], "protocol": d["protocol"], "method_overrides": d["method_config"]}  # fmt: skip
+
+
+def amp_config(root: Path, **protocol):
+    cfg = run_config(root, iterations=3)
+    return dataclasses.replace(cfg, protocol=dataclasses.replace(cfg.protocol, **protocol))
+
+
+def test_bf16_autocast_trains_on_cpu_and_is_recorded(tiny_dataset, tmp_path):
+    info = train(amp_config(tiny_dataset, amp="bf16"), tmp_path / "bf16", device=CPU)
+    fp32 = train(amp_config(tiny_dataset), tmp_path / "fp32", device=CPU)
+    assert info["amp"] == "bf16" and info["config"]["protocol"]["amp"] == "bf16" and fp32["amp"] == "off"
+    assert all(math.isfinite(x) for x in losses(tmp_path / "bf16"))
+    # autocast really ran in bf16: the first loss differs from the fp32 run's (same seed, same batch)
+    assert losses(tmp_path / "bf16")[0] != losses(tmp_path / "fp32")[0]
+    assert losses(tmp_path / "bf16")[0] == pytest.approx(losses(tmp_path / "fp32")[0], rel=0.05)
+
+
+def test_precision_contexts():
+    assert Precision("off", CPU).scaler().is_enabled() is False
+    assert Precision("fp16", CPU).scaler().is_enabled() is True
+    with Precision("bf16", CPU).autocast():
+        y = torch.nn.functional.linear(torch.ones(2, 3), torch.ones(4, 3))
+    assert y.dtype == torch.bfloat16
+
+
+def test_amp_value_is_validated(tiny_dataset):
+    with pytest.raises(ConfigError, match="protocol.amp: 'fp8'"):
+        amp_config(tiny_dataset, amp="fp8")
+
+
+@pytest.mark.parametrize(
+    ("threads", "device", "max_workers", "expected"),
+    [
+        (4, "cuda", 4, (1, 3)),  # GPU: the main process feeds the device, the other cores augment
+        (8, "cuda", 4, (1, 4)),  # never more workers than configured
+        (1, "cuda", 4, (1, 0)),
+        (4, "cpu", 4, (3, 1)),  # CPU: the network gets the cores, one worker augments
+        (1, "cpu", 4, (1, 0)),
+        (2, "cpu", 0, (2, 0)),
+    ],
+)
+def test_split_threads_never_oversubscribes(threads, device, max_workers, expected):
+    intra, workers = split_threads(threads, torch.device(device), max_workers)
+    assert (intra, workers) == expected and intra + workers <= max(threads, 1)
+
+
+@pytest.mark.slow
+def test_torch_compile_gives_the_eager_numbers(tiny_dataset, tmp_path):
+    # without dropout: compiled kernels draw random numbers differently from eager ones
+    def no_dropout(cfg):
+        return dataclasses.replace(cfg, method_config={"has_dropout": False})
+
+    eager = train(no_dropout(amp_config(tiny_dataset)), tmp_path / "eager", device=CPU)
+    compiled = train(no_dropout(amp_config(tiny_dataset, compile=True)), tmp_path / "compiled", device=CPU)
+    assert compiled["compile"] is True and eager["compile"] is False
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=2e-3)  # kernel rounding
+    assert set(weights(tmp_path / "compiled")) == set(weights(tmp_path / "eager"))  # plain state_dict keys
