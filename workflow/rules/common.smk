@@ -103,13 +103,18 @@ def code_inputs(wildcards):
         "harness/losses.py",
         "harness/method.py",
         "harness/data/dataset.py",
+        "harness/data/splits.py",
         "harness/config.py",
+        "harness/seeding.py",
+        "harness/ema.py",
+        "harness/ramps.py",
+        "harness/sdf.py",
     ]
     files += [
         str(p.relative_to(base))
         for p in sorted((base / "harness" / "nets").glob("*.py"))
     ]
-    return [str(base / f) for f in files]
+    return [str(base / f) for f in files if (base / f).exists()]
 
 
 def output_folder(wildcards, output):
@@ -144,7 +149,11 @@ TABLE_KINDS = {
         "published comparison",
         "table_published.rst",
     ),
-    "stats": ("Tests and intervals", "paired tests and bootstrap CIs", "table_stats.rst"),
+    "stats": (
+        "Tests and intervals",
+        "paired tests and bootstrap CIs",
+        "table_stats.rst",
+    ),
 }
 COST_RULES = ("train", "predict", "evaluate")
 
@@ -229,7 +238,7 @@ def cost_patterns():
     for name in COST_RULES:
         proxy = getattr(rules, name, None)
         if proxy is not None and proxy.rule.benchmark is not None:
-            patterns[name] = str(proxy.rule.benchmark)
+            patterns[name] = str(proxy.benchmark)  # without wildcard constraints
     return patterns
 
 
@@ -242,7 +251,8 @@ def cost_inputs():
     ]
 
 
-def cost_pattern_args():
+def cost_pattern_args(wildcards):
+    """RULE=PATTERN arguments of the cost rule (a function, so Snakemake leaves the braces alone)."""
     return [f"{name}={pattern}" for name, pattern in cost_patterns().items()]
 
 

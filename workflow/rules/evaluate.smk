@@ -11,11 +11,15 @@ rule predict:
         directory(f"{RUN}/predictions"),
     log:
         f"{RUN}/logs/predict.log",
+    benchmark:
+        f"{RUN}/benchmarks/predict.tsv"
     conda:
         "../../environment.yml"
     threads: TRAIN_THREADS
     resources:
         gpu=1,
+        mem_mb=config["compute"]["predict_mem_mb"],
+        runtime=config["compute"]["predict_runtime_min"],
     params:
         stride=data_setting("stride"),
         spacing=data_setting("spacing_mm"),
@@ -36,6 +40,8 @@ rule evaluate:
         json=f"{RUN}/metrics.json",
     log:
         f"{RUN}/logs/evaluate.log",
+    benchmark:
+        f"{RUN}/benchmarks/evaluate.tsv"
     conda:
         "../../environment.yml"
     params:

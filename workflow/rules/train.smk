@@ -27,11 +27,15 @@ rule train:
         run_info=f"{RUN}/run_info.json",
     log:
         f"{RUN}/logs/train.log",
+    benchmark:
+        f"{RUN}/benchmarks/train.tsv"
     conda:
         "../../environment.yml"
     threads: TRAIN_THREADS
     resources:
         gpu=1,
+        mem_mb=config["compute"]["train_mem_mb"],
+        runtime=config["compute"]["train_runtime_min"],
     shell:
         "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
         " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"
