@@ -169,10 +169,13 @@ def resume(files: RunFiles, cfg_hash: str, method: Method, optim: Optimisation) 
         return 0
     state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
     if state["config_sha256"] != cfg_hash:
-        raise RuntimeError(
-            f"{files.checkpoint} was written for another configuration (sha256 {state['config_sha256'][:12]}, now "
-            f"{cfg_hash[:12]}); delete it to retrain from scratch"
+        # the run's parameters changed since (Snakemake reran it for that reason): never resume across configs
+        stale = files.checkpoint.with_name(f"checkpoint_stale_{state['config_sha256'][:12]}.pt")
+        files.checkpoint.replace(stale)
+        logger.warning(
+            "%s belongs to another configuration; moved to %s, training from scratch", files.checkpoint, stale
         )
+        return 0
     method.load_state_dict(state["method"])
     for k, opt in optim.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])

@@ -75,6 +75,7 @@ def save_figure(fig: Any, png_path: str | os.PathLike) -> list[Path]:
         path = png.with_suffix(f".{fmt}")
 
         def write(tmp: Path, fmt: str = fmt) -> None:
+            """Render the figure into the temporary file."""
             fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata[fmt])
 
         paths.append(atomic_write(path, write))
@@ -345,6 +346,7 @@ def _key_order(keys: Iterable[str]) -> list[str]:
     """Log keys in plotting order: loss, loss/*, w/* (weights), other keys, lr last."""
 
     def rank(key: str) -> tuple[int, str]:
+        """Sort key: (group, name)."""
         if key == "loss":
             return 0, key
         if key.startswith("loss/"):
@@ -517,6 +519,7 @@ def _qualitative_runs(run_configs: Iterable[str | os.PathLike]) -> list[tuple[An
         first.setdefault((cfg.method, cfg.n_labeled), (cfg, pred_dir))
 
     def paper_order(run: tuple[Any, Path]) -> tuple:
+        """Upper bound last, then labeled count, method order, name."""
         cfg = run[0]
         return cfg.n_labeled == cfg.data.n_train, cfg.n_labeled, method_rank(cfg.method), cfg.method
 

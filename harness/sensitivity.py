@@ -192,6 +192,7 @@ def sensitivity_per_case(
         Frame with `SENSITIVITY_COLUMNS`, one row per (run, case, variant); distances in `unit`; `hd95_mm`/`asd_mm`
         are NaN (the `mm` variant holds mm distances in `hd95`/`asd`).
     """
+    import harness.data.dataset  # noqa: F401 (imported once here, so forked workers inherit it)
     from harness.data.splits import read_list
 
     entries = [_run_entry(Path(p)) for p in run_configs]

@@ -56,6 +56,8 @@ logger = logging.getLogger(__name__)
 #: Display metrics of every table (distances renamed from the unit's columns) and whether higher is better.
 DISPLAY_METRICS = (("dice", True), ("jaccard", True), ("hd95", False), ("asd", False))
 OUTSIDE_CI_MARK = "*"
+#: Column order of the cost table (pipeline order; other rules follow alphabetically).
+PIPELINE_RULES = ("train", "predict", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -508,6 +510,21 @@ def _published_data(cells: pd.DataFrame, per_case: pd.DataFrame, options: TableO
     return joined
 
 
+def _published_row(row: pd.Series) -> list[Entry]:
+    """Entries of one comparison row: labels, then per metric reproduced mean ± std, published value, Δ (+ flag)."""
+    entries = _label_entries(row)
+    for metric, _ in DISPLAY_METRICS:
+        flag = row[f"{metric}_outside_ci"]
+        mark = OUTSIDE_CI_MARK if flag is not pd.NA and bool(flag) else ""
+        diff = format_number(row[f"{metric}_diff"], signed=True)
+        entries += [
+            mean_std_entry(row[f"{metric}_mean"], row[f"{metric}_std"]),
+            Entry(format_number(row[f"{metric}_published"])),
+            Entry(diff + mark if diff != MISSING else diff),
+        ]
+    return [*entries, Entry(str(int(row["n_seeds"])))]
+
+
 def build_published_table(
     cells: pd.DataFrame, per_case: pd.DataFrame, dataset: str, options: TableOptions | None = None
 ) -> Table:
@@ -532,19 +549,7 @@ def build_published_table(
         and not published_rows(load_published(), options.published_source, dataset).empty
     )
     groups = tuple(int(n) for n in data["n_labeled"])
-    rows = []
-    for _, row in data.iterrows():
-        entries = _label_entries(row)
-        for metric, _ in DISPLAY_METRICS:
-            flag = row[f"{metric}_outside_ci"]
-            mark = OUTSIDE_CI_MARK if flag is not pd.NA and bool(flag) else ""
-            diff = format_number(row[f"{metric}_diff"], signed=True)
-            entries += [
-                mean_std_entry(row[f"{metric}_mean"], row[f"{metric}_std"]),
-                Entry(format_number(row[f"{metric}_published"])),
-                Entry(diff + mark if diff != MISSING else diff),
-            ]
-        rows.append([*entries, Entry(str(int(row["n_seeds"])))])
+    rows = [_published_row(row) for _, row in data.iterrows()]
     for i, (_, higher) in enumerate(DISPLAY_METRICS):
         mark_best(rows, groups, 2 + 3 * i, higher)
     header = ["Method", "Labeled"]
@@ -794,7 +799,9 @@ def write_tables(
         for table in dataset_tables(cells, per_case, dataset, options):
             for ext, path in write_table(table, out / "tables").items():
                 written[f"tables/{table.name}.{ext}"] = path
-    intervals = cell_intervals(per_case, ["dice"], n_resamples=options.n_resamples, seed=options.bootstrap_seed)
+    intervals = cell_intervals(
+        per_case, ["dice"], n_resamples=options.n_resamples, seed=options.bootstrap_seed, confidence=options.confidence
+    )
     summary_text = json.dumps(build_summary(runs, cells, provenance, intervals), indent=2, allow_nan=False)
     written["runs.csv"] = write_text_atomic(out / "runs.csv", runs.to_csv(index=False, lineterminator="\n"))
     written["summary.json"] = write_text_atomic(out / "summary.json", summary_text + "\n")
@@ -944,7 +951,7 @@ def build_cost_table(bench: pd.DataFrame) -> Table:
 
     if bench.empty:
         raise ValueError("bench: no benchmark records")
-    rules = sorted(bench["rule"].unique())
+    rules = sorted(bench["rule"].unique(), key=lambda r: (PIPELINE_RULES.index(r) if r in PIPELINE_RULES else 99, r))
     keys = ["dataset", "n_labeled", "method"]
     cells = bench[keys].drop_duplicates()
     cells = cells.assign(_r=cells["method"].map(method_rank)).sort_values(["dataset", "n_labeled", "_r", "method"])

@@ -72,3 +72,12 @@ def test_no_gpu_falls_back_to_cpu(tmp_path):
     )
     assert out.read_text().strip() == "unset"
     assert "running on the CPU" in res.stderr
+
+
+def test_slot_is_freed_after_a_failing_job(tmp_path):
+    env = {**os.environ, "HARNESS_GPU_DEVICES": "5", "HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    failed = subprocess.run(["bash", str(SCRIPT), "bash", "-c", "exit 3"], env=env)
+    assert failed.returncode == 3  # the job's exit code passes through
+    nxt = start(tmp_path, "after_fail", 0, HARNESS_GPU_DEVICES="5")
+    assert nxt.wait(timeout=10) == 0 and read_device(tmp_path, "after_fail") == "5"

@@ -86,7 +86,8 @@ def test_tiny_end_to_end_and_rerun_scope(tmp_path):
 
     assert dry() == {}
     # an evaluation setting reruns evaluation only, never training
-    assert dry("--config", "eval={empty_pred: nan}") == {"evaluate": 1, "aggregate": 1, "figures": 1, "all": 1}
+    reran = dry("--config", "eval={empty_pred: nan}")
+    assert "train" not in reran and "predict" not in reran and reran["evaluate"] == 1
     # settings of a method outside this cell change nothing
     assert dry("--config", "method_overrides={ua_mt: {ema_decay: 0.9}}") == {}
     # this method's setting reruns its runs from run_config on
@@ -97,3 +98,26 @@ def test_tiny_end_to_end_and_rerun_scope(tmp_path):
     (tmp_path / "more_seeds.yaml").write_text(more)
     jobs = planned(snakemake("-n", "--configfile", str(tmp_path / "more_seeds.yaml"), "--directory", str(tmp_path)))
     assert jobs["train"] == 1 and jobs["run_config"] == 1
+
+
+def test_slurm_profile_dry_run_requests_gpus_and_resources(tmp_path):
+    res = snakemake("-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--configfile",
+                    str(REPO / ".test" / "config" / "config.yaml"), "--directory", str(tmp_path))  # fmt: skip
+    text = res.stdout + res.stderr
+    train = text.split("rule train:")[1].split("\n\n")[0]
+    assert "gpu=1" in train and "mem_mb=" in train and "runtime=" in train
+
+
+def test_dry_run_prints_a_labelled_cost_estimate(tmp_path):
+    import yaml
+
+    run = tmp_path / "results" / "smoke" / "runs" / "synthetic" / "supervised" / "labeled~2" / "seed~1"
+    (run / "benchmarks").mkdir(parents=True)
+    (run / "benchmarks" / "train.tsv").write_text("s\th:m:s\n12.0\t0:00:12\n")
+    protocol = {"iterations": 10, "n_filters": 8}
+    (run / "run_config.yaml").write_text(yaml.safe_dump({"method": "supervised", "protocol": protocol,
+                                                         "data": {"patch_size": [32, 32, 32]}}))  # fmt: skip
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path))
+    assert "ESTIMATE (not a measurement)" in res.stderr and "supervised:" in res.stderr

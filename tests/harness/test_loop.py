@@ -63,10 +63,14 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_dataset, tmp_path):
         assert torch.equal(v, weights(tmp_path / "crash")[k]), k
 
 
-def test_checkpoint_of_another_config_is_refused(tiny_dataset, tmp_path):
+def test_checkpoint_of_another_config_is_set_aside_not_resumed(tiny_dataset, tmp_path):
     train(run_config(tiny_dataset), tmp_path / "r", device=CPU, stop_after=2)
-    with pytest.raises(RuntimeError, match="another configuration"):
-        train(run_config(tiny_dataset, iterations=8), tmp_path / "r", device=CPU)
+    info = train(run_config(tiny_dataset, iterations=8), tmp_path / "r", device=CPU)
+    assert info["resumed_from"] == 0
+    assert len(losses(tmp_path / "r")) == 8  # the stale log lines are gone too
+    assert len(list((tmp_path / "r").glob("checkpoint_stale_*.pt"))) == 1
+    train(run_config(tiny_dataset, iterations=8), tmp_path / "fresh", device=CPU)
+    assert losses(tmp_path / "r") == losses(tmp_path / "fresh")
 
 
 def test_lr_schedule_and_provenance_are_recorded(tiny_dataset, tmp_path):

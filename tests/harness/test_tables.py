@@ -173,6 +173,8 @@ def test_cost_table_from_benchmark_files(tmp_path):
     data = pd.read_csv(written["csv"])
     assert data.loc[0, "train_s_mean"] == pytest.approx(110.0) and data.loc[0, "train_max_rss_mb"] == 950.0
     assert data.loc[0, "train_s_std"] == pytest.approx(14.1421356)
-    assert "| LA/dtc | 8 | 10.0 ± – | 400 | 110.0 ± 14.1 | 950 |" in written["md"].read_text(encoding="utf-8")
+    md = written["md"].read_text(encoding="utf-8")
+    assert "| Run | Labeled | train time (s) | train max RSS (MB) | predict time (s) |" in md  # pipeline order
+    assert "| LA/dtc | 8 | 110.0 ± 14.1 | 950 | 10.0 ± – | 400 |" in md
     with pytest.raises(ValueError, match="matches none"):
         load_benchmarks(patterns, [tmp_path / "other.tsv"])

@@ -34,6 +34,31 @@ except ConfigError as err:
 NAME = config["name"]
 GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
 CELLS = grid_cells(config)
+
+
+def print_cost_estimate(measured=Path("results/smoke")):
+    """On a dry run of a grid other than the smoke grid, print the training time scaled from the smoke run."""
+    from harness.costs import describe, estimate, unit_costs
+
+    if NAME == "smoke" or not measured.exists():
+        return
+    units = unit_costs(measured)
+    if units:
+        print(describe(estimate(config, units), measured), file=sys.stderr)
+
+
+def is_dry_run():
+    """-n/--dry-run (the executor, which knows, is not set up yet while the Snakefile is parsed)."""
+    flags = sys.argv[1:]
+    long = {"--dry-run", "--dryrun", "--just-print"}
+    return any(
+        a in long or (a.startswith("-") and not a.startswith("--") and "n" in a)
+        for a in flags
+    )
+
+
+if is_dry_run():
+    print_cost_estimate()
 RUN = f"results/{NAME}/runs/{{dataset}}/{{method}}/labeled~{{n}}/seed~{{seed}}"
 SYNTHETIC = [
     ds for ds, spec in config["data"].items() if spec.get("source") == "synthetic"
@@ -55,7 +80,9 @@ wildcard_constraints:
     seed=r"\d+",
 
 
-TRAIN_THREADS = min(config["compute"]["train_threads"], workflow.cores)
+TRAIN_THREADS = min(
+    config["compute"]["train_threads"], workflow.cores or 1
+)  # cores is None for --report
 
 
 def cell_of(wildcards):

@@ -138,7 +138,7 @@ rule cost:
     conda:
         "../../environment.yml"
     params:
-        patterns=cost_pattern_args(),
+        patterns=cost_pattern_args,
     shell:
         "python -m harness cost-table --pattern {params.patterns:q} --inputs {input}"
         " --out $(dirname {output.html}) > {log} 2>&1"
