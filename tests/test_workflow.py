@@ -55,7 +55,15 @@ def test_paper_config_is_refused_by_name(tmp_path):
     res = snakemake("-n", "--configfile", str(REPO / "config" / "config.yaml"), cwd=tmp_path, check=False)
     text = res.stdout + res.stderr
     assert res.returncode != 0
-    assert re.search(r"methods not implemented yet: [a-z_, ]*simcvd", text)
+    import yaml
+
+    from harness.registry import list_methods
+
+    paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    missing = [m for m in paper["methods"] if m not in list_methods()]
+    if not missing:
+        pytest.skip("every method of the paper grid is implemented")
+    assert f"methods not implemented yet: {', '.join(missing)}" in text
 
 
 def test_default_config_is_the_paper_config(tmp_path):
