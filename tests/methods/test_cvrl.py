@@ -1,0 +1,82 @@
+"""cvrl: position sampling, loss composition, queue use with case IDs, same-class exclusion, on a tiny V-Net."""
+
+from __future__ import annotations
+
+from functools import partial
+
+import pytest
+import torch
+
+from harness.method import Batch, Progress
+from harness.nets import build_net
+from harness.ramps import consistency_weight
+from methods.cvrl import CVRL, Config, sample_positions
+
+CPU = torch.device("cpu")
+
+
+def make(**kw) -> CVRL:
+    torch.manual_seed(0)
+    return CVRL(Config(voxels_per_volume=16, queue_size=4, **kw), partial(build_net, n_filters=2), CPU)
+
+
+def batch(case_ids=None) -> Batch:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 16, 16, 16, generator=g)
+    y = torch.zeros(2, 16, 16, 16, dtype=torch.long)
+    y[:, 4:12, 4:12, 4:12] = 1
+    return Batch(x=x, y=y, n_labeled=2, extras={} if case_ids is None else {"case_id": torch.tensor(case_ids)})
+
+
+def test_sample_positions_takes_half_foreground_and_fills_from_background_when_short():
+    fg = torch.zeros(2, 20, dtype=torch.bool)
+    fg[0, :10] = True  # plenty of foreground
+    fg[1, :2] = True  # only 2 foreground voxels
+    idx = sample_positions(fg, 8, 0.5)
+    picked = torch.gather(fg, 1, idx)
+    assert picked.sum(1).tolist() == [4, 2]
+    assert all(len(set(row.tolist())) == 8 for row in idx)  # distinct positions
+    with pytest.raises(ValueError, match="voxels_per_volume"):
+        sample_positions(fg, 21, 0.5)
+
+
+def test_loss_composition_and_defaults():
+    assert (Config().voxels_per_volume, Config().queue_size, Config().tau_volume, Config().w_ei) == (256, 64, 0.1, 0.1)
+    m = make()
+    out = m.training_step(batch(), Progress(it=3000, max_it=6000, lr=0.01))
+    lg, r = out.logs, consistency_weight(3000, 1.0)
+    total = lg["loss/sup"] + r * 0.1 * (lg["loss/vol"] + lg["loss/vox"] + lg["loss/con"]) + 0.1 * lg["loss/ei"]
+    assert out.loss.item() == pytest.approx(total, rel=1e-5)
+    assert lg["w/queue_used"] == 0.0 and lg["loss/ei"] > 0
+    out.loss.backward()
+    assert all(p.grad is not None for p in m.heads.vox.parameters())
+    assert all(p.grad is None for p in m.teacher_heads.parameters())
+
+
+def test_queue_is_filled_with_case_ids_and_excludes_the_same_case():
+    m = make()
+    m.training_step(batch([7, 8, 9, 10]), Progress(0, 10, 0.01))
+    assert m.queue.case_ids.tolist() == [7, 8, 9, 10]
+    # next step with case 7 again: its anchors may not use queue slot 0 (case 7) as a negative
+    mask = m.queue.negative_mask(torch.tensor([7, 11]))
+    assert mask.tolist() == [[False, True, True, True], [True, True, True, True]]
+    out = m.training_step(batch([7, 11, 12, 13]), Progress(1, 10, 0.01))
+    assert out.logs["w/queue_used"] == 1.0 and torch.isfinite(out.loss)
+    assert m.queue.case_ids.tolist() == [7, 11, 12, 13]  # FIFO: capacity 4, fully replaced
+
+
+def test_exclude_same_class_negatives_changes_only_the_voxel_term():
+    a = make()
+    la = a.training_step(batch(), Progress(0, 10, 0.01)).logs  # make() seeds: both steps draw the same noise
+    b = make(exclude_same_class_negatives=True)
+    lb = b.training_step(batch(), Progress(0, 10, 0.01)).logs
+    assert la["loss/vol"] == pytest.approx(lb["loss/vol"], rel=1e-6)
+    assert lb["loss/vox"] < la["loss/vox"]  # fewer negatives in every denominator
+
+
+def test_ei_off_and_bad_config():
+    out = make(ei_mode="off").training_step(batch(), Progress(0, 10, 0.01))
+    assert out.logs["loss/ei"] == 0.0
+    for bad in ({"ei_mode": "3d"}, {"variant": "v2"}, {"tau_voxel": 0.0}, {"fg_fraction": 1.5}):
+        with pytest.raises(ValueError):
+            Config(**bad)
