@@ -33,6 +33,7 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.T
     """
     if target.min() < 0:
         raise ValueError("supervised_loss received a sentinel (-1) label: an unlabeled sample leaked into the loss")
+    logits = logits.float()  # losses in fp32 also under bf16/fp16 autocast (sums over ~1e6 voxels)
     ce = F.cross_entropy(logits, target)
     dice = dice_fg(torch.softmax(logits, dim=1)[:, 1], target)
     return 0.5 * (ce + dice), {"loss/ce": ce.item(), "loss/dice": dice.item()}
