@@ -204,7 +204,7 @@ def cmd_train(a: argparse.Namespace) -> None:
     intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
     torch.set_num_threads(intra_op)
     logger.info("device %s, %d intra-op threads, %d loader workers", device, intra_op, workers)
-    train(cfg, Path(a.run_dir), device=device, workers=workers)
+    train(cfg, Path(a.run_dir), device=device, workers=workers, stage=a.stage)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -313,10 +313,10 @@ def cmd_provenance_report(a: argparse.Namespace) -> None:
 
 
 def cmd_cost_table(a: argparse.Namespace) -> None:
-    from harness.tables import write_cost_tables
+    from harness.cost_table import write_cost_tables
 
     patterns = dict(item.split("=", 1) for item in a.pattern)
-    write_cost_tables(patterns, [Path(p) for p in a.inputs], Path(a.out))
+    write_cost_tables(patterns, [Path(p) for p in a.inputs], [Path(p) for p in a.run_info], Path(a.out))
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
@@ -366,9 +366,10 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="destination HTML (a CSV is written beside it)")
     p.set_defaults(func=cmd_provenance_report)
 
-    p = sub.add_parser("cost-table", help="Snakemake benchmark files -> cost table")
+    p = sub.add_parser("cost-table", help="Snakemake benchmark files + run_info.json -> cost table")
     p.add_argument("--pattern", nargs="+", required=True, help="RULE=PATTERN with {dataset} {method} {n} {seed}")
-    p.add_argument("--inputs", nargs="+", required=True)
+    p.add_argument("--inputs", nargs="+", required=True, help="benchmark files (.tsv or .jsonl)")
+    p.add_argument("--run-info", nargs="+", required=True, help="run_info.json of every benchmarked run (device)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_cost_table)
 
@@ -405,6 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--stage", default=None, help="a pre-training stage of the method (writes <run-dir>/<stage>/)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="sliding-window prediction of the test cases to NIfTI")

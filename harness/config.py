@@ -34,6 +34,9 @@ PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
 DATA_FORMATS = ("la_h5", "pancreas_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Pre-training stages per method, in order (each `Method.STAGES`, repeated here so that the Snakefile needs no torch;
+#: a test keeps the two equal). Each stage is one `pretrain` job writing `<run>/<stage>/model.pt`.
+PRETRAINING_STAGES: dict[str, tuple[str, ...]] = {"sup_local_contrast": ("stage1", "stage2")}
 
 #: The two MC-Net Pancreas cases that today's TCIA download may lack, with their MC-Net list (protocol §2.2).
 PANCREAS_DUPLICATES = {"image0025": "test", "image0070": "train"}

@@ -207,3 +207,94 @@ def elastic_interaction_loss(p_fg: torch.Tensor, y: torch.Tensor) -> torch.Tenso
     yf = y.to(p_fg.dtype)
     num = elastic_energy((p_fg - yf).permute(0, 3, 1, 2)).sum()
     return num / (elastic_energy(yf.permute(0, 3, 1, 2)).sum() + 1.0)
+
+
+def nt_xent(z: torch.Tensor, tau: float) -> torch.Tensor:
+    """NT-Xent (SimCLR) over 2B view embeddings ordered view-major: row i and row (i + B) mod 2B are a positive pair.
+
+    L_g = mean_i −log[exp(z_i·z_j(i)/τ) / Σ_{k≠i} exp(z_i·z_k/τ)] (`methods.md` §8.1). Memory: one `[2B, 2B]` matrix.
+
+    Args:
+        z: `[2B, D]` embeddings (normally L2-normalised, so z_i·z_k is the cosine similarity).
+        tau: temperature τ > 0.
+
+    Returns:
+        Scalar loss.
+    """
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[0] % 2:
+        raise ValueError(f"z must be [2B, D] with B >= 1; got {tuple(z.shape)}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    n = z.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / tau).masked_fill(self_mask, float("-inf"))
+    target = (torch.arange(n, device=z.device) + n // 2) % n
+    return F.cross_entropy(logits, target)
+
+
+def local_supcon(f: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Pixel supervised contrast of Hu et al. (`methods.md` §8.2, the reference code's form), per group of positions.
+
+    Within each group g, for every anchor a with a non-background label and at least one positive:
+    ℓ_a = −(1/|P(a)|)·Σ_{p∈P(a)} log[exp(f_a·f_p/τ) / Σ_{n≠a} exp(f_a·f_n/τ)], with P(a) the other positions of the
+    group with a's label (background positions are in every denominator but are never anchors). The loss is the mean
+    of ℓ_a over the anchors of all groups (0, with a gradient path, when there is none).
+
+    Args:
+        f: `[G, P, D]` embeddings (L2-normalised): G groups (blocks, or 1 for the stride mode) of P positions.
+        labels: `[G, P]` integer labels (0 = background).
+        tau: temperature τ > 0.
+
+    Returns:
+        Scalar loss. Memory: `[G, P, P]` similarities.
+    """
+    if f.ndim != 3 or labels.shape != f.shape[:2]:
+        raise ValueError(f"f must be [G, P, D] and labels [G, P]; got {tuple(f.shape)}, {tuple(labels.shape)}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    self_mask = torch.eye(f.shape[1], dtype=torch.bool, device=f.device)
+    logits = (f @ f.transpose(1, 2) / tau).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=2, keepdim=True)
+    positive = (labels[:, :, None] == labels[:, None, :]) & ~self_mask
+    n_pos = positive.sum(dim=2)
+    anchors = (labels != 0) & (n_pos > 0)
+    if not anchors.any():
+        return f.sum() * 0.0
+    pos_log_prob = log_prob.masked_fill(~positive, 0.0).sum(dim=2)
+    return -(pos_log_prob[anchors] / n_pos[anchors]).mean()
+
+
+def position_groups(
+    emb: torch.Tensor, labels: torch.Tensor, stride: int, block: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample an embedding map every `stride` voxels and group the positions for `local_supcon`.
+
+    Args:
+        emb: `[V, D, X, Y, Z]` embeddings of V volumes/views.
+        labels: `[V, X, Y, Z]` labels at full resolution (read at the same positions).
+        stride: keep positions 0, s, 2s, ... on every axis.
+        block: None (stride mode: one group of every kept position of every volume) or a block edge in voxels
+            (block mode: one group per block of block³ voxels, holding the kept positions of that block in every
+            volume); block must be a multiple of stride and divide X, Y and Z.
+
+    Returns:
+        (f `[G, P, D]`, labels `[G, P]`).
+    """
+    if emb.ndim != 5 or labels.shape != (emb.shape[0], *emb.shape[2:]):
+        raise ValueError(f"emb must be [V, D, X, Y, Z] and labels [V, X, Y, Z]; got {tuple(emb.shape)}, "
+                         f"{tuple(labels.shape)}")  # fmt: skip
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1; got {stride}")
+    e = emb[:, :, ::stride, ::stride, ::stride]
+    lab = labels[:, ::stride, ::stride, ::stride]
+    v, d = e.shape[:2]
+    if block is None:
+        return e.permute(0, 2, 3, 4, 1).reshape(1, -1, d), lab.reshape(1, -1)
+    if block % stride or any(s % block for s in emb.shape[2:]):
+        raise ValueError(f"block ({block}) must be a multiple of stride ({stride}) and divide the patch "
+                         f"{tuple(emb.shape[2:])}")  # fmt: skip
+    b = block // stride
+    nx, ny, nz = (s // b for s in e.shape[2:])
+    e = e.reshape(v, d, nx, b, ny, b, nz, b).permute(2, 4, 6, 0, 3, 5, 7, 1).reshape(nx * ny * nz, -1, d)
+    lab = lab.reshape(v, nx, b, ny, b, nz, b).permute(1, 3, 5, 0, 2, 4, 6).reshape(nx * ny * nz, -1)
+    return e, lab

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -20,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from harness import provenance
-from harness.config import RunConfig, method_config
-from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader
+from harness.config import RunConfig, method_config, sha256_of
+from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader, stage_plan
 from harness.data.splits import labeled_subset, read_list
-from harness.method import Method, Progress
+from harness.method import Method, Progress, StageSpec
 from harness.nets import build_net
 from harness.registry import get_method
 from harness.seeding import rng_state, seed_everything, set_rng_state
@@ -59,20 +60,66 @@ class RunFiles:
         return self.run_dir / RUN_INFO
 
 
-def build_method(cfg: RunConfig, device: torch.device) -> Method:
-    """The run's method with its networks (built with the protocol's V-Net width) on `device`."""
+def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None) -> Method:
+    """The run's method with its networks (built with the protocol's V-Net width) on `device`, set to `stage`."""
     method_cls = get_method(cfg.method)
-    return method_cls(method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device)
+    method = method_cls(method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device)
+    method.set_stage(stage)
+    return method
 
 
-def training_data(cfg: RunConfig, method: Method) -> tuple[PatchDataset, int, int]:
-    """Load the labeled cases (image + label) and the unlabeled ones (image only: their labels never enter memory)."""
+def stage_dir(run_dir: Path, stage: str | None) -> Path:
+    """Folder of a pre-training stage (`<run>/<stage>/`), or the run folder itself for the main training."""
+    return Path(run_dir) if stage is None else Path(run_dir) / stage
+
+
+def stage_sha256(cfg: RunConfig, stage: str | None) -> str:
+    """The hash a job's checkpoints and model carry: the run config's, combined with the stage name for a stage."""
+    return cfg.sha256() if stage is None else sha256_of({"run": cfg.sha256(), "stage": stage})
+
+
+def previous_stage(method: Method, stage: str | None) -> str | None:
+    """The stage whose model.pt initialises `stage` (None: the first stage, or a method without stages)."""
+    if stage is not None and stage not in method.STAGES:
+        raise ValueError(f"method {method.name} has no stage {stage!r}; its stages: {list(method.STAGES)}")
+    index = len(method.STAGES) if stage is None else method.STAGES.index(stage)
+    return method.STAGES[index - 1] if index > 0 else None
+
+
+def init_from_previous_stage(cfg: RunConfig, run_dir: Path, method: Method, stage: str | None) -> None:
+    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs)."""
+    previous = previous_stage(method, stage)
+    if previous is None:
+        return
+    path = stage_dir(run_dir, previous) / MODEL
+    if not path.exists():
+        raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config_sha256"] != stage_sha256(cfg, previous):
+        raise RuntimeError(f"{path} was trained with another configuration; rerun stage {previous!r}")
+    method.init_from_stage(previous, state["state"])
+    logger.info("initialised from stage %s (%s)", previous, path)
+
+
+def _train_ids(cfg: RunConfig) -> list[str]:
     root = Path(cfg.data.root)
     train_ids = read_list(root / "train.list")
     if len(train_ids) != cfg.data.n_train:
         raise ValueError(f"{root / 'train.list'} has {len(train_ids)} IDs but data.n_train is {cfg.data.n_train}")
-    labeled_ids, unlabeled_ids = labeled_subset(train_ids, cfg.n_labeled)
-    if not method.needs_unlabeled:
+    return train_ids
+
+
+def training_data(cfg: RunConfig, method: Method, spec: StageSpec | None = None) -> tuple[PatchDataset, int, int]:
+    """Load the labeled cases (image + label) and the unlabeled ones (image only: their labels never enter memory).
+
+    A pre-training stage with `spec.data == "images"` gets every training image as an unlabeled case (no label is
+    read); with "labeled", the first N labeled cases only. Test cases are never read here (only train.list).
+    """
+    root = Path(cfg.data.root)
+    labeled_ids, unlabeled_ids = labeled_subset(_train_ids(cfg), cfg.n_labeled)
+    if spec is not None and spec.data == "images":
+        labeled_ids, unlabeled_ids = [], labeled_ids + unlabeled_ids
+    elif not method.needs_unlabeled or spec is not None:
         unlabeled_ids = []
     labeled = [load_case(case_path(root, i, cfg.data.format), with_label=True) for i in labeled_ids]
     unlabeled = [load_case(case_path(root, i, cfg.data.format), with_label=False)[0] for i in unlabeled_ids]
@@ -98,12 +145,20 @@ class Optimisation:
     precision: Precision
 
 
-def make_optimisation(cfg: RunConfig, method: Method, device: torch.device) -> Optimisation:
+def make_optimisation(
+    cfg: RunConfig, method: Method, device: torch.device, spec: StageSpec | None = None
+) -> Optimisation:
+    """SGD of the protocol per optimiser group, or the optimiser a pre-training stage asks for."""
     p = cfg.protocol
-    optimizers = {
-        group: torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
-        for group, params in method.optim_groups().items()
-    }
+
+    def make(params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        if spec is None:
+            return torch.optim.SGD(params, lr=p.lr, momentum=p.momentum, weight_decay=p.weight_decay)
+        if spec.optimizer == "adam":
+            return torch.optim.Adam(params, lr=spec.lr, weight_decay=spec.weight_decay)
+        return torch.optim.SGD(params, lr=spec.lr, momentum=p.momentum, weight_decay=spec.weight_decay)
+
+    optimizers = {group: make(params) for group, params in method.optim_groups().items()}
     precision = Precision(p.amp, device)
     return Optimisation(optimizers, precision.scaler(), precision)
 
@@ -215,6 +270,34 @@ def backward_and_step(
     scaler.update()
 
 
+@dataclass(frozen=True)
+class Phase:
+    """What one training job runs: the main training (stage None) or one pre-training stage of the method."""
+
+    stage: str | None
+    iterations: int
+    lr_at: Callable[[int], float]
+    spec: StageSpec | None
+
+
+def make_phase(cfg: RunConfig, method: Method, stage: str | None) -> Phase:
+    if stage is None:
+        return Phase(None, cfg.protocol.iterations, cfg.protocol.lr_at, None)
+    spec = method.stage_spec(stage)
+    return Phase(stage, spec.iterations, spec.lr_at, spec)
+
+
+def make_plan(cfg: RunConfig, phase: Phase, n_l: int, n_u: int, start_it: int) -> Iterator[list[Any]]:
+    """Sample keys from `start_it` on: the protocol's two-stream/labeled-only plan, or a stage's multi-view plan."""
+    p = cfg.protocol
+    if phase.spec is not None:
+        kind, n = ("u", n_u) if phase.spec.data == "images" else ("l", n_l)
+        spec = phase.spec
+        return stage_plan(n, kind, spec.batch_volumes, spec.views, cfg.seed, start_it, spec.iterations)
+    unlabeled_bs = p.batch_size - p.labeled_bs if n_u else 0
+    return batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)
+
+
 def train(
     cfg: RunConfig,
     run_dir: Path,
@@ -222,49 +305,55 @@ def train(
     device: torch.device,
     workers: int | None = None,
     stop_after: int | None = None,
+    stage: str | None = None,
 ) -> dict[str, Any]:
-    """Train one run; resume from `run_dir/checkpoint_last.pt` if it exists; write model.pt and run_info.json last.
+    """Train one run (or one pre-training stage of it); resume from its checkpoint_last.pt if it exists; write
+    model.pt and run_info.json last.
 
     Args:
         cfg: the validated run configuration.
-        run_dir: the run's folder (created if missing).
+        run_dir: the run's folder (created if missing); a stage works in `<run_dir>/<stage>/`.
         device: where the networks live.
         workers: data-loader worker processes (None: protocol.num_workers). Batches do not depend on it.
         stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
+        stage: a pre-training stage of the method (`Method.STAGES`), or None for the main training. Every job but
+            the first stage starts from the previous stage's model.pt.
 
     Returns:
         The run-info record (also written to run_info.json when training completes).
     """
-    files = RunFiles(Path(run_dir))
+    files = RunFiles(stage_dir(run_dir, stage))
     files.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_hash, p = cfg.sha256(), cfg.protocol
+    cfg_hash, p = stage_sha256(cfg, stage), cfg.protocol
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
-    method = build_method(cfg, device)
-    dataset, n_l, n_u = training_data(cfg, method)
-    optim = make_optimisation(cfg, method, device)
+    method = build_method(cfg, device, stage)
+    phase = make_phase(cfg, method, stage)
+    init_from_previous_stage(cfg, Path(run_dir), method, stage)
+    dataset, n_l, n_u = training_data(cfg, method, phase.spec)
+    optim = make_optimisation(cfg, method, device, phase.spec)
     start_it = resume(files, cfg_hash, method, optim)
     if p.compile:
         compile_networks(method)
     truncate_log(files.log, start_it)
-    unlabeled_bs = p.batch_size - p.labeled_bs if n_u else 0
-    plan = batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)
+    plan = make_plan(cfg, phase, n_l, n_u, start_it)
     workers = p.num_workers if workers is None else workers
     loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed)
-    t0, last_logs = time.time(), {}
+    t0, last_logs, n_it = time.time(), {}, phase.iterations
+    stage_label = f" stage {stage}" if stage else ""
     bar = tqdm(
-        total=p.iterations,
+        total=n_it,
         initial=start_it,
-        desc=f"{cfg.method} {cfg.dataset} n={cfg.n_labeled}",
+        desc=f"{cfg.method}{stage_label} {cfg.dataset} n={cfg.n_labeled}",
         mininterval=2.0,
         unit="it",
     )
     with files.log.open("a") as log:
-        for it, batch in zip(range(start_it, p.iterations), loader, strict=False):
-            last_logs = run_step(method, optim, batch.to(device), Progress(it, p.iterations, p.lr_at(it)))
-            if (it + 1) % p.log_every == 0 or it + 1 == p.iterations:
-                log.write(json.dumps({"it": it, "lr": p.lr_at(it), **last_logs}) + "\n")
+        for it, batch in zip(range(start_it, n_it), loader, strict=False):
+            last_logs = run_step(method, optim, batch.to(device), Progress(it, n_it, phase.lr_at(it)))
+            if (it + 1) % p.log_every == 0 or it + 1 == n_it:
+                log.write(json.dumps({"it": it, "lr": phase.lr_at(it), **last_logs}) + "\n")
                 log.flush()
-            if (it + 1) % p.checkpoint_every == 0 or it + 1 == p.iterations:
+            if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
                 save_checkpoint(files, it + 1, cfg_hash, method, optim)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
@@ -278,6 +367,8 @@ def train(
         method,
         device,
         {
+            "stage": stage,
+            "config_sha256": cfg_hash,
             "wall_time_s": time.time() - t0,
             "resumed_from": start_it,
             "final_logs": last_logs,
@@ -305,8 +396,12 @@ def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress
 
 
 def finish(files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, extra: dict) -> dict[str, Any]:
-    """Write model.pt (the method's state, for evaluation) and then run_info.json (provenance), both atomically."""
-    cfg_hash = cfg.sha256()
+    """Write model.pt (the method's state, for evaluation) and then run_info.json (provenance), both atomically.
+
+    `extra` may carry "config_sha256" (a stage's hash, `stage_sha256`); by default the run config's hash.
+    """
+    extra = dict(extra)
+    cfg_hash = extra.pop("config_sha256", cfg.sha256())
     save_atomic(
         {"method": cfg.method, "version": method.VERSION, "config_sha256": cfg_hash, "state": method.state_dict()},
         files.model,

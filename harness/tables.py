@@ -11,8 +11,8 @@ labeled-count group in bold; ± in \\scriptsize) and `render_html` (for the Snak
 * `build_stats_table`: per-case paired Wilcoxon and t-tests against a reference method with Holm's correction, and
   the 95% bootstrap CI of the mean Dice (`harness.stats`).
 
-`write_tables` writes all of them with `runs.csv` and `summary.json` (DVC metrics). `write_provenance` and
-`write_cost_tables` write the report's provenance page and the cost table. Dice/Jaccard are in percent in every output
+`write_tables` writes all of them with `runs.csv` and `summary.json` (DVC metrics). `write_provenance` writes the
+report's provenance page; the cost table lives in `harness.cost_table`. Dice/Jaccard are in percent in every output
 written here.
 """
 
@@ -23,7 +23,6 @@ import json
 import logging
 import math
 import os
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -56,8 +55,6 @@ logger = logging.getLogger(__name__)
 #: Display metrics of every table (distances renamed from the unit's columns) and whether higher is better.
 DISPLAY_METRICS = (("dice", True), ("jaccard", True), ("hd95", False), ("asd", False))
 OUTSIDE_CI_MARK = "*"
-#: Column order of the cost table (pipeline order; other rules follow alphabetically).
-PIPELINE_RULES = ("train", "predict", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -900,92 +897,3 @@ def write_provenance(run_info_paths: Iterable[str | os.PathLike], out_html: str 
         "html": write_text_atomic(out, html_page(table.title, blocks)),
         "csv": write_text_atomic(out.with_suffix(".csv"), render_csv(table)),
     }
-
-
-# ------------------------------------------------------------------------------------------------------------ cost
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    """Regex of a Snakemake path pattern: each {wildcard} matches one path component."""
-    parts = re.split(r"\{(\w+)(?:,[^}]*)?\}", pattern)
-    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>[^/]+)" for i, p in enumerate(parts))
-    return re.compile(f"^{regex}$")
-
-
-def _read_benchmark(path: Path) -> dict[str, float]:
-    """Mean of the numeric columns of a Snakemake benchmark file (.tsv, or .jsonl with --benchmark-extended)."""
-    if path.suffix == ".jsonl":
-        frame = pd.read_json(path, lines=True)
-    else:
-        frame = pd.read_csv(path, sep="\t")
-    numeric = frame.select_dtypes("number")
-    return {k: float(v) for k, v in numeric.mean().items()}
-
-
-def load_benchmarks(patterns: Mapping[str, str], paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """Benchmark records of train/predict/... jobs, identified by the rule pattern each path matches.
-
-    Args:
-        patterns: rule name → benchmark path pattern with {dataset}, {method}, {n} and {seed} wildcards.
-        paths: benchmark files written by Snakemake's `benchmark:` directive.
-
-    Returns:
-        One row per file: rule, dataset, method, n_labeled, seed, and the file's numeric columns (s, max_rss in MB,
-        cpu_time, ...; averaged over repeats).
-    """
-    regexes = {rule: _pattern_regex(p) for rule, p in patterns.items()}
-    rows = []
-    for path in (Path(p) for p in paths):
-        hits = [(rule, m) for rule, rx in regexes.items() if (m := rx.match(str(path)))]
-        if not hits:
-            raise ValueError(f"paths: {path} matches none of the benchmark patterns {dict(patterns)}")
-        rule, match = hits[0]
-        wildcards = match.groupdict()
-        rows.append({"rule": rule, "dataset": wildcards.get("dataset", ""), "method": wildcards.get("method", ""),
-                     "n_labeled": int(wildcards.get("n", 0)), "seed": int(wildcards.get("seed", 0)),
-                     **_read_benchmark(path)})  # fmt: skip
-    return pd.DataFrame(rows)
-
-
-def build_cost_table(bench: pd.DataFrame) -> Table:
-    """Wall time (mean ± std over seeds, s) and peak memory (max over seeds, MB) per cell and rule."""
-    from harness.aggregate import method_rank
-
-    if bench.empty:
-        raise ValueError("bench: no benchmark records")
-    rules = sorted(bench["rule"].unique(), key=lambda r: (PIPELINE_RULES.index(r) if r in PIPELINE_RULES else 99, r))
-    keys = ["dataset", "n_labeled", "method"]
-    cells = bench[keys].drop_duplicates()
-    cells = cells.assign(_r=cells["method"].map(method_rank)).sort_values(["dataset", "n_labeled", "_r", "method"])
-    rows, records = [], []
-    for _, cell in cells.iterrows():
-        part = bench[(bench[keys] == cell[keys]).all(axis=1)]
-        entries = [Entry(f"{cell['dataset']}/{cell['method']}"), Entry(str(cell["n_labeled"]))]
-        record = {k: cell[k] for k in keys}
-        for rule in rules:
-            r = part[part["rule"] == rule]
-            time_s, rss = r.get("s", pd.Series(dtype=float)), r.get("max_rss", pd.Series(dtype=float))
-            record |= {f"{rule}_s_mean": time_s.mean(), f"{rule}_s_std": time_s.std(ddof=1),
-                       f"{rule}_max_rss_mb": rss.max(), f"{rule}_n": len(r)}  # fmt: skip
-            entries += [mean_std_entry(time_s.mean(), time_s.std(ddof=1), decimals=1),
-                        Entry(format_number(rss.max(), decimals=0))]  # fmt: skip
-        rows.append(entries)
-        records.append(record)
-    header = ["Run", "Labeled"]
-    for rule in rules:
-        header += [f"{rule} time (s)", f"{rule} max RSS (MB)"]
-    return Table(
-        name="cost",
-        title="Cost per run",
-        caption="Snakemake benchmark files: wall time as mean ± std over seeds (s) and peak resident memory as the "
-        "maximum over seeds (MB), per rule. GPU memory is not measured by Snakemake (see run_info.json).",
-        header=tuple(header),
-        rows=tuple(tuple(r) for r in rows),
-        groups=tuple(int(n) for n in cells["n_labeled"]),
-        data=pd.DataFrame(records),
-    )
-
-
-def write_cost_tables(
-    patterns: Mapping[str, str], paths: Iterable[str | os.PathLike], out_dir: str | os.PathLike
-) -> dict[str, Path]:
-    """Write `<out_dir>/cost.{md,csv,tex,html}` from Snakemake benchmark files (see `load_benchmarks`)."""
-    return write_table(build_cost_table(load_benchmarks(patterns, paths)), out_dir)

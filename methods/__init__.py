@@ -1,3 +1,3 @@
 """Every method of the benchmark, one module each; importing this package registers them (DESIGN.md §2)."""
 
-from . import cvrl, dtc, mean_teacher, simcvd, supervised, ua_mt  # noqa: F401
+from . import cvrl, dtc, mean_teacher, simcvd, sup_local_contrast, supervised, ua_mt  # noqa: F401

@@ -105,8 +105,13 @@ def test_check_config(tmp_path):
     ok = harness("check-config", str(REPO / "config" / "smoke.yaml"), cwd=tmp_path)
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))
     assert f"{n_runs} runs resolve" in ok.stderr
-    bad = harness("check-config", str(REPO / "config" / "config.yaml"), cwd=tmp_path, check=False)
-    assert bad.returncode == 2 and "methods not implemented yet" in bad.stderr
+    paper = harness("check-config", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
+    assert "90 runs resolve" in paper.stderr
+    broken = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    broken["methods"].append("not_a_method")
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(broken))
+    bad = harness("check-config", str(tmp_path / "bad.yaml"), cwd=tmp_path, check=False)
+    assert bad.returncode == 2 and "methods not implemented yet: not_a_method" in bad.stderr
 
 
 def test_resolve_run_error_is_readable(tmp_path):

@@ -280,6 +280,37 @@ def batch_plan(
     return _plan_keys(stream, start_it, max_it)
 
 
+def _stage_keys(batches: Iterator[list[int]], kind: str, views: int, start_it: int, max_it: int) -> Iterator[list[Key]]:
+    for it in range(max_it):
+        volumes = next(batches)
+        if it < start_it:
+            continue
+        yield [(it, v * len(volumes) + j, kind, i) for v in range(views) for j, i in enumerate(volumes)]
+
+
+def stage_plan(
+    n_cases: int, kind: str, batch_volumes: int, views: int, seed: int, start_it: int, max_it: int
+) -> Iterator[list[Key]]:
+    """Sample keys of a pre-training stage: `batch_volumes` cases per iteration, each repeated `views` times.
+
+    Cases come from `labeled_only_batches(n_cases, batch_volumes, rng)` with the plan generator of `batch_plan`.
+    The batch is ordered view-major, [view 0 of every volume, view 1 of every volume, ...], so sample j and
+    j + batch_volumes are two views of one volume; every slot has its own augmentation draw (seed, it, slot), so
+    two views are two independent crops (and rotations/flips) of the same case.
+
+    Args:
+        n_cases: cases to draw from; kind: "u" (image only) or "l" (with label) for every key.
+        batch_volumes, views: distinct volumes per batch and copies of each.
+        seed, start_it, max_it: as in `batch_plan` (iterations before start_it are drawn and skipped).
+    """
+    if kind not in ("l", "u") or views < 1:
+        raise ValueError(f"kind must be 'l' or 'u' and views >= 1; got kind={kind!r}, views={views}")
+    if not 0 <= start_it <= max_it:
+        raise ValueError(f"need 0 <= start_it <= max_it; got start_it={start_it}, max_it={max_it}")
+    rng = np.random.default_rng([seed, 0, 0, PLAN_STREAM])
+    return _stage_keys(labeled_only_batches(n_cases, batch_volumes, rng), kind, views, start_it, max_it)
+
+
 # -- dataset, collate, loader ----------------------------------------------------------------------------------------
 class PatchDataset(Dataset):
     """Augmented training patches addressed by sample keys (it, slot, kind, index).

@@ -7,7 +7,15 @@ import math
 import pytest
 import torch
 
-from harness.contrastive import SliceProjectionHead, info_nce, pairwise_distillation, symmetric_info_nce
+from harness.contrastive import (
+    SliceProjectionHead,
+    info_nce,
+    local_supcon,
+    nt_xent,
+    pairwise_distillation,
+    position_groups,
+    symmetric_info_nce,
+)
 
 
 def test_info_nce_identical_embeddings_orthogonal_negatives_known_optimum():
@@ -140,3 +148,61 @@ def test_elastic_energy_zero_for_perfect_prediction_and_grows_with_boundary_disp
     xs = torch.arange(4.0)
     d = torch.cos(2 * torch.pi * xs / 4)[:, None].expand(4, 4)
     assert elastic_energy(d).item() == pytest.approx(4 * math.pi, rel=1e-5)
+
+
+# -- sup_local_contrast (methods.md §8) --------------------------------------------------------------------------------
+def test_nt_xent_identical_views_orthogonal_negatives_hand_value():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    z = torch.stack([e1, e2, e1, e2])  # view-major: rows 0/2 and 1/3 are the positive pairs
+    # anchor 0: positive e1 (sim 1), negatives rows 1 and 3 (sim 0); self excluded. tau 0.5 -> -log(e^2 / (e^2 + 2))
+    expected = math.log(1 + 2 * math.exp(-2))
+    assert nt_xent(z, 0.5).item() == pytest.approx(expected, rel=1e-6)
+    swapped = torch.stack([e1, e2, e2, e1])  # the positive of row 0 is now orthogonal: a worse loss
+    assert nt_xent(swapped, 0.5).item() > expected
+
+
+def test_nt_xent_rejects_odd_batches():
+    with pytest.raises(ValueError, match="2B"):
+        nt_xent(torch.ones(3, 2), 0.5)
+
+
+def test_local_supcon_positive_sets_with_background_anchors_excluded():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    f = torch.stack([e1, e1, e2, -e2])[None]  # one group of 4 positions
+    labels = torch.tensor([[1, 1, 0, 0]])
+    # anchors 0 and 1 only (background never anchors): positive sim 1; denominator e^1 + e^0 + e^0 (self excluded)
+    expected = math.log(math.e + 2) - 1
+    # (background anchors would add 1 + log(2 + e^-1) = 1.86 for anchors 2 and 3 and move the mean to 1.21)
+    assert local_supcon(f, labels, 1.0).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_local_supcon_averages_over_every_positive_of_an_anchor():
+    e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    f = torch.stack([e1, e1, e2])[None]
+    labels = torch.tensor([[1, 1, 1]])  # anchor 0: positives 1 (sim 1) and 2 (sim 0), same denominator e + 1
+    log_den = math.log(math.e + 1)
+    a0 = -((1 - log_den) + (0 - log_den)) / 2
+    a2 = -((0 - math.log(2)) + (0 - math.log(2))) / 2  # anchor 2: sims 0, 0
+    assert local_supcon(f, labels, 1.0).item() == pytest.approx((2 * a0 + a2) / 3, rel=1e-6)
+
+
+def test_local_supcon_without_anchors_is_zero_with_a_gradient_path():
+    f = torch.randn(1, 5, 3, requires_grad=True)
+    loss = local_supcon(f, torch.zeros(1, 5, dtype=torch.long), 0.1)
+    assert loss.item() == 0.0 and loss.requires_grad
+
+
+def test_position_groups_stride_and_block_modes():
+    emb = torch.arange(2 * 1 * 4 * 4 * 4, dtype=torch.float32).reshape(2, 1, 4, 4, 4)
+    labels = (emb[:, 0] % 2).long()
+    f, lab = position_groups(emb, labels, stride=2)
+    assert f.shape == (1, 16, 1) and torch.equal(f[0, :8, 0], emb[0, 0, ::2, ::2, ::2].flatten())
+    assert torch.equal(lab, (f[..., 0] % 2).long())
+    blocks, block_labels = position_groups(emb, labels, stride=1, block=2)
+    assert blocks.shape == (8, 16, 1)  # 8 blocks of 2x2x2 voxels, from both volumes
+    first = torch.cat([emb[0, 0, :2, :2, :2].flatten(), emb[1, 0, :2, :2, :2].flatten()])
+    assert torch.equal(blocks[0, :, 0], first) and torch.equal(block_labels[0], (first % 2).long())
+    last = torch.cat([emb[0, 0, 2:, 2:, 2:].flatten(), emb[1, 0, 2:, 2:, 2:].flatten()])
+    assert torch.equal(blocks[7, :, 0], last)
+    with pytest.raises(ValueError, match="multiple of stride"):
+        position_groups(emb, labels, stride=2, block=3)

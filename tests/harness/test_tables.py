@@ -1,5 +1,5 @@
-"""Tests for harness.tables: the table model and its four renderers, bold-best, the statistics table, the
-provenance page and the cost table (the results table itself is tested in test_aggregate.py)."""
+"""Tests for harness.tables: the table model and its four renderers, bold-best, the statistics table and the
+provenance page (the results table is tested in test_aggregate.py, the cost table in test_cost_table.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +17,12 @@ from harness.tables import (
     TableOptions,
     build_stats_table,
     format_p,
-    load_benchmarks,
     mark_best,
     mean_std_entry,
     render_csv,
     render_html,
     render_latex,
     render_markdown,
-    write_cost_tables,
     write_provenance,
     write_table,
 )
@@ -153,28 +151,3 @@ def test_write_provenance(tmp_path):
     page = written["html"].read_text(encoding="utf-8")
     assert "abcdef1234 (dirty)" in page and ">12.3</td>" in page
     assert page.count("<details>") == 6 and "method: dtc" in page and "&quot;wall_time_s&quot;: 12.345" in page
-
-
-# ------------------------------------------------------------------------------------------------------ cost
-def test_cost_table_from_benchmark_files(tmp_path):
-    pattern = str(tmp_path / "bench" / "{rule_name}" / "{dataset}" / "{method}" / "labeled~{n}" / "seed~{seed}.tsv")
-    head = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
-    files = []
-    for rule, method, seed, seconds, rss in (("train", "dtc", 1, 100.0, 900.0), ("train", "dtc", 2, 120.0, 950.0),
-                                             ("predict", "dtc", 1, 10.0, 400.0)):  # fmt: skip
-        path = Path(pattern.format(rule_name=rule, dataset="LA", method=method, n=8, seed=seed))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(head + f"{seconds}\t0:01:40\t{rss}\t1\t1\t1\t0\t0\t99\t{seconds}\n")
-        files.append(path)
-    patterns = {r: pattern.replace("{rule_name}", r) for r in ("train", "predict")}
-    bench = load_benchmarks(patterns, files)
-    assert bench["rule"].tolist() == ["train", "train", "predict"] and bench["seed"].tolist() == [1, 2, 1]
-    written = write_cost_tables(patterns, files, tmp_path / "tables")
-    data = pd.read_csv(written["csv"])
-    assert data.loc[0, "train_s_mean"] == pytest.approx(110.0) and data.loc[0, "train_max_rss_mb"] == 950.0
-    assert data.loc[0, "train_s_std"] == pytest.approx(14.1421356)
-    md = written["md"].read_text(encoding="utf-8")
-    assert "| Run | Labeled | train time (s) | train max RSS (MB) | predict time (s) |" in md  # pipeline order
-    assert "| LA/dtc | 8 | 110.0 ± 14.1 | 950 | 10.0 ± – | 400 |" in md
-    with pytest.raises(ValueError, match="matches none"):
-        load_benchmarks(patterns, [tmp_path / "other.tsv"])

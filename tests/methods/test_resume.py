@@ -13,6 +13,8 @@ from harness.loop import train
 from harness.registry import get_method, list_methods
 
 CPU = torch.device("cpu")
+#: Pre-training stages short enough for tests (2000 iterations each by default).
+SHORT_STAGES = {"stage1": {"iterations": 3, "batch_volumes": 2}, "stage2": {"iterations": 3, "stride": 4}}
 
 
 def run_config(root: Path, method: str, *, iterations: int = 6):
@@ -21,10 +23,17 @@ def run_config(root: Path, method: str, *, iterations: int = 6):
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
         "protocol": {"iterations": iterations, "n_filters": 2, "checkpoint_every": 2, "log_every": 1,
                      "num_workers": 0, "lr_step": 4},
+        "method_overrides": {"sup_local_contrast": SHORT_STAGES},
     }  # fmt: skip
     params = cell_params(config, Cell("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)
+
+
+def pretrain(cfg, run_dir: Path) -> None:
+    """Run the method's pre-training stages (if any) so that the main training can start."""
+    for stage in get_method(cfg.method).STAGES:
+        train(cfg, run_dir, device=CPU, stage=stage)
 
 
 def log_lines(run_dir: Path) -> list[dict]:
@@ -38,6 +47,8 @@ def final_state(run_dir: Path) -> dict[str, dict[str, torch.Tensor]]:
 @pytest.mark.parametrize("name", list_methods())
 def test_resume_after_interrupt_equals_uninterrupted_run(name, tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset, name)
+    pretrain(cfg, tmp_path / "full")
+    pretrain(cfg, tmp_path / "crash")
     train(cfg, tmp_path / "full", device=CPU)
     # interrupted after iteration 5: the last checkpoint is after iteration 4; iteration 5 is recomputed on resume
     assert train(cfg, tmp_path / "crash", device=CPU, stop_after=5) == {"stopped_at": 5}

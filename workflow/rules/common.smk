@@ -9,6 +9,7 @@ from snakemake.utils import validate
 sys.path.insert(0, workflow.basedir)
 from harness.config import (
     PANCREAS_DUPLICATES,
+    PRETRAINING_STAGES,
     SPLIT_MCNET_MINUS,
     Cell,
     ConfigError,
@@ -73,11 +74,17 @@ LA_CASE = r"[0-9A-Z]{20}"  # LA case IDs (they reach shell commands)
 PANCREAS_CASE = r"image\d{4}"
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly the given names (none: matches nothing)."""
+    return "|".join(names) or "(?!x)x"
+
+
 wildcard_constraints:
     dataset=r"[a-z][a-z0-9_]*",
     method=r"[a-z][a-z0-9_]*",
     n=r"\d+",
     seed=r"\d+",
+    stage=one_of(sorted({s for stages in PRETRAINING_STAGES.values() for s in stages})),
 
 
 TRAIN_THREADS = min(
@@ -136,12 +143,30 @@ def code_inputs(wildcards):
         "harness/ema.py",
         "harness/ramps.py",
         "harness/sdf.py",
+        "harness/contrastive.py",
     ]
     files += [
         str(p.relative_to(base))
         for p in sorted((base / "harness" / "nets").glob("*.py"))
     ]
     return [str(base / f) for f in files if (base / f).exists()]
+
+
+def previous_stage_model(wildcards):
+    """The model.pt a job starts from: the previous pre-training stage of its method (none for most methods).
+
+    For the `pretrain` rule (wildcard `stage`), the stage before it; for `train`, the method's last stage.
+    """
+    stages = PRETRAINING_STAGES.get(wildcards.method, ())
+    stage = getattr(wildcards, "stage", None)
+    if stage is not None and stage not in stages:
+        raise WorkflowError(
+            f"method {wildcards.method} has no pre-training stage {stage!r}"
+        )
+    index = len(stages) if stage is None else stages.index(stage)
+    return (
+        [f"{RUN}/{stages[index - 1]}/model.pt".format(**wildcards)] if index > 0 else []
+    )
 
 
 def output_folder(wildcards, output):
@@ -182,7 +207,7 @@ TABLE_KINDS = {
         "table_stats.rst",
     ),
 }
-COST_RULES = ("train", "predict", "evaluate")
+COST_RULES = ("pretrain", "train", "predict", "evaluate")
 
 
 def dataset_runs(name, first_seed=False):
@@ -271,11 +296,23 @@ def cost_patterns():
 
 def cost_inputs():
     """The benchmark files of every run for the rules of `cost_patterns` (empty: no cost table)."""
-    return [
-        pattern.format(dataset=c.dataset, method=c.method, n=c.n_labeled, seed=c.seed)
-        for pattern in cost_patterns().values()
-        for c in CELLS
-    ]
+    files = []
+    for rule, pattern in cost_patterns().items():
+        for c in CELLS:
+            stages = (
+                PRETRAINING_STAGES.get(c.method, ()) if rule == "pretrain" else [None]
+            )
+            files += [
+                pattern.format(
+                    dataset=c.dataset,
+                    method=c.method,
+                    n=c.n_labeled,
+                    seed=c.seed,
+                    stage=s,
+                )
+                for s in stages
+            ]
+    return files
 
 
 def cost_pattern_args(wildcards):
@@ -310,11 +347,6 @@ def report_targets():
 
 
 # -- data preparation helpers (workflow/rules/data.smk) ------------------------------------------------------------
-def one_of(names):
-    """A wildcard constraint matching exactly the given dataset names (none: matches nothing)."""
-    return "|".join(names) or "(?!x)x"
-
-
 def data_root(wildcards):
     return f"resources/{wildcards.dataset}"
 

@@ -126,7 +126,8 @@ rule provenance:
 
 rule cost:
     input:
-        cost_inputs(),
+        benchmarks=cost_inputs(),
+        run_info=run_files("run_info.json"),
     output:
         tables=multiext(f"{TABLES}/cost.", "md", "csv", "tex"),
         html=report(
@@ -140,5 +141,5 @@ rule cost:
     params:
         patterns=cost_pattern_args,
     shell:
-        "python -m harness cost-table --pattern {params.patterns:q} --inputs {input}"
-        " --out $(dirname {output.html}) > {log} 2>&1"
+        "python -m harness cost-table --pattern {params.patterns:q} --inputs {input.benchmarks}"
+        " --run-info {input.run_info} --out $(dirname {output.html}) > {log} 2>&1"

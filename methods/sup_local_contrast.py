@@ -1,0 +1,224 @@
+"""sup_local_contrast: global then supervised local contrastive pre-training, then fine-tuning (three DAG jobs).
+
+Paper: Hu, Zeng, Xu, Shi, "Semi-supervised Contrastive Learning for Label-efficient Medical Image Segmentation",
+MICCAI 2021, arXiv 2109.07407. Reference code (2D): xhu248/semi_cotrast_seg. The 3D adaptation is the harness's.
+
+Implementation details (`shared/spec/methods.md` §8):
+1. Stage 1 (`stage1`, job `pretrain` stage=stage1): the V-Net encoder (stages 1–5) and a global head
+   GAP(x5) → Linear(16f → 16f) → Linear(16f → 128), no non-linearity [C], L2-normalised; NT-Xent at τ = 0.5 [C] over
+   two views per volume, 8 volumes per batch [H]; views = two independent crops (LA: with RandomRotFlip) [H], then
+   brightness ×U(0.75, 1.25), gamma U(0.7, 1.5) on min-max-rescaled intensities, Gaussian noise σ 0.1 [H]; Adam 3e-4,
+   wd 1e-5 [C], 10 % linear warm-up then cosine [H], 2000 iterations [H]. Data: every training image, labels never
+   read; never a test image [H: the 2D code is transductive].
+2. Stage 2 (`stage2`): init from stage 1's encoder only (decoder random) [C]; embedding x9 (pre-dropout) → 1×1×1
+   Conv(f → 256) → Conv(256 → 128), no activation, L2-normalised [H]; one crop per volume and two intensity views of
+   it (labels unchanged) [C]; positions every 8 voxels on all axes ("stride" mode [H: s = 8]) or within 16³ blocks
+   ("block" mode); pixel SupCon at τ = 0.1 [C run_coseg.sh]: anchors non-background, positives every other position
+   with the same label, background in the denominator [C]; Adam 1e-4, wd 1e-4, 2 labeled volumes, 2000 iterations
+   [H]. Data: the first N labeled cases only [H].
+3. Stage 3 (`train`): init from stage 2's network with a fresh output convolution [C]; then exactly `supervised`:
+   0.5·(CE + Dice_fg), the protocol's SGD schedule and iterations, 4 labeled samples per batch [H].
+4. Test: the stage-3 network, softmax, argmax.
+
+Known deviations: 3D V-Net with BatchNorm instead of the 2D U-Net with instance norm; no elastic, scaling or
+rotation-by-any-angle views (protocol augmentation only); stride s = 8 instead of 4 (memory); SupCon without the
+reference's base-temperature factor (a constant scale of the loss).
+Sanity numbers: published only for 2D Hippocampus and MMWHS (published.csv); users of the 2D code report results
+below the paper's random baseline (xhu248/semi_cotrast_seg issue #2), so no LA/Pancreas target exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from harness.contrastive import local_supcon, nt_xent, position_groups
+from harness.losses import supervised_loss
+from harness.method import Batch, BuildNet, Method, Progress, StageSpec, StepOutput
+from harness.registry import register_method
+
+#: V-Net modules of the encoder (stages 1–5 and their down-sampling), the part stage 1 trains and hands on.
+ENCODER = ("block_one", "block_one_dw", "block_two", "block_two_dw", "block_three", "block_three_dw",
+           "block_four", "block_four_dw", "block_five")  # fmt: skip
+MODES = ("stride", "block")
+
+
+@dataclass(frozen=True)
+class Stage1:
+    """Global contrastive pre-training (`method_overrides.sup_local_contrast.stage1.*`)."""
+
+    iterations: int = 2000
+    """Optimiser steps [H] (the 2D code: 100 epochs)."""
+    batch_volumes: int = 8
+    """Volumes per batch, two views each [H] (2D code: 120 slices)."""
+    tau: float = 0.5
+    """NT-Xent temperature [C]."""
+    lr: float = 3e-4
+    """Adam learning rate [C]."""
+    weight_decay: float = 1e-5
+    """Adam weight decay [C]."""
+    warmup_fraction: float = 0.1
+    """Linear warm-up share of the iterations, then cosine to 0 [H] (2D code: 10 warm-up epochs)."""
+    proj_dim: int = 128
+    """Output size of the global head [H] (2D: 256 from 512)."""
+
+
+@dataclass(frozen=True)
+class Stage2:
+    """Supervised local contrastive pre-training (`method_overrides.sup_local_contrast.stage2.*`)."""
+
+    iterations: int = 2000
+    """Optimiser steps [H] (2D code: 60 epochs)."""
+    batch_volumes: int = 2
+    """Labeled volumes per batch, two intensity views each [H]."""
+    tau: float = 0.1
+    """SupCon temperature [C: run_coseg.sh]."""
+    lr: float = 1e-4
+    """Adam learning rate [C]."""
+    weight_decay: float = 1e-4
+    """Adam weight decay [C]."""
+    mode: str = "stride"
+    """"stride": one group of every `stride`-th position; "block": SupCon within each block³ block [C modes, H 3D]."""
+    stride: int = 8
+    """Keep every s-th voxel on all three axes [H] (2D code: 4); LA 14·14·10 = 1,960 positions per view."""
+    block_size: int = 16
+    """Block edge in voxels in block mode [S: 16 × 16 in 2D; H: 16 along z too]; positions inside keep the stride."""
+    hidden_dim: int = 256
+    """Channels of the first 1×1×1 convolution of the local head [C: 256]."""
+    proj_dim: int = 128
+    """Output size of the local head [C: 128]."""
+
+
+@dataclass(frozen=True)
+class Intensity:
+    """Intensity views of stages 1–2 [H] (`method_overrides.sup_local_contrast.intensity.*`), in this order."""
+
+    brightness: tuple[float, float] = (0.75, 1.25)
+    """Multiply the image by U(lo, hi), one factor per view."""
+    gamma: tuple[float, float] = (0.7, 1.5)
+    """Gamma U(lo, hi) applied to the view's min-max-rescaled intensities (range restored afterwards)."""
+    noise_std: float = 0.1
+    """Additive Gaussian noise σ per voxel."""
+
+
+@dataclass(frozen=True)
+class Config:
+    has_dropout: bool = True
+    """Dropout3d(0.5) on x5 and x9 in stages 2–3, as `supervised` [H]."""
+    stage1: Stage1 = field(default_factory=Stage1)
+    stage2: Stage2 = field(default_factory=Stage2)
+    intensity: Intensity = field(default_factory=Intensity)
+
+    def __post_init__(self) -> None:
+        if self.stage2.mode not in MODES:
+            raise ValueError(f"stage2.mode must be one of {MODES}; got {self.stage2.mode!r}")
+        if self.stage2.stride < 1 or self.stage2.block_size % self.stage2.stride:
+            raise ValueError(f"stage2.block_size ({self.stage2.block_size}) must be a multiple of stage2.stride "
+                             f"({self.stage2.stride}) >= 1")  # fmt: skip
+        if min(self.stage1.tau, self.stage2.tau, *self.intensity.brightness, *self.intensity.gamma) <= 0:
+            raise ValueError("stage taus, brightness and gamma ranges must be > 0")
+
+
+def intensity_view(x: torch.Tensor, cfg: Intensity) -> torch.Tensor:
+    """One random intensity view of each sample of `x` `[B, 1, X, Y, Z]` (torch's global RNG, restored on resume)."""
+    shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+
+    def uniform(lo_hi: tuple[float, float]) -> torch.Tensor:
+        return torch.empty(shape, device=x.device).uniform_(*lo_hi)
+
+    x = x * uniform(cfg.brightness)
+    lo = x.amin(dim=(1, 2, 3, 4), keepdim=True)
+    span = (x.amax(dim=(1, 2, 3, 4), keepdim=True) - lo).clamp_min(1e-8)
+    x = ((x - lo) / span) ** uniform(cfg.gamma) * span + lo
+    return x + cfg.noise_std * torch.randn_like(x)
+
+
+@register_method("sup_local_contrast")
+class SupLocalContrast(Method):
+    VERSION = 1
+    Config = Config
+    output_kind = "softmax"
+    needs_unlabeled = False
+    STAGES = ("stage1", "stage2")
+
+    def __init__(self, cfg: Config, build_net: BuildNet, device: torch.device) -> None:
+        super().__init__(cfg, build_net, device)
+        self.net = build_net("vnet", n_classes=2, has_dropout=cfg.has_dropout).to(device)
+        f = self.net.out_conv.in_channels
+        c5 = 16 * f
+        self.global_head = nn.Sequential(nn.Linear(c5, c5), nn.Linear(c5, cfg.stage1.proj_dim)).to(device)
+        s2 = cfg.stage2
+        self.local_head = nn.Sequential(
+            nn.Conv3d(f, s2.hidden_dim, kernel_size=1), nn.Conv3d(s2.hidden_dim, s2.proj_dim, kernel_size=1)
+        ).to(device)
+        self.stage: str | None = None
+
+    # -- stages ----------------------------------------------------------------------------------------------------
+    def set_stage(self, stage: str | None) -> None:
+        if stage is not None and stage not in self.STAGES:
+            raise ValueError(f"sup_local_contrast has stages {self.STAGES}; got {stage!r}")
+        self.stage = stage
+
+    def stage_spec(self, stage: str) -> StageSpec:
+        if stage == "stage1":
+            s = self.cfg.stage1
+            return StageSpec("stage1", s.iterations, s.batch_volumes, 2, "images", "adam", s.lr, s.weight_decay,
+                             "warmup_cosine", s.warmup_fraction)  # fmt: skip
+        if stage == "stage2":
+            s = self.cfg.stage2
+            return StageSpec("stage2", s.iterations, s.batch_volumes, 1, "labeled", "adam", s.lr, s.weight_decay)
+        raise ValueError(f"sup_local_contrast has stages {self.STAGES}; got {stage!r}")
+
+    def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
+        """Stage 2 takes stage 1's encoder (decoder random); stage 3 takes stage 2's network but its output conv."""
+        net_state = state["net"]
+        if stage == "stage1":
+            keep = {k: v for k, v in net_state.items() if k.split(".")[0] in ENCODER}
+        else:
+            keep = {k: v for k, v in net_state.items() if not k.startswith("out_conv.")}
+        missing, unexpected = self.net.load_state_dict(keep, strict=False)
+        if unexpected:
+            raise KeyError(f"stage {stage} checkpoint has keys the network lacks: {unexpected}")
+
+    def modules(self) -> dict[str, nn.Module]:
+        heads = {"stage1": {"global_head": self.global_head}, "stage2": {"local_head": self.local_head}}
+        return {"net": self.net, **heads.get(self.stage, {})}
+
+    def optim_groups(self) -> dict[str, list[nn.Parameter]]:
+        if self.stage == "stage1":
+            encoder = [p for name in ENCODER for p in getattr(self.net, name).parameters()]
+            return {"main": encoder + list(self.global_head.parameters())}
+        if self.stage == "stage2":
+            return {"main": list(self.net.parameters()) + list(self.local_head.parameters())}
+        return {"main": list(self.net.parameters())}
+
+    # -- losses ----------------------------------------------------------------------------------------------------
+    def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
+        if self.stage == "stage1":
+            return self._global_step(batch)
+        if self.stage == "stage2":
+            return self._local_step(batch)
+        logits = self.net(batch.x_l)
+        loss, logs = supervised_loss(logits, batch.y)
+        return StepOutput(loss=loss, logs={"loss/sup": loss.item(), **logs})
+
+    def _global_step(self, batch: Batch) -> StepOutput:
+        """Batch: 2B image-only samples, view-major (sample j and j + B are two crops of one volume)."""
+        x5 = self.net.encode(intensity_view(batch.x, self.cfg.intensity))[4]
+        z = F.normalize(self.global_head(x5.mean(dim=(2, 3, 4))), dim=1)
+        loss = nt_xent(z, self.cfg.stage1.tau)
+        return StepOutput(loss=loss, logs={"loss/global": loss.item()})
+
+    def _local_step(self, batch: Batch) -> StepOutput:
+        """Batch: B labeled crops; two intensity views of each share the crop, hence the label."""
+        x = torch.cat([intensity_view(batch.x_l, self.cfg.intensity), intensity_view(batch.x_l, self.cfg.intensity)])
+        emb = F.normalize(self.local_head(self.net.forward_features(x)["feat_top"]), dim=1)
+        s2 = self.cfg.stage2
+        block = s2.block_size if s2.mode == "block" else None
+        f, labels = position_groups(emb, torch.cat([batch.y, batch.y]), s2.stride, block)
+        loss = local_supcon(f, labels, s2.tau)
+        return StepOutput(loss=loss, logs={"loss/local": loss.item(), "w/anchors": float((labels != 0).sum())})

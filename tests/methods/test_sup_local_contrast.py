@@ -1,0 +1,172 @@
+"""sup_local_contrast: stage hand-off, leakage guards, stage data, intensity views and the stage schedule."""
+
+from __future__ import annotations
+
+import math
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness.loop as loop
+from harness.config import PRETRAINING_STAGES, Cell, cell_params, from_dict, resolve_run
+from harness.data.splits import read_list
+from harness.loop import train
+from harness.method import StageSpec
+from harness.nets import build_net
+from harness.registry import get_method, list_methods
+from methods.sup_local_contrast import ENCODER, Config, Intensity, intensity_view
+
+CPU = torch.device("cpu")
+SHORT = {"stage1": {"iterations": 3, "batch_volumes": 2}, "stage2": {"iterations": 2, "stride": 4}}
+
+
+def run_config(root: Path, overrides: dict | None = None):
+    config = {
+        "datasets": {"tiny": {"labeled": [2]}},
+        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
+        "protocol": {"iterations": 2, "n_filters": 2, "checkpoint_every": 1, "log_every": 1, "num_workers": 0},
+        "method_overrides": {"sup_local_contrast": {**SHORT, **(overrides or {})}},
+    }  # fmt: skip
+    params = cell_params(config, Cell("tiny", "sup_local_contrast", 2, 1))
+    params["data"]["root"] = str(root)
+    return resolve_run(params)
+
+
+def make_method(stage: str | None, seed: int = 0):
+    torch.manual_seed(seed)
+    cls = get_method("sup_local_contrast")
+    method = cls(from_dict(Config, SHORT, "sup_local_contrast"), partial(build_net, n_filters=2), CPU)
+    method.set_stage(stage)
+    return method
+
+
+def test_snakefile_stage_table_matches_every_method():
+    for name in list_methods():
+        assert PRETRAINING_STAGES.get(name, ()) == get_method(name).STAGES, name
+
+
+def test_stage2_takes_only_the_encoder_of_stage1_and_stage3_all_but_the_output_conv():
+    first = make_method("stage1", seed=1)
+    with torch.no_grad():
+        for p in first.net.parameters():
+            p.add_(1.0)  # "trained" weights, different from any fresh init
+    second = make_method("stage2", seed=2)
+    fresh_decoder = second.net.block_six.state_dict()
+    second.init_from_stage("stage1", first.state_dict())
+    for name in ENCODER:
+        for k, v in getattr(first.net, name).state_dict().items():
+            assert torch.equal(getattr(second.net, name).state_dict()[k], v), f"{name}.{k}"
+    for k, v in fresh_decoder.items():  # the decoder stays the stage-2 network's own random init
+        assert torch.equal(second.net.block_six.state_dict()[k], v)
+    with torch.no_grad():
+        for p in second.net.parameters():
+            p.mul_(3.0)
+    third = make_method(None, seed=3)
+    fresh_out = third.net.out_conv.weight.clone()
+    third.init_from_stage("stage2", second.state_dict())
+    assert torch.equal(third.net.block_nine.conv[0].weight, second.net.block_nine.conv[0].weight)
+    assert torch.equal(third.net.out_conv.weight, fresh_out)  # fresh output convolution
+
+
+def test_stage_modules_and_optimised_parameters():
+    first, second, third = make_method("stage1"), make_method("stage2"), make_method(None)
+    assert set(first.modules()) == {"net", "global_head"} and set(second.modules()) == {"net", "local_head"}
+    assert set(third.modules()) == {"net"}
+    encoder = {id(p) for name in ENCODER for p in getattr(first.net, name).parameters()}
+    group = {id(p) for p in first.optim_groups()["main"]}
+    assert encoder <= group and not {id(p) for p in first.net.out_conv.parameters()} & group
+    with pytest.raises(ValueError, match="stages"):
+        make_method("stage3")
+
+
+def recorded_loads(monkeypatch) -> list[tuple[str, bool]]:
+    seen: list[tuple[str, bool]] = []
+    original = loop.load_case
+
+    def spy(path, *, with_label):
+        seen.append((Path(path).parent.name, with_label))
+        return original(path, with_label=with_label)
+
+    monkeypatch.setattr(loop, "load_case", spy)
+    return seen
+
+
+def test_leakage_guards_per_stage(tiny_dataset, tmp_path, monkeypatch):
+    """Stage 1: every training image, no label, no test case. Stages 2-3: the first N labeled cases only."""
+    train_ids, test_ids = read_list(tiny_dataset / "train.list"), read_list(tiny_dataset / "test.list")
+    cfg = run_config(tiny_dataset)
+    seen = recorded_loads(monkeypatch)
+    train(cfg, tmp_path, device=CPU, stage="stage1")
+    assert sorted(seen) == sorted((i, False) for i in train_ids) and not {i for i, _ in seen} & set(test_ids)
+    for stage in ("stage2", None):
+        seen.clear()
+        train(cfg, tmp_path, device=CPU, stage=stage)
+        assert seen == [(i, True) for i in train_ids[:2]], stage
+
+
+def test_stage_batches_views_and_sizes(tiny_dataset, tmp_path, monkeypatch):
+    cfg = run_config(tiny_dataset)
+    cls, shapes = get_method("sup_local_contrast"), []
+    original = cls.training_step
+
+    def recording(self, batch, progress):
+        shapes.append((self.stage, batch.x.shape[0], batch.n_labeled, tuple(batch.y.shape), progress.lr))
+        return original(self, batch, progress)
+
+    monkeypatch.setattr(cls, "training_step", recording)
+    for stage in ("stage1", "stage2", None):
+        train(cfg, tmp_path, device=CPU, stage=stage)
+    s1 = [s for s in shapes if s[0] == "stage1"]
+    assert [s[1:4] for s in s1] == [(4, 0, (0, 16, 16, 16))] * 3  # 2 volumes x 2 views, image only
+    assert [s[4] for s in s1] == pytest.approx([3e-4 * 0.5 * (1 + math.cos(math.pi * k / 3)) for k in range(3)])
+    assert [s[1:] for s in shapes if s[0] == "stage2"] == [(2, 2, (2, 16, 16, 16), 1e-4)] * 2
+    assert [s[1:4] for s in shapes if s[0] is None] == [(4, 4, (4, 16, 16, 16))] * 2
+
+
+def test_main_training_needs_the_last_stage_and_refuses_a_stale_one(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    with pytest.raises(FileNotFoundError, match="stage2"):
+        train(cfg, tmp_path, device=CPU)
+    train(cfg, tmp_path, device=CPU, stage="stage1")
+    train(cfg, tmp_path, device=CPU, stage="stage2")
+    other = run_config(tiny_dataset, {"stage2": {"iterations": 2, "stride": 4, "tau": 0.2}})
+    with pytest.raises(RuntimeError, match="another configuration"):
+        train(other, tmp_path, device=CPU)
+
+
+def test_stage_resume_equals_uninterrupted(tiny_dataset, tmp_path):
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "full", device=CPU, stage="stage1")
+    assert train(cfg, tmp_path / "crash", device=CPU, stage="stage1", stop_after=2) == {"stopped_at": 2}
+    assert train(cfg, tmp_path / "crash", device=CPU, stage="stage1")["resumed_from"] == 2
+    full = torch.load(tmp_path / "full" / "stage1" / "model.pt", weights_only=True)["state"]
+    resumed = torch.load(tmp_path / "crash" / "stage1" / "model.pt", weights_only=True)["state"]
+    for module, tensors in full.items():
+        for key, value in tensors.items():
+            assert torch.equal(value, resumed[module][key]), f"{module}.{key}"
+
+
+def test_intensity_view_hand_values():
+    x = torch.tensor([0.0, 1.0, 2.0]).reshape(1, 1, 3, 1, 1)
+    doubled = intensity_view(x, Intensity(brightness=(2.0, 2.0), gamma=(1.0, 1.0), noise_std=0.0))
+    assert torch.allclose(doubled.flatten(), torch.tensor([0.0, 2.0, 4.0]))
+    squared = intensity_view(x, Intensity(brightness=(1.0, 1.0), gamma=(2.0, 2.0), noise_std=0.0))
+    assert torch.allclose(squared.flatten(), torch.tensor([0.0, 0.5, 2.0]))  # ((x - 0) / 2)^2 * 2
+    torch.manual_seed(0)
+    noisy = intensity_view(torch.zeros(2, 1, 8, 8, 8), Intensity(noise_std=0.1))
+    assert 0.08 < noisy.std().item() < 0.12
+
+
+def test_warmup_cosine_schedule_hand_values():
+    spec = StageSpec("s", 10, 1, 1, "images", "adam", 1.0, 0.0, "warmup_cosine", 0.2)
+    assert [spec.lr_at(i) for i in (0, 1)] == [0.5, 1.0]  # linear warm-up over 2 steps
+    assert spec.lr_at(2) == 1.0 and spec.lr_at(6) == pytest.approx(0.5)  # cosine over the remaining 8
+    with pytest.raises(ValueError, match="data in"):
+        StageSpec("s", 10, 1, 1, "test_images", "adam", 1.0, 0.0)
+
+
+def test_config_rejects_a_block_that_is_not_a_multiple_of_the_stride():
+    with pytest.raises(ValueError, match="block_size"):
+        Config(stage2=from_dict(type(Config().stage2), {"stride": 3}, "stage2"))
