@@ -34,6 +34,12 @@ PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
 DATA_FORMATS = ("la_h5", "pancreas_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Project files (besides `methods/<method>.py`) whose content decides a training run's numbers: inputs of the train
+#: and pretrain rules (so Snakemake reruns them when they change) and part of every checkpoint's code hash (so such a
+#: rerun never resumes from a checkpoint written by other code). Glob patterns relative to the project root.
+NUMERIC_SOURCES = ("harness/loop.py", "harness/losses.py", "harness/method.py", "harness/data/dataset.py",
+                   "harness/data/splits.py", "harness/config.py", "harness/seeding.py", "harness/ema.py",
+                   "harness/ramps.py", "harness/sdf.py", "harness/contrastive.py", "harness/nets/*.py")  # fmt: skip
 #: Pre-training stages per method, in order (each `Method.STAGES`, repeated here so that the Snakefile needs no torch;
 #: a test keeps the two equal). Each stage is one `pretrain` job writing `<run>/<stage>/model.pt`.
 PRETRAINING_STAGES: dict[str, tuple[str, ...]] = {"sup_local_contrast": ("stage1", "stage2")}
@@ -444,6 +450,23 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
         raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
     return cfg
+
+
+def numeric_sources(root: Path, method: str) -> list[Path]:
+    """The method's file and the existing `NUMERIC_SOURCES` under the project `root`, in a fixed order."""
+    files = [Path(root) / "methods" / f"{method}.py"]
+    for pattern in NUMERIC_SOURCES:
+        files += sorted(Path(root).glob(pattern))
+    return [f for f in files if f.is_file()]
+
+
+def code_sha256(root: Path, method: str) -> str:
+    """sha256 over (relative path, content sha256) of `numeric_sources`: the code version of a training run."""
+    root = Path(root)
+    entries = [
+        (str(f.relative_to(root)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in numeric_sources(root, method)
+    ]
+    return sha256_of(entries)
 
 
 def write_yaml(data: Any, path: Path) -> None:

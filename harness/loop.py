@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 from harness import provenance
-from harness.config import RunConfig, method_config, sha256_of
+from harness.config import RunConfig, code_sha256, method_config, sha256_of
 from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader, stage_plan
 from harness.data.splits import labeled_subset, read_list
 from harness.method import Method, Progress, StageSpec
@@ -31,6 +31,8 @@ from harness.seeding import rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger(__name__)
 
+#: The project root (holds harness/ and methods/): the code hash of a run covers files below it.
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINT = "checkpoint_last.pt"
 MODEL = "model.pt"
 TRAIN_LOG = "train_log.jsonl"
@@ -131,6 +133,7 @@ def training_data(cfg: RunConfig, method: Method, spec: StageSpec | None = None)
         augment_mode=cfg.data.augment,
         seed=cfg.seed,
         label_transforms=transforms,
+        with_case_id=method.needs_case_id,
     )
     logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), root)
     return dataset, len(labeled), len(unlabeled)
@@ -206,10 +209,14 @@ def compile_networks(method: Method) -> None:
         module.forward = torch.compile(module.forward)
 
 
-def save_checkpoint(files: RunFiles, next_it: int, cfg_hash: str, method: Method, optim: Optimisation) -> None:
+def save_checkpoint(
+    files: RunFiles, next_it: int, hashes: tuple[str, str], method: Method, optim: Optimisation
+) -> None:
+    """Atomically write checkpoint_last.pt; `hashes` = (config hash, code hash) that a resume must match."""
     state = {
         "next_it": next_it,
-        "config_sha256": cfg_hash,
+        "config_sha256": hashes[0],
+        "code_sha256": hashes[1],
         "method": method.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in optim.optimizers.items()},
         "scaler": optim.scaler.state_dict(),
@@ -218,18 +225,22 @@ def save_checkpoint(files: RunFiles, next_it: int, cfg_hash: str, method: Method
     save_atomic(state, files.checkpoint)
 
 
-def resume(files: RunFiles, cfg_hash: str, method: Method, optim: Optimisation) -> int:
-    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none)."""
+def resume(files: RunFiles, hashes: tuple[str, str], method: Method, optim: Optimisation) -> int:
+    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none).
+
+    A checkpoint whose config hash or code hash (`hashes`) differs from this run's is moved aside as
+    `checkpoint_stale_<hash>.pt` and training starts from scratch: Snakemake reruns a job when its parameters or its
+    numeric source files change, and such a rerun must not pick up the old run's weights.
+    """
     if not files.checkpoint.exists():
         return 0
     state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
-    if state["config_sha256"] != cfg_hash:
-        # the run's parameters changed since (Snakemake reran it for that reason): never resume across configs
-        stale = files.checkpoint.with_name(f"checkpoint_stale_{state['config_sha256'][:12]}.pt")
+    saved = (state["config_sha256"], state.get("code_sha256"))
+    if saved != tuple(hashes):
+        reason = "configuration" if saved[0] != hashes[0] else "code version (numeric source files)"
+        stale = files.checkpoint.with_name(f"checkpoint_stale_{sha256_of(list(saved))[:12]}.pt")
         files.checkpoint.replace(stale)
-        logger.warning(
-            "%s belongs to another configuration; moved to %s, training from scratch", files.checkpoint, stale
-        )
+        logger.warning("%s belongs to another %s; moved to %s, training from scratch", files.checkpoint, reason, stale)
         return 0
     method.load_state_dict(state["method"])
     for k, opt in optim.optimizers.items():
@@ -325,13 +336,14 @@ def train(
     files = RunFiles(stage_dir(run_dir, stage))
     files.run_dir.mkdir(parents=True, exist_ok=True)
     cfg_hash, p = stage_sha256(cfg, stage), cfg.protocol
+    hashes = (cfg_hash, code_sha256(PROJECT_ROOT, cfg.method))
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
     method = build_method(cfg, device, stage)
     phase = make_phase(cfg, method, stage)
     init_from_previous_stage(cfg, Path(run_dir), method, stage)
     dataset, n_l, n_u = training_data(cfg, method, phase.spec)
     optim = make_optimisation(cfg, method, device, phase.spec)
-    start_it = resume(files, cfg_hash, method, optim)
+    start_it = resume(files, hashes, method, optim)
     if p.compile:
         compile_networks(method)
     truncate_log(files.log, start_it)
@@ -354,7 +366,7 @@ def train(
                 log.write(json.dumps({"it": it, "lr": phase.lr_at(it), **last_logs}) + "\n")
                 log.flush()
             if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
-                save_checkpoint(files, it + 1, cfg_hash, method, optim)
+                save_checkpoint(files, it + 1, hashes, method, optim)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
             if stop_after is not None and it + 1 >= stop_after:
@@ -369,6 +381,7 @@ def train(
         {
             "stage": stage,
             "config_sha256": cfg_hash,
+            "code_sha256": hashes[1],
             "wall_time_s": time.time() - t0,
             "resumed_from": start_it,
             "final_logs": last_logs,

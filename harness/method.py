@@ -22,7 +22,8 @@ class Batch:
         x: images `[B, 1, X, Y, Z]` float32, labeled samples first.
         y: labels of the labeled samples `[n_labeled, X, Y, Z]` int64 in {0, 1}.
         n_labeled: how many of the B samples are labeled (positions 0 .. n_labeled - 1).
-        extras: per-batch tensors that a method asked the data pipeline for (e.g. "sdf" `[n_labeled, X, Y, Z]`).
+        extras: per-batch tensors that a method asked the data pipeline for (e.g. "sdf" `[n_labeled, X, Y, Z]`, or
+            "case_id" `[B]` int64 when the method sets `needs_case_id`).
     """
 
     x: torch.Tensor
@@ -132,6 +133,7 @@ class Method:
         needs_unlabeled: whether the batch carries unlabeled samples (two-stream sampler) or only labeled ones.
         STAGES: names of pre-training stages run, in order, before the main training (each by its own DAG job;
             `harness.config.PRETRAINING_STAGES` repeats them for the Snakefile). Empty for most methods.
+        needs_case_id: whether batches carry `extras["case_id"]` `[B]` (which case each sample was cut from).
     """
 
     name: ClassVar[str] = ""
@@ -140,6 +142,7 @@ class Method:
     output_kind: ClassVar[str] = "softmax"
     needs_unlabeled: ClassVar[bool] = True
     STAGES: ClassVar[tuple[str, ...]] = ()
+    needs_case_id: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, build_net: BuildNet, device: torch.device) -> None:
         self.cfg = cfg

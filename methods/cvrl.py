@@ -16,9 +16,9 @@ Implementation details:
 5. L_ei: Fourier-domain elastic-interaction energy of p_fg − y per axial slice, normalised by the label's energy [H].
 6. L_con: softmax MSE student vs teacher on U; L = L_sup + R(t)·(w_vol·L_vol + w_vox·L_vox + w_con·L_con) + w_ei·L_ei.
 
-Known deviations: the Batch carries no case identity; the queue is only used when the loader provides
-`batch.extras["case_id"]` `[B]` int64 (a proposed Batch extension); without it the negatives are the other volumes
-of the batch only (logged as `w/queue_used` 0).
+Known deviations: none known against the reconstruction; the paper's own details are unknown (see above). The loop
+provides `batch.extras["case_id"]` (`needs_case_id`); called without it (unit tests), the negatives are the other
+volumes of the batch only and `w/queue_used` logs 0.
 """
 
 from __future__ import annotations
@@ -130,10 +130,11 @@ def sample_positions(fg: torch.Tensor, k: int, fg_fraction: float) -> torch.Tens
 
 @register_method("cvrl")
 class CVRL(Method):
-    VERSION = 1
+    VERSION = 2
     Config = Config
     output_kind = "softmax"
     needs_unlabeled = True
+    needs_case_id = True
 
     def __init__(self, cfg: Config, build_net: BuildNet, device: torch.device) -> None:
         super().__init__(cfg, build_net, device)
@@ -148,12 +149,14 @@ class CVRL(Method):
         return {"main": [*self.net.parameters(), *self.heads.parameters()]}
 
     def _volume_contrast(self, vox_s, g_t, case_ids) -> torch.Tensor:
+        """Negatives: the other volumes of the batch and the queue, never a volume of the anchor's own case."""
         b, k, _ = vox_s.shape
         owner = torch.arange(b, device=vox_s.device).repeat_interleave(k)  # volume of each anchor
         batch_mask = owner[:, None] != torch.arange(b, device=vox_s.device)[None, :]
         if case_ids is None:
             queue_mask = torch.zeros(b * k, self.queue.keys.shape[0], dtype=torch.bool, device=vox_s.device)
         else:
+            batch_mask &= case_ids[owner][:, None] != case_ids[None, :]
             queue_mask = self.queue.negative_mask(case_ids[owner])
         negs = torch.cat([g_t, self.queue.keys])
         anchors = vox_s.flatten(0, 1)

@@ -214,11 +214,19 @@ class SupLocalContrast(Method):
         return StepOutput(loss=loss, logs={"loss/global": loss.item()})
 
     def _local_step(self, batch: Batch) -> StepOutput:
-        """Batch: B labeled crops; two intensity views of each share the crop, hence the label."""
-        x = torch.cat([intensity_view(batch.x_l, self.cfg.intensity), intensity_view(batch.x_l, self.cfg.intensity)])
-        emb = F.normalize(self.local_head(self.net.forward_features(x)["feat_top"]), dim=1)
+        """Batch: B labeled crops; two intensity views of each share the crop, hence the label.
+
+        The head is 1×1×1, so it runs on the strided positions only (exactly what running it everywhere and then
+        sampling gives, at 1/s³ of the memory: at LA size the full-resolution 256-channel map alone would be 1 GB).
+        """
         s2 = self.cfg.stage2
-        block = s2.block_size if s2.mode == "block" else None
-        f, labels = position_groups(emb, torch.cat([batch.y, batch.y]), s2.stride, block)
+        if s2.mode == "block" and any(p % s2.block_size for p in batch.x.shape[2:]):
+            raise ValueError(f"stage2.block_size {s2.block_size} must divide the patch size {tuple(batch.x.shape[2:])}")
+        x = torch.cat([intensity_view(batch.x_l, self.cfg.intensity), intensity_view(batch.x_l, self.cfg.intensity)])
+        s = s2.stride
+        top = self.net.forward_features(x)["feat_top"][:, :, ::s, ::s, ::s]
+        emb = F.normalize(self.local_head(top), dim=1)
+        block = s2.block_size // s if s2.mode == "block" else None
+        f, labels = position_groups(emb, torch.cat([batch.y, batch.y])[:, ::s, ::s, ::s], 1, block)
         loss = local_supcon(f, labels, s2.tau)
         return StepOutput(loss=loss, logs={"loss/local": loss.item(), "w/anchors": float((labels != 0).sum())})

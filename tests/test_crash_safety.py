@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -115,6 +116,12 @@ def test_code_changes_rerun_only_affected_jobs(tmp_path):
     with (project / "harness" / "losses.py").open("a") as f:
         f.write("\n# a comment that changes the file's checksum\n")
     assert {"train", "predict", "evaluate"} <= planned_rules(project, config)
+    # ... and retrains from scratch: the old checkpoint_last.pt was written by other code (code hash)
+    subprocess.run(snakemake_cmd(project, config), env={**env(), "PYTHONPATH": str(project)}, check=True,
+                   capture_output=True)  # fmt: skip
+    run = next((project / "results").rglob("run_info.json")).parent
+    assert json.loads((run / "run_info.json").read_text())["resumed_from"] == 0
+    assert list(run.glob("checkpoint_stale_*.pt"))
 
 
 @pytest.mark.slow

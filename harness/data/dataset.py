@@ -323,6 +323,8 @@ class PatchDataset(Dataset):
         seed: run seed; sample (it, slot) is augmented with np.random.default_rng([seed, it, slot]).
         label_transforms: name → function of the label patch (uint8 (px, py, pz)) returning a float array of the same
             shape (e.g. a signed distance map), computed here so that it runs in the loader workers.
+        with_case_id: add "case_id" to every sample: the labeled case's index, or n_labeled + the unlabeled case's
+            index (a run-wide case identity, e.g. for cvrl's queue; labels are not involved).
     """
 
     def __init__(
@@ -334,6 +336,7 @@ class PatchDataset(Dataset):
         augment_mode: str,
         seed: int,
         label_transforms: dict[str, LabelTransform] | None = None,
+        with_case_id: bool = False,
     ) -> None:
         if augment_mode not in AUGMENT_MODES:
             raise ValueError(f"augment_mode must be one of {AUGMENT_MODES}; got {augment_mode!r}")
@@ -350,6 +353,7 @@ class PatchDataset(Dataset):
         self.augment_mode = augment_mode
         self.seed = int(seed)
         self.label_transforms = dict(label_transforms or {})
+        self.with_case_id = with_case_id
 
     def __len__(self) -> int:
         """Number of cases (labeled + unlabeled); samples are addressed by keys, not by 0 .. len − 1."""
@@ -360,13 +364,14 @@ class PatchDataset(Dataset):
 
         Returns:
             {"image": float32 [1, px, py, pz]}, plus for labeled samples "label": int64 [px, py, pz] and one float32
-            [px, py, pz] tensor per label transform.
+            [px, py, pz] tensor per label transform, plus "case_id" (int64 scalar) if `with_case_id`.
         """
         it, slot, kind, index = key
         rng = np.random.default_rng([self.seed, int(it), int(slot)])
+        case = {"case_id": torch.tensor(index + (len(self.labeled) if kind == "u" else 0))} if self.with_case_id else {}
         if kind == "u":
             image, _ = augment(self.unlabeled[index], None, self.patch_size, self.augment_mode, rng)
-            return {"image": torch.from_numpy(image.astype(np.float32)[None])}
+            return {"image": torch.from_numpy(image.astype(np.float32)[None]), **case}
         if kind != "l":
             raise ValueError(f"sample kind must be 'l' or 'u'; got {kind!r} in key {key}")
         image, label = self.labeled[index]
@@ -374,6 +379,7 @@ class PatchDataset(Dataset):
         out = {
             "image": torch.from_numpy(image.astype(np.float32)[None]),
             "label": torch.from_numpy(label.astype(np.int64)),
+            **case,
         }
         for name, fn in self.label_transforms.items():
             extra = np.asarray(fn(label))
@@ -388,7 +394,8 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
 
     Returns:
         Batch with x [B, 1, px, py, pz], y [n_labeled, px, py, pz] int64 (empty if none), n_labeled, and extras
-        name → [n_labeled, px, py, pz] float32.
+        name → [n_labeled, px, py, pz] float32 for the label transforms, plus "case_id" [B] int64 when the samples
+        carry one (every sample must then).
     """
     if not samples:
         raise ValueError("collate needs at least one sample")
@@ -397,12 +404,16 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
     if any(has_label[n_labeled:]):
         raise ValueError(f"labeled samples must come first; got label flags {has_label}")
     labeled = samples[:n_labeled]
+    with_case = ["case_id" in s for s in samples]
+    if any(with_case) and not all(with_case):
+        raise ValueError(f"either every sample carries 'case_id' or none; got flags {with_case}")
+    per_sample = {"image", "case_id"}
     for s in samples[n_labeled:]:
-        if set(s) != {"image"}:
-            raise ValueError(f"unlabeled samples must carry only 'image'; got keys {sorted(s)}")
-    names = sorted(set(labeled[0]) - {"image", "label"}) if labeled else []
+        if not set(s) <= per_sample:
+            raise ValueError(f"unlabeled samples must carry only 'image' (and 'case_id'); got keys {sorted(s)}")
+    names = sorted(set(labeled[0]) - per_sample - {"label"}) if labeled else []
     for s in labeled:
-        if sorted(set(s) - {"image", "label"}) != names:
+        if sorted(set(s) - per_sample - {"label"}) != names:
             raise ValueError(f"labeled samples carry different extras: {sorted(s)} vs {names}")
     x = torch.stack([s["image"] for s in samples])
     if labeled:
@@ -410,6 +421,8 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
     else:
         y = torch.empty((0, *x.shape[2:]), dtype=torch.int64)
     extras = {n: torch.stack([s[n] for s in labeled]) for n in names}
+    if all(with_case):
+        extras["case_id"] = torch.stack([s["case_id"] for s in samples])
     return Batch(x=x, y=y, n_labeled=n_labeled, extras=extras)
 
 

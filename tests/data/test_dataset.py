@@ -26,6 +26,7 @@ from harness.data.dataset import (
     make_loader,
     random_crop,
     random_rot_flip,
+    stage_plan,
     two_stream_batches,
 )
 from harness.data.splits import read_list
@@ -395,6 +396,27 @@ def test_collate(cases: tuple[list, list]) -> None:
         collate([samples[2], samples[0]])
     only_u = collate(samples[2:])
     assert only_u.n_labeled == 0 and only_u.y.shape == (0, *PATCH) and only_u.extras == {}
+
+
+def test_case_ids_identify_every_sample_labeled_first(cases: tuple[list, list]) -> None:
+    ds = PatchDataset(cases[0], cases[1], patch_size=PATCH, augment_mode="crop", seed=5, with_case_id=True)
+    keys = [(0, 0, "l", 2), (0, 1, "l", 0), (0, 2, "u", 3), (0, 3, "u", 0)]
+    batch = collate([ds[k] for k in keys])
+    assert batch.extras["case_id"].tolist() == [2, 0, 3 + 3, 3 + 0]  # unlabeled IDs follow the 3 labeled cases
+    plain = PatchDataset(cases[0], cases[1], patch_size=PATCH, augment_mode="crop", seed=5)
+    assert torch.equal(batch.x[0], plain[(0, 0, "l", 2)]["image"])  # the case ID changes no pixel
+    with pytest.raises(ValueError, match="case_id"):
+        collate([ds[keys[0]], plain[keys[1]]])
+
+
+def test_stage_plan_repeats_each_volume_view_major() -> None:
+    plan = list(stage_plan(5, "u", 2, 2, seed=3, start_it=0, max_it=6))
+    volumes = list(islice(labeled_only_batches(5, 2, np.random.default_rng([3, 0, 0, PLAN_STREAM])), 6))
+    for it, (keys, vols) in enumerate(zip(plan, volumes, strict=True)):
+        assert keys == [(it, 0, "u", vols[0]), (it, 1, "u", vols[1]), (it, 2, "u", vols[0]), (it, 3, "u", vols[1])]
+    assert list(stage_plan(5, "u", 2, 2, seed=3, start_it=4, max_it=6)) == plan[4:]
+    with pytest.raises(ValueError, match="kind"):
+        stage_plan(5, "x", 2, 2, seed=3, start_it=0, max_it=6)
 
 
 def _batches_equal(a: Batch, b: Batch) -> bool:

@@ -80,3 +80,26 @@ def test_ei_off_and_bad_config():
     for bad in ({"ei_mode": "3d"}, {"variant": "v2"}, {"tau_voxel": 0.0}, {"fg_fraction": 1.5}):
         with pytest.raises(ValueError):
             Config(**bad)
+
+
+def test_the_loop_feeds_case_ids_so_the_queue_is_used(tiny_dataset, tmp_path):
+    import json
+
+    from harness.config import Cell, cell_params, resolve_run
+    from harness.loop import train
+
+    config = {
+        "datasets": {"tiny": {"labeled": [2]}},
+        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "crop"}},
+        "protocol": {"iterations": 3, "n_filters": 2, "log_every": 1, "num_workers": 0},
+        "method_overrides": {"cvrl": {"voxels_per_volume": 8, "queue_size": 16}},
+    }
+    params = cell_params(config, Cell("tiny", "cvrl", 2, 1))
+    params["data"]["root"] = str(tiny_dataset)
+    train(resolve_run(params), tmp_path, device=CPU)
+    logs = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
+    assert [entry["w/queue_used"] for entry in logs] == [1.0, 1.0, 1.0]
+    queue = torch.load(tmp_path / "model.pt", weights_only=True)["state"]["queue"]["case_ids"]
+    filled = queue[queue >= 0].tolist()
+    assert len(filled) == 12 and set(filled) <= {0, 1, 2, 3}  # 3 steps x 4 samples; IDs of the 4 training cases
+    assert {0, 1} <= set(filled[0::4] + filled[1::4])  # labeled cases first in every batch

@@ -13,7 +13,7 @@ import harness.loop as loop
 from harness.config import PRETRAINING_STAGES, Cell, cell_params, from_dict, resolve_run
 from harness.data.splits import read_list
 from harness.loop import train
-from harness.method import StageSpec
+from harness.method import Batch, Progress, StageSpec
 from harness.nets import build_net
 from harness.registry import get_method, list_methods
 from methods.sup_local_contrast import ENCODER, Config, Intensity, intensity_view
@@ -170,3 +170,28 @@ def test_warmup_cosine_schedule_hand_values():
 def test_config_rejects_a_block_that_is_not_a_multiple_of_the_stride():
     with pytest.raises(ValueError, match="block_size"):
         Config(stage2=from_dict(type(Config().stage2), {"stride": 3}, "stage2"))
+
+
+def test_local_head_on_strided_positions_equals_sampling_the_full_map():
+    method = make_method("stage2")
+    feats = torch.randn(2, 2, 16, 16, 16)
+    full = method.local_head(feats)[:, :, ::4, ::4, ::4]
+    assert torch.allclose(method.local_head(feats[:, :, ::4, ::4, ::4]), full, atol=1e-6)
+
+
+def test_block_mode_trains_and_checks_the_patch():
+    torch.manual_seed(0)
+    cls = get_method("sup_local_contrast")
+    cfg = from_dict(Config, {"stage2": {"mode": "block", "stride": 4, "block_size": 8}}, "sup_local_contrast")
+    method = cls(cfg, partial(build_net, n_filters=2), CPU)
+    method.set_stage("stage2")
+    y = torch.zeros(2, 16, 16, 16, dtype=torch.long)
+    y[:, 4:12, 4:12, 4:12] = 1
+    x = torch.randn(2, 1, 16, 16, 16)
+    out = method.training_step(Batch(x=x, y=y, n_labeled=2), Progress(0, 2, 1e-4))
+    assert torch.isfinite(out.loss) and out.loss.item() > 0 and out.logs["w/anchors"] > 0
+    bad = cls(from_dict(Config, {"stage2": {"mode": "block", "stride": 4, "block_size": 12}}, "x"),
+              partial(build_net, n_filters=2), CPU)  # fmt: skip
+    bad.set_stage("stage2")
+    with pytest.raises(ValueError, match="block_size 12 must divide the patch"):
+        bad.training_step(Batch(x=x, y=y, n_labeled=2), Progress(0, 2, 1e-4))

@@ -17,6 +17,7 @@ from harness.config import (
     check_grid,
     data_block,
     grid_cells,
+    numeric_sources,
     source_settings,
 )  # noqa: E402
 
@@ -130,26 +131,9 @@ def synthetic_setting(key):
 
 def code_inputs(wildcards):
     """Source files whose changes alter the numbers of a training run (Snakemake does not track imports)."""
-    base = Path(workflow.basedir)
-    files = [
-        f"methods/{wildcards.method}.py",
-        "harness/loop.py",
-        "harness/losses.py",
-        "harness/method.py",
-        "harness/data/dataset.py",
-        "harness/data/splits.py",
-        "harness/config.py",
-        "harness/seeding.py",
-        "harness/ema.py",
-        "harness/ramps.py",
-        "harness/sdf.py",
-        "harness/contrastive.py",
+    return [
+        str(p) for p in numeric_sources(Path(workflow.basedir), wildcards.method)
     ]
-    files += [
-        str(p.relative_to(base))
-        for p in sorted((base / "harness" / "nets").glob("*.py"))
-    ]
-    return [str(base / f) for f in files if (base / f).exists()]
 
 
 def previous_stage_model(wildcards):
