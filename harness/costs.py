@@ -2,8 +2,10 @@
 
 The smoke benchmark's Snakemake benchmark files give each method's training wall time; dividing by its iterations and
 by the work of one step (patch voxels × n_filters², the V-Net's convolution cost) gives a per-method unit cost that is
-scaled to each run of the target grid. The result is an order-of-magnitude estimate on the machine that ran the
-measured runs (a CPU for the smoke run), printed as such; it is not a measurement.
+scaled to each run of the target grid. Pre-training stages (`pretrain_<stage>.tsv`, e.g. sup_local_contrast's) get
+their own unit cost per (method, stage), scaled by the stage's iterations, and count towards their method. The result
+is an order-of-magnitude estimate on the machine that ran the measured runs (a CPU for the smoke run), printed as
+such; it is not a measurement.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from harness.config import grid_cells
+from harness.config import PRETRAINING_STAGES, grid_cells
 
 
 def step_work(patch_size: list[int] | tuple[int, ...], n_filters: int) -> float:
@@ -25,18 +27,31 @@ def step_work(patch_size: list[int] | tuple[int, ...], n_filters: int) -> float:
 
 
 def unit_costs(results_dir: Path) -> dict[str, float]:
-    """Per method: mean over its measured runs of train seconds / (iterations × step work)."""
-    per_method: dict[str, list[float]] = defaultdict(list)
-    for bench in sorted(Path(results_dir).glob("runs/*/*/labeled~*/seed~*/benchmarks/train.tsv")):
-        run_dir = bench.parent.parent
-        cfg = yaml.safe_load((run_dir / "run_config.yaml").read_text())
+    """Per method (key "<method>") and pre-training stage (key "<method>/<stage>"): mean over the measured runs of
+    wall seconds / (iterations × step work)."""
+    per_key: dict[str, list[float]] = defaultdict(list)
+    for bench in sorted(Path(results_dir).glob("runs/*/*/labeled~*/seed~*/benchmarks/*.tsv")):
+        stage = bench.stem.removeprefix("pretrain_") if bench.stem.startswith("pretrain_") else None
+        if bench.stem != "train" and stage is None:
+            continue
+        cfg = yaml.safe_load((bench.parent.parent / "run_config.yaml").read_text())
         with bench.open() as f:
             seconds = float(next(csv.DictReader(f, delimiter="\t"))["s"])
         p = cfg["protocol"]
-        per_method[cfg["method"]].append(
-            seconds / (p["iterations"] * step_work(cfg["data"]["patch_size"], p["n_filters"]))
-        )
-    return {m: sum(v) / len(v) for m, v in per_method.items()}
+        iterations = p["iterations"] if stage is None else cfg["method_config"][stage]["iterations"]
+        key = cfg["method"] if stage is None else f"{cfg['method']}/{stage}"
+        per_key[key].append(seconds / (iterations * step_work(cfg["data"]["patch_size"], p["n_filters"])))
+    return {k: sum(v) / len(v) for k, v in per_key.items()}
+
+
+def stage_iterations(config: dict[str, Any], method: str, stage: str) -> int:
+    """Iterations of a pre-training stage in `config`: its override, else the method's default (imports the method)."""
+    override = config.get("method_overrides", {}).get(method, {}).get(stage, {}).get("iterations")
+    if override is not None:
+        return int(override)
+    from harness.registry import get_method  # imports torch: only when a default is needed
+
+    return int(getattr(get_method(method).Config(), stage).iterations)
 
 
 def estimate(config: dict[str, Any], units: dict[str, float]) -> dict[str, Any]:
@@ -51,6 +66,12 @@ def estimate(config: dict[str, Any], units: dict[str, float]) -> dict[str, Any]:
             continue
         work = step_work(config["data"][cell.dataset]["patch_size"], n_filters)
         hours[cell.method] += units[cell.method] * iterations * work / 3600
+        for stage in PRETRAINING_STAGES.get(cell.method, ()):
+            key = f"{cell.method}/{stage}"
+            if key not in units:
+                missing.add(key)
+                continue
+            hours[cell.method] += units[key] * stage_iterations(config, cell.method, stage) * work / 3600
     return {"hours_per_method": dict(hours), "total_hours": sum(hours.values()), "unmeasured": sorted(missing)}
 
 

@@ -47,3 +47,27 @@ def test_estimate_scales_to_the_target_grid(tmp_path):
     assert est["unmeasured"] == ["simcvd"]
     text = describe(est, tmp_path)
     assert text.startswith("ESTIMATE (not a measurement)") and "simcvd" in text
+
+
+def test_pretraining_stages_have_their_own_unit_cost_and_count_towards_their_method(tmp_path):
+    fake_run(tmp_path, "sup_local_contrast", 20.0)  # fine-tuning: 100 iterations
+    run = tmp_path / "runs" / "synthetic" / "sup_local_contrast" / "labeled~2" / "seed~1"
+    cfg = yaml.safe_load((run / "run_config.yaml").read_text())
+    cfg["method_config"] = {"stage1": {"iterations": 40}, "stage2": {"iterations": 50}}
+    (run / "run_config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "benchmarks" / "pretrain_stage1.tsv").write_text("s\tmax_rss\n8.0\t100\n")
+    (run / "benchmarks" / "pretrain_stage2.tsv").write_text("s\tmax_rss\n5.0\t100\n")
+    units = unit_costs(tmp_path)
+    work = 32**3 * 64
+    assert units["sup_local_contrast/stage1"] == pytest.approx(8.0 / (40 * work))
+    assert units["sup_local_contrast/stage2"] == pytest.approx(5.0 / (50 * work))
+    config = {
+        "seeds": [1],
+        "methods": ["sup_local_contrast"],
+        "datasets": {"la": {"labeled": [8], "upper_bound": False}},
+        "data": {"la": {"n_train": 80, "patch_size": [32, 32, 32]}},
+        "protocol": {"iterations": 200, "n_filters": 8},
+        "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 400}}},  # stage2: default 2000
+    }
+    hours = estimate(config, units)["hours_per_method"]["sup_local_contrast"]
+    assert hours == pytest.approx((20.0 * 2 + 8.0 * 10 + 5.0 * 40) / 3600)
