@@ -6,8 +6,9 @@ Pipeline (`shared/spec/protocol.md` §4.8):
 2. `per_run`: mean over the test cases of each run (NaN distances skipped, empty predictions counted).
 3. `per_cell`: mean and sample std (ddof = 1) over seeds for each (dataset, method, n_labeled) cell, with the
    upper/lower-bound labels and the row order papers use.
-4. `harness.tables` renders the cells as Markdown, CSV, LaTeX and HTML tables (results, the published comparison and
-   the statistics of `harness.stats`) and writes them with `runs.csv` and `summary.json`.
+4. `harness.tables.write_tables` renders the cells as Markdown, CSV, LaTeX and HTML tables (the results table of
+   `harness.tables`; the published comparison and the statistics of `harness.stats` from `harness.comparison_tables`;
+   the table model and renderers of `harness.table_model`) and writes them with `runs.csv` and `summary.json`.
 
 Units: per-case files and `runs.csv` keep Dice/Jaccard as fractions in [0, 1]; every aggregated output (tables, their
 CSV files and `summary.json`) gives Dice/Jaccard in percent. HD95/ASD are in voxels, `*_mm` in millimetres. Column

@@ -183,7 +183,8 @@ def cmd_resolve_run(a: argparse.Namespace) -> None:
 def cmd_check_config(a: argparse.Namespace) -> None:
     import yaml
 
-    from harness.config import cell_params, check_grid, grid_cells, resolve_run
+    from harness.config import resolve_run
+    from harness.grid import cell_params, check_grid, grid_cells
     from harness.registry import list_methods
 
     config = yaml.safe_load(Path(a.config).read_text())
@@ -253,7 +254,7 @@ def cmd_figures(a: argparse.Namespace) -> None:
 
 # -- results tables, figures and the report (issue #7) ---------------------------------------------------------------
 def _table_options(a: argparse.Namespace):
-    from harness.tables import TableOptions
+    from harness.comparison_tables import TableOptions
 
     return TableOptions(
         published_source=a.published_source,
@@ -307,7 +308,7 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 
 
 def cmd_provenance_report(a: argparse.Namespace) -> None:
-    from harness.tables import write_provenance
+    from harness.provenance_page import write_provenance
 
     write_provenance([Path(p) for p in a.run_info], Path(a.out))
 

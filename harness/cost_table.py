@@ -45,7 +45,7 @@ from typing import Any
 import pandas as pd
 
 from harness.aggregate import method_rank
-from harness.tables import Entry, Table, format_number, mean_std_entry, write_table
+from harness.table_model import Entry, Table, format_number, mean_std_entry, write_table
 
 logger = logging.getLogger(__name__)
 

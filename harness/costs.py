@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from harness.config import PRETRAINING_STAGES, grid_cells
+from harness.config import PRETRAINING_STAGES
+from harness.grid import grid_cells
 
 
 def step_work(patch_size: list[int] | tuple[int, ...], n_filters: int) -> float:

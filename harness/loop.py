@@ -1,4 +1,5 @@
-"""The single training loop: data, optimisers, LR schedule, logging, checkpoints and resume (DESIGN.md §2).
+"""The single training loop: data, optimisers, LR schedule, logging and resume (DESIGN.md §2); the run folder's files
+and checkpoints are in `harness.run_files`.
 
 Resume is exact on CPU: augmentation randomness is a pure function of (seed, iteration, batch slot), the batch plan is
 regenerated from the seed and skipped to the resumed iteration, and torch's RNG state (dropout, noise) is restored
@@ -21,45 +22,28 @@ import torch
 from tqdm import tqdm
 
 from harness import provenance
-from harness.config import RunConfig, code_sha256, method_config, sha256_of
+from harness.config import RunConfig, code_sha256, method_config
 from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader, stage_plan
 from harness.data.splits import labeled_subset, read_list
 from harness.method import Method, Progress, StageSpec
 from harness.nets import build_net
 from harness.registry import get_method
-from harness.seeding import rng_state, seed_everything, set_rng_state
+from harness.run_files import (
+    RunFiles,
+    init_from_previous_stage,
+    resume,
+    save_atomic,
+    save_checkpoint,
+    stage_dir,
+    stage_sha256,
+    truncate_log,
+)
+from harness.seeding import seed_everything
 
 logger = logging.getLogger(__name__)
 
 #: The project root (holds harness/ and methods/): the code hash of a run covers files below it.
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
-CHECKPOINT = "checkpoint_last.pt"
-MODEL = "model.pt"
-TRAIN_LOG = "train_log.jsonl"
-RUN_INFO = "run_info.json"
-
-
-@dataclass
-class RunFiles:
-    """The files of one run directory."""
-
-    run_dir: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir / CHECKPOINT
-
-    @property
-    def model(self) -> Path:
-        return self.run_dir / MODEL
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / TRAIN_LOG
-
-    @property
-    def info(self) -> Path:
-        return self.run_dir / RUN_INFO
 
 
 def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None) -> Method:
@@ -68,39 +52,6 @@ def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None)
     method = method_cls(method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device)
     method.set_stage(stage)
     return method
-
-
-def stage_dir(run_dir: Path, stage: str | None) -> Path:
-    """Folder of a pre-training stage (`<run>/<stage>/`), or the run folder itself for the main training."""
-    return Path(run_dir) if stage is None else Path(run_dir) / stage
-
-
-def stage_sha256(cfg: RunConfig, stage: str | None) -> str:
-    """The hash a job's checkpoints and model carry: the run config's, combined with the stage name for a stage."""
-    return cfg.sha256() if stage is None else sha256_of({"run": cfg.sha256(), "stage": stage})
-
-
-def previous_stage(method: Method, stage: str | None) -> str | None:
-    """The stage whose model.pt initialises `stage` (None: the first stage, or a method without stages)."""
-    if stage is not None and stage not in method.STAGES:
-        raise ValueError(f"method {method.name} has no stage {stage!r}; its stages: {list(method.STAGES)}")
-    index = len(method.STAGES) if stage is None else method.STAGES.index(stage)
-    return method.STAGES[index - 1] if index > 0 else None
-
-
-def init_from_previous_stage(cfg: RunConfig, run_dir: Path, method: Method, stage: str | None) -> None:
-    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs)."""
-    previous = previous_stage(method, stage)
-    if previous is None:
-        return
-    path = stage_dir(run_dir, previous) / MODEL
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["config_sha256"] != stage_sha256(cfg, previous):
-        raise RuntimeError(f"{path} was trained with another configuration; rerun stage {previous!r}")
-    method.init_from_stage(previous, state["state"])
-    logger.info("initialised from stage %s (%s)", previous, path)
 
 
 def _train_ids(cfg: RunConfig) -> list[str]:
@@ -166,12 +117,6 @@ def make_optimisation(
     return Optimisation(optimizers, precision.scaler(), precision)
 
 
-def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
-
-
 @dataclass(frozen=True)
 class Precision:
     """Mixed-precision settings of a run (`protocol.amp`): an autocast context and a gradient scaler (fp16 only)."""
@@ -185,8 +130,26 @@ class Precision:
         dtype = torch.bfloat16 if self.amp == "bf16" else torch.float16
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
+    def kernels(self) -> contextlib.AbstractContextManager:
+        """Wraps the whole training loop (forward and backward). Mixed precision on the CPU runs without oneDNN: with
+        torch 2.13 its bf16 conv3d backward intermittently returned NaN weight gradients (about 1 in 20 three-step
+        runs of a tiny V-Net; never with oneDNN off), apparently reading memory it had not written."""
+        if self.amp == "off" or self.device.type != "cpu":
+            return contextlib.nullcontext()
+        return _onednn_disabled()
+
     def scaler(self) -> torch.amp.GradScaler:
         return torch.amp.GradScaler(self.device.type, enabled=self.amp == "fp16")
+
+
+@contextlib.contextmanager
+def _onednn_disabled() -> Iterator[None]:
+    previous = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = previous
 
 
 def split_threads(threads: int, device: torch.device, max_workers: int) -> tuple[int, int]:
@@ -207,57 +170,6 @@ def compile_networks(method: Method) -> None:
     """torch.compile each network's forward in place (state_dict keys stay those of the plain modules)."""
     for module in method.modules().values():
         module.forward = torch.compile(module.forward)
-
-
-def save_checkpoint(
-    files: RunFiles, next_it: int, hashes: tuple[str, str], method: Method, optim: Optimisation
-) -> None:
-    """Atomically write checkpoint_last.pt; `hashes` = (config hash, code hash) that a resume must match."""
-    state = {
-        "next_it": next_it,
-        "config_sha256": hashes[0],
-        "code_sha256": hashes[1],
-        "method": method.state_dict(),
-        "optimizers": {k: o.state_dict() for k, o in optim.optimizers.items()},
-        "scaler": optim.scaler.state_dict(),
-        "rng": rng_state(),
-    }
-    save_atomic(state, files.checkpoint)
-
-
-def resume(files: RunFiles, hashes: tuple[str, str], method: Method, optim: Optimisation) -> int:
-    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none).
-
-    A checkpoint whose config hash or code hash (`hashes`) differs from this run's is moved aside as
-    `checkpoint_stale_<hash>.pt` and training starts from scratch: Snakemake reruns a job when its parameters or its
-    numeric source files change, and such a rerun must not pick up the old run's weights.
-    """
-    if not files.checkpoint.exists():
-        return 0
-    state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
-    saved = (state["config_sha256"], state.get("code_sha256"))
-    if saved != tuple(hashes):
-        reason = "configuration" if saved[0] != hashes[0] else "code version (numeric source files)"
-        stale = files.checkpoint.with_name(f"checkpoint_stale_{sha256_of(list(saved))[:12]}.pt")
-        files.checkpoint.replace(stale)
-        logger.warning("%s belongs to another %s; moved to %s, training from scratch", files.checkpoint, reason, stale)
-        return 0
-    method.load_state_dict(state["method"])
-    for k, opt in optim.optimizers.items():
-        opt.load_state_dict(state["optimizers"][k])
-    if state.get("scaler"):
-        optim.scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    logger.info("resumed from %s at iteration %d", files.checkpoint, state["next_it"])
-    return int(state["next_it"])
-
-
-def truncate_log(path: Path, start_it: int) -> None:
-    """Drop log lines of iterations ≥ start_it (written before a crash, recomputed after resume)."""
-    if not path.exists():
-        return
-    keep = [line for line in path.read_text().splitlines() if line and json.loads(line)["it"] < start_it]
-    path.write_text("".join(line + "\n" for line in keep))
 
 
 def backward_and_step(
@@ -359,7 +271,7 @@ def train(
         mininterval=2.0,
         unit="it",
     )
-    with files.log.open("a") as log:
+    with files.log.open("a") as log, optim.precision.kernels():
         for it, batch in zip(range(start_it, n_it), loader, strict=False):
             last_logs = run_step(method, optim, batch.to(device), Progress(it, n_it, phase.lr_at(it)))
             if (it + 1) % p.log_every == 0 or it + 1 == n_it:

@@ -30,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 from harness.aggregate import PER_CASE_COLUMNS, RUN_COLUMNS, UPPER_BOUND, method_rank, require_columns, setting_label
-from harness.tables import atomic_write, format_labeled
+from harness.table_model import atomic_write, format_labeled
 
 logger = logging.getLogger(__name__)
 

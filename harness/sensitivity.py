@@ -31,10 +31,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.aggregate import CELL_KEYS, PER_CASE_COLUMNS, per_cell, per_run
+from harness.aggregate import CELL_KEYS, MISSING, PER_CASE_COLUMNS, per_cell, per_run
 from harness.metrics import EMPTY_PRED_POLICIES, case_metrics, secondary_metrics
-from harness.tables import (
-    MISSING,
+from harness.table_model import (
     Entry,
     Table,
     format_labeled,

@@ -100,7 +100,7 @@ def test_aggregate_and_figures(pipeline):
 
 
 def test_check_config(tmp_path):
-    from harness.config import grid_cells
+    from harness.grid import grid_cells
 
     ok = harness("check-config", str(REPO / "config" / "smoke.yaml"), cwd=tmp_path)
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))

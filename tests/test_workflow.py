@@ -41,7 +41,7 @@ def test_lint_is_clean():
 def test_dry_run_of_the_smoke_grid():
     import yaml
 
-    from harness.config import grid_cells
+    from harness.grid import grid_cells
 
     jobs = planned(snakemake("-n", "--configfile", "config/smoke.yaml", "--directory", "/tmp/harness-dry-smoke"))
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))
@@ -55,7 +55,8 @@ def paper_grid_counts() -> dict[str, int]:
     """Training and pre-training jobs the paper grid must plan (from the config, not hard-coded)."""
     import yaml
 
-    from harness.config import PRETRAINING_STAGES, grid_cells
+    from harness.config import PRETRAINING_STAGES
+    from harness.grid import grid_cells
 
     cells = grid_cells(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     return {"train": len(cells), "pretrain": sum(len(PRETRAINING_STAGES.get(c.method, ())) for c in cells)}

@@ -29,7 +29,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from harness.config import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 from harness.data.download import (
     DataError,
     missing_case_files,
@@ -39,6 +38,7 @@ from harness.data.download import (
     write_list,
 )
 from harness.data.tcia import CtSeries, case_number, read_ct_series
+from harness.grid import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 
 logger = logging.getLogger(__name__)
 
@@ -346,7 +346,7 @@ def write_manifest(root: str | Path, *, split: str, policy: str, lists: dict[str
 
     Args:
         root: the dataset root (h5/, qa/, raw/labels/index.json, raw/series.json).
-        split: the split tag resolved from the policy (`harness.config.pancreas_split`).
+        split: the split tag resolved from the policy (`harness.grid.pancreas_split`).
         policy: the configured `duplicates` value (recorded).
         lists: override the lists (tests); default `split_lists(split)`.
 

@@ -12,11 +12,12 @@ import pytest
 import torch
 from data_fakes import LA_PREFIX, SHARED, need
 
-from harness.config import Cell, cell_params, resolve_run
+from harness.config import resolve_run
 from harness.data import la
 from harness.data.dataset import la_case_path
 from harness.data.download import ChecksumError, DataError, DownloadError, sha256_file, write_list
 from harness.data.splits import read_list
+from harness.grid import Cell, cell_params
 
 # -- the project's manifest --------------------------------------------------------------------------------------
 

@@ -24,21 +24,12 @@ from data_fakes import (
     write_non_ct,
 )
 
-from harness.config import (
-    Cell,
-    ConfigError,
-    DataConfig,
-    cell_params,
-    check_grid,
-    data_block,
-    grid_cells,
-    pancreas_split,
-    resolve_run,
-)
+from harness.config import ConfigError, DataConfig, resolve_run
 from harness.data import pancreas
 from harness.data.dataset import pancreas_case_path
 from harness.data.download import DataError, sha256_file
 from harness.data.tcia import read_ct_series
+from harness.grid import Cell, cell_params, check_grid, data_block, grid_cells, pancreas_split
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 
 from harness.aggregate import PER_CASE_COLUMNS, load_per_case, per_cell, per_run
-from harness.tables import build_table, format_labeled, format_mean_std, render_latex, render_markdown, write_tables
+from harness.table_model import format_labeled, format_mean_std, render_latex, render_markdown
+from harness.tables import build_table, write_tables
 
 NAN = float("nan")
 SPACING_MM = 0.5  # per-case *_mm values = voxel values * 0.5 in these fixtures

@@ -8,19 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import (
-    Cell,
-    ConfigError,
-    DataConfig,
-    ProtocolConfig,
-    cell_params,
-    check_grid,
-    from_dict,
-    grid_cells,
-    load_run_config,
-    resolve_run,
-    write_yaml,
-)
+from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict, load_run_config, resolve_run, write_yaml
+from harness.grid import Cell, cell_params, check_grid, grid_cells
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -17,7 +17,7 @@ from harness.cost_table import (
     load_run_info,
     write_cost_tables,
 )
-from harness.tables import render_latex
+from harness.table_model import render_latex
 
 HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 A100 = "NVIDIA A100-SXM4-40GB"

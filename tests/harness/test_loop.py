@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import Cell, ConfigError, cell_params, resolve_run
+from harness.config import ConfigError, resolve_run
+from harness.grid import Cell, cell_params
 from harness.loop import Precision, load_trained, split_threads, train
 
 CPU = torch.device("cpu")
@@ -153,6 +154,15 @@ def test_bf16_autocast_trains_on_cpu_and_is_recorded(tiny_dataset, tmp_path):
     # autocast really ran in bf16: the first loss differs from the fp32 run's (same seed, same batch)
     assert losses(tmp_path / "bf16")[0] != losses(tmp_path / "fp32")[0]
     assert losses(tmp_path / "bf16")[0] == pytest.approx(losses(tmp_path / "fp32")[0], rel=0.05)
+
+
+def test_cpu_mixed_precision_runs_without_onednn_and_restores_it():
+    before = torch.backends.mkldnn.enabled
+    with Precision("bf16", CPU).kernels():
+        assert torch.backends.mkldnn.enabled is False  # oneDNN's bf16 conv3d backward gave NaN gradients
+    assert torch.backends.mkldnn.enabled == before
+    with Precision("off", CPU).kernels():
+        assert torch.backends.mkldnn.enabled == before  # fp32 keeps the default kernels (and their numbers)
 
 
 def test_precision_contexts():

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from harness.aggregate import load_per_case, per_cell, per_run
+from harness.comparison_tables import TableOptions, build_published_table
 from harness.published import (
     DATA_FILE,
     SOURCES,
@@ -22,7 +23,7 @@ from harness.published import (
     source_ids,
 )
 from harness.stats import cell_intervals
-from harness.tables import TableOptions, build_published_table, render_latex, render_markdown
+from harness.table_model import render_latex, render_markdown
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_aggregate import run_rows, write_runs  # noqa: E402

@@ -1,5 +1,6 @@
-"""Tests for harness.tables: the table model and its four renderers, bold-best, the statistics table and the
-provenance page (the results table is tested in test_aggregate.py, the cost table in test_cost_table.py)."""
+"""Tests for the table model and its four renderers, bold-best (harness.table_model), the statistics table
+(harness.comparison_tables) and the provenance page (harness.provenance_page); the results table (harness.tables) is
+tested in test_aggregate.py, the published comparison in test_published.py, the cost table in test_cost_table.py."""
 
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ import pandas as pd
 import pytest
 
 from harness.aggregate import load_per_case, per_cell, per_run
-from harness.tables import (
+from harness.comparison_tables import TableOptions, build_stats_table
+from harness.provenance_page import write_provenance
+from harness.table_model import (
     Entry,
     Table,
-    TableOptions,
-    build_stats_table,
     format_p,
     mark_best,
     mean_std_entry,
@@ -23,7 +24,6 @@ from harness.tables import (
     render_html,
     render_latex,
     render_markdown,
-    write_provenance,
     write_table,
 )
 

@@ -85,7 +85,8 @@ def test_ei_off_and_bad_config():
 def test_the_loop_feeds_case_ids_so_the_queue_is_used(tiny_dataset, tmp_path):
     import json
 
-    from harness.config import Cell, cell_params, resolve_run
+    from harness.config import resolve_run
+    from harness.grid import Cell, cell_params
     from harness.loop import train
 
     config = {

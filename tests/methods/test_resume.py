@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import Cell, cell_params, resolve_run
+from harness.config import resolve_run
+from harness.grid import Cell, cell_params
 from harness.loop import train
 from harness.registry import get_method, list_methods
 
@@ -79,4 +80,5 @@ def test_semi_supervised_batches_hold_two_labeled_then_two_unlabeled(name, tiny_
     assert len(seen) == 3
     for n_labeled, batch_size, n_labels, extras in seen:
         assert (n_labeled, batch_size, n_labels) == (2, 4, 2)
-        assert all(shape == (2, 16, 16, 16) for shape in extras.values())
+        assert all(shape == (2, 16, 16, 16) for name, shape in extras.items() if name != "case_id")
+        assert extras.get("case_id", (4,)) == (4,)  # one case ID per sample (methods with needs_case_id)

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import harness.loop as loop
-from harness.config import PRETRAINING_STAGES, Cell, cell_params, from_dict, resolve_run
+from harness.config import PRETRAINING_STAGES, from_dict, resolve_run
 from harness.data.splits import read_list
+from harness.grid import Cell, cell_params
 from harness.loop import train
 from harness.method import Batch, Progress, StageSpec
 from harness.nets import build_net

@@ -1,4 +1,5 @@
-# Config validation, the grid, paths and per-run parameters. All logic lives in harness.config (no torch import).
+# Config validation, the grid, paths and per-run parameters. All logic lives in harness.config and harness.grid
+# (no torch import).
 import csv
 import json
 import sys
@@ -8,16 +9,18 @@ from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import (
-    PANCREAS_DUPLICATES,
     PRETRAINING_STAGES,
+    ConfigError,
+    numeric_sources,
+)  # noqa: E402
+from harness.grid import (
+    PANCREAS_DUPLICATES,
     SPLIT_MCNET_MINUS,
     Cell,
-    ConfigError,
     cell_params,
     check_grid,
     data_block,
     grid_cells,
-    numeric_sources,
     source_settings,
 )  # noqa: E402
 
@@ -131,9 +134,7 @@ def synthetic_setting(key):
 
 def code_inputs(wildcards):
     """Source files whose changes alter the numbers of a training run (Snakemake does not track imports)."""
-    return [
-        str(p) for p in numeric_sources(Path(workflow.basedir), wildcards.method)
-    ]
+    return [str(p) for p in numeric_sources(Path(workflow.basedir), wildcards.method)]
 
 
 def previous_stage_model(wildcards):
@@ -340,7 +341,7 @@ def raw_dir(wildcards):
 
 
 def source_setting(key):
-    """A setting of the dataset's source block `data.<ds>.<source>` (defaults: harness.config.SOURCE_DEFAULTS)."""
+    """A setting of the dataset's source block `data.<ds>.<source>` (defaults: harness.grid.SOURCE_DEFAULTS)."""
 
     def get(wildcards):
         value = source_settings(config["data"][wildcards.dataset]).get(key)
@@ -381,7 +382,7 @@ def la_raw_file(name):
 
 
 def pancreas_split(wildcards):
-    """The split tag resolved from `tcia.duplicates` when the DAG is built (harness.config.pancreas_split)."""
+    """The split tag resolved from `tcia.duplicates` when the DAG is built (harness.grid.pancreas_split)."""
     return data_block(config, wildcards.dataset)["split"]
 
 

@@ -1,0 +1,175 @@
+"""The benchmark grid and the data sources' settings, at DAG build time (no torch import).
+
+`grid_cells` expands a config into training runs, `check_grid` refuses (never shrinks) what cannot run, `cell_params`
+cuts out what one run depends on (a Snakemake `params`, so editing one method's settings reruns only that method's
+cells), and `data_block` / `source_settings` / `pancreas_split` resolve each dataset's source block and split variant.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from harness.config import IMPLEMENTED_SOURCES, PLANNED_SOURCES, SAFE_NAME, ConfigError, DataConfig
+
+#: The two MC-Net Pancreas cases that today's TCIA download may lack, with their MC-Net list (protocol §2.2).
+PANCREAS_DUPLICATES = {"image0025": "test", "image0070": "train"}
+#: MC-Net train-list size (protocol §2.5) and the split tags of the two variants (protocol §2.2).
+PANCREAS_N_TRAIN = 62
+SPLIT_MCNET, SPLIT_MCNET_MINUS = "mcnet", "mcnet_minus_0025_0070"
+LA_N_TRAIN = 80
+
+#: Defaults of the source-specific blocks `data.<dataset>.<source>` (documented in workflow/schemas/config.schema.yaml).
+SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "released_h5": {
+        # yulequan/UA-MT @ 88ed29ad; the folder name's space is URL-encoded where the URL is built (protocol §1.2)
+        "base_url": "https://raw.githubusercontent.com/yulequan/UA-MT/88ed29ad794f877122e542a7fa9505a76fa83515/data",
+        "retries": 3,
+    },
+    "raw_nrrd": {"raw_root": None, "crop_seed": 0},
+    "tcia": {
+        "api_url": "https://services.cancerimagingarchive.net/nbia-api/services/v1",  # NBIA Search API (public)
+        "collection": "Pancreas-CT",
+        "labels_url": "https://wiki.cancerimagingarchive.net/download/attachments/6261388/"
+        "TCIA_pancreas_labels-02-05-2017.zip",
+        "labels_sha256": None,
+        "dicom_root": None,
+        "duplicates": "auto",
+        "retries": 3,
+    },
+}
+DUPLICATE_POLICIES = ("auto", "require", "drop")
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the grid."""
+
+    dataset: str
+    method: str
+    n_labeled: int
+    seed: int
+
+    @property
+    def run_path(self) -> str:
+        return f"{self.dataset}/{self.method}/labeled~{self.n_labeled}/seed~{self.seed}"
+
+
+def source_settings(block: dict[str, Any]) -> dict[str, Any]:
+    """The settings block `data.<ds>.<source>` of a dataset, merged over `SOURCE_DEFAULTS` of its source."""
+    source = block.get("source", "")
+    return {**SOURCE_DEFAULTS.get(source, {}), **(block.get(source) or {})}
+
+
+def _local_duplicates(dicom_root: str | None) -> bool:
+    """Whether a local DICOM folder holds PANCREAS_0025 and PANCREAS_0070 (directly or under `Pancreas-CT/`)."""
+    if not dicom_root:
+        return False
+    roots = (Path(dicom_root), Path(dicom_root) / "Pancreas-CT")
+    return all(any((r / f"PANCREAS_{case[-4:]}").is_dir() for r in roots) for case in PANCREAS_DUPLICATES)
+
+
+def pancreas_split(settings: dict[str, Any]) -> str:
+    """Resolve `duplicates` (protocol §2.2) to a split tag when the DAG is built (the grid's n_train depends on it).
+
+    `require` → `mcnet` (data preparation fails if case 0025 or 0070 cannot be obtained); `drop` →
+    `mcnet_minus_0025_0070`; `auto` → `mcnet` if `dicom_root` holds both patients' series (today's TCIA download
+    lacks them, protocol §2.2, so they can only come from a local copy), else `mcnet_minus_0025_0070`.
+    """
+    policy = settings.get("duplicates", "auto")
+    if policy not in DUPLICATE_POLICIES:
+        raise ConfigError(f"data.<dataset>.tcia.duplicates: {policy!r}; use one of {', '.join(DUPLICATE_POLICIES)}")
+    if policy == "require" or (policy == "auto" and _local_duplicates(settings.get("dicom_root"))):
+        return SPLIT_MCNET
+    return SPLIT_MCNET_MINUS
+
+
+def data_block(config: dict[str, Any], ds: str) -> dict[str, Any]:
+    """`data.<ds>` with its derived keys: for Pancreas, `split` and the effective `n_train` (61 without image0070)."""
+    block = dict(config["data"][ds])
+    if block.get("source") == "tcia":
+        block["split"] = pancreas_split(source_settings(block))
+        if block["split"] == SPLIT_MCNET_MINUS and block.get("n_train") == PANCREAS_N_TRAIN:
+            block["n_train"] = PANCREAS_N_TRAIN - sum(s == "train" for s in PANCREAS_DUPLICATES.values())
+    return block
+
+
+def _source_problems(ds: str, block: dict[str, Any]) -> list[str]:
+    """Settings a dataset's source needs (list sizes, the source's format, raw_root, the duplicates policy)."""
+    source, problems = block.get("source", ""), []
+    fmt = block.get("format", "la_h5")
+    if source in IMPLEMENTED_SOURCES and IMPLEMENTED_SOURCES[source] != fmt:
+        problems.append(f"data.{ds}.format: source {source!r} writes {IMPLEMENTED_SOURCES[source]!r}, not {fmt!r}")
+    expected = {"released_h5": LA_N_TRAIN, "raw_nrrd": LA_N_TRAIN, "tcia": PANCREAS_N_TRAIN}.get(source)
+    if expected is not None and block.get("n_train") != expected:
+        problems.append(f"data.{ds}.n_train: source {source!r} has {expected} training IDs, not {block.get('n_train')}")
+    settings = source_settings(block)
+    if source == "raw_nrrd" and not settings["raw_root"]:
+        problems.append(f"data.{ds}.raw_nrrd.raw_root: required (the folder holding <ID>/lgemri.nrrd, laendo.nrrd)")
+    if source == "tcia":
+        if settings.get("duplicates") not in DUPLICATE_POLICIES:
+            problems.append(f"data.{ds}.tcia.duplicates: use one of {', '.join(DUPLICATE_POLICIES)}")
+        if not settings["api_url"] and not settings["dicom_root"]:
+            problems.append(f"data.{ds}.tcia: set api_url (TCIA download) or dicom_root (a local DICOM copy)")
+    return problems
+
+
+def grid_cells(config: dict[str, Any]) -> list[Cell]:
+    """All training runs: datasets × methods × labeled counts × seeds, plus `supervised` at n_train (upper bound)."""
+    cells = []
+    for ds, spec in config["datasets"].items():
+        n_train = data_block(config, ds)["n_train"]
+        for n in spec["labeled"]:
+            cells += [Cell(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
+        if spec.get("upper_bound", True):
+            cells += [Cell(ds, "supervised", n_train, s) for s in config["seeds"]]
+    return cells
+
+
+def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
+    """Refuse, naming each, datasets/methods that are unknown or not implemented yet (never shrink the grid)."""
+    problems = []
+    for name in [*config["methods"], *config["datasets"]]:
+        if not SAFE_NAME.match(name):
+            problems.append(f"name {name!r} must match {SAFE_NAME.pattern} (it becomes a path and reaches a shell)")
+    missing = [m for m in config["methods"] if m not in available_methods]
+    if missing:
+        problems.append(
+            f"methods not implemented yet: {', '.join(missing)} (available: {', '.join(sorted(available_methods))})"
+        )
+    for ds, spec in config["datasets"].items():
+        if ds not in config["data"]:
+            problems.append(f"dataset {ds!r} has no data.{ds} block")
+            continue
+        source = config["data"][ds].get("source", "")
+        if source not in IMPLEMENTED_SOURCES:
+            planned = PLANNED_SOURCES.get(source, "no plan")
+            problems.append(f"dataset {ds!r}: data source {source!r} is not implemented yet ({planned})")
+        source_problems = _source_problems(ds, config["data"][ds])
+        problems += source_problems
+        if source not in IMPLEMENTED_SOURCES or source_problems:
+            continue
+        n_train = data_block(config, ds)["n_train"]
+        bad = [n for n in spec["labeled"] if not 1 <= n < n_train]
+        if bad:
+            problems.append(f"datasets.{ds}.labeled: {bad} must be between 1 and n_train - 1 = {n_train - 1}")
+    if problems:
+        raise ConfigError("the configured grid cannot run:\n  - " + "\n  - ".join(problems))
+
+
+def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
+    """The parameters one training run depends on (a Snakemake `params`, so changes rerun only affected cells)."""
+    data = {k: v for k, v in data_block(config, cell.dataset).items() if k in {f.name for f in fields(DataConfig)}}
+    data["root"] = f"resources/{cell.dataset}"  # the preparation rules write here (workflow/rules/data.smk)
+    overrides = dict(config.get("method_overrides", {}).get(cell.method, {}))
+    return {
+        "dataset": cell.dataset,
+        "method": cell.method,
+        "n_labeled": cell.n_labeled,
+        "seed": cell.seed,
+        "data": data,
+        "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
+        "protocol_mode": config.get("protocol_mode", "unified"),
+        "method_overrides": overrides,
+    }

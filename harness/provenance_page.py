@@ -1,0 +1,119 @@
+"""The report's provenance page: one row per training run (config hash, method version, commit, torch, device, wall
+time, data manifest), then each run's resolved run_config.yaml and run_info.json in collapsible blocks.
+
+`write_provenance` writes `report/provenance.html` and the table's CSV beside it (rule `provenance`).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.aggregate import MISSING
+from harness.table_model import (
+    Entry,
+    Table,
+    format_number,
+    html_page,
+    render_csv,
+    render_html_fragment,
+    write_text_atomic,
+)
+
+
+def _run_record(run_info_path: Path) -> dict[str, Any]:
+    """Provenance row of one run from its run_info.json (and the run_config.yaml beside it)."""
+    info = json.loads(run_info_path.read_text(encoding="utf-8"))
+    config = info.get("config", {})
+    packages = info.get("packages", {})
+    return {
+        "dataset": config.get("dataset", ""),
+        "method": config.get("method", info.get("method", "")),
+        "n_labeled": config.get("n_labeled"),
+        "seed": config.get("seed"),
+        "config_sha256": info.get("config_sha256", ""),
+        "method_version": info.get("method_version", ""),
+        "git_commit": info.get("git_commit", ""),
+        "git_dirty": info.get("git_dirty"),
+        "torch": packages.get("torch", ""),
+        "device": info.get("gpu_model") or info.get("device", ""),
+        "wall_time_s": info.get("wall_time_s"),
+        "data_manifest_sha256": info.get("data_manifest_sha256") or "",
+        "run_dir": str(run_info_path.parent),
+    }
+
+
+def provenance_frame(run_info_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
+    """One provenance row per run (see `_run_record`), sorted by dataset, labeled count, method order and seed."""
+    from harness.aggregate import method_rank
+
+    paths = [Path(p) for p in run_info_paths]
+    if not paths:
+        raise ValueError("run_info_paths: expected at least one run_info.json")
+    frame = pd.DataFrame([_run_record(p) for p in paths])
+    frame["_rank"] = frame["method"].map(method_rank)
+    frame = frame.sort_values(["dataset", "n_labeled", "_rank", "method", "seed"], kind="stable")
+    return frame.drop(columns="_rank").reset_index(drop=True)
+
+
+def build_provenance_table(frame: pd.DataFrame) -> Table:
+    """The runs' provenance as a table (hashes shortened; the CSV keeps them in full)."""
+    rows = []
+    for _, r in frame.iterrows():
+        dirty = " (dirty)" if r["git_dirty"] else ""
+        rows.append([
+            Entry(f"{r['dataset']}/{r['method']}"), Entry(str(r["n_labeled"])), Entry(str(r["seed"])),
+            Entry(str(r["config_sha256"])[:12]), Entry(str(r["method_version"])),
+            Entry(str(r["git_commit"])[:10] + dirty), Entry(str(r["torch"])), Entry(str(r["device"])),
+            Entry(format_number(r["wall_time_s"], decimals=1)), Entry(str(r["data_manifest_sha256"])[:12] or MISSING),
+        ])  # fmt: skip
+    header = ("Run", "Labeled", "Seed", "Config sha256", "Method version", "Git commit", "torch", "Device",
+              "Train wall time (s)", "Data manifest sha256")  # fmt: skip
+    return Table(
+        name="provenance",
+        title="Provenance of every run",
+        caption="One row per training run: its resolved configuration's sha256 (the run's identity), the method "
+        "VERSION, the harness commit (dirty = uncommitted changes), torch, the device, the training wall time and the "
+        "data manifest's sha256. Each run's resolved configuration and run_info.json follow below.",
+        header=header,
+        rows=tuple(tuple(r) for r in rows),
+        groups=tuple(range(len(rows))),
+        data=frame,
+        text_columns=1,
+    )
+
+
+def _details(title: str, text: str) -> str:
+    """A collapsible <details> block holding preformatted text."""
+    return f"<details><summary>{html.escape(title)}</summary><pre>{html.escape(text)}</pre></details>"
+
+
+def write_provenance(run_info_paths: Iterable[str | os.PathLike], out_html: str | os.PathLike) -> dict[str, Path]:
+    """The report's provenance page: the runs table, then each run's run_config.yaml and run_info.json.
+
+    Args:
+        run_info_paths: run_info.json of every run (run_config.yaml is read from the same folder).
+        out_html: destination HTML page; a CSV of the table is written beside it (same stem).
+
+    Returns:
+        {"html": path, "csv": path}.
+    """
+    frame = provenance_frame(run_info_paths)
+    table = build_provenance_table(frame)
+    blocks = [render_html_fragment(table), "<h3>Resolved configuration and provenance per run</h3>"]
+    for run_dir in frame["run_dir"]:
+        config = Path(run_dir) / "run_config.yaml"
+        info = Path(run_dir) / "run_info.json"
+        blocks.append(_details(f"{run_dir}/run_config.yaml", config.read_text(encoding="utf-8")))
+        blocks.append(_details(f"{run_dir}/run_info.json", info.read_text(encoding="utf-8")))
+    out = Path(out_html)
+    return {
+        "html": write_text_atomic(out, html_page(table.title, blocks)),
+        "csv": write_text_atomic(out.with_suffix(".csv"), render_csv(table)),
+    }
