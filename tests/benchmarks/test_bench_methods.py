@@ -39,10 +39,12 @@ def make_batch(method, stage: str | None) -> Batch:
     x = torch.randn(n, 1, 16, 16, 16, generator=g)
     y = torch.zeros(n_l, 16, 16, 16, dtype=torch.long)
     y[:, 4:12, 4:12, 4:12] = 1
-    extras = {"sdf": torch.stack([torch.from_numpy(signed_distance_map(v.numpy().astype("uint8"))) for v in y])}
     if method.needs_case_id:
         return Batch(x=x, y=y, n_labeled=n_l, extras={"case_id": torch.arange(n)})
-    return Batch(x=x, y=y, n_labeled=n_l, extras=extras if hasattr(method, "label_transforms") else {})
+    if not hasattr(method, "label_transforms"):
+        return Batch(x=x, y=y, n_labeled=n_l)
+    sdf = torch.stack([torch.from_numpy(signed_distance_map(v.numpy().astype("uint8"))) for v in y])
+    return Batch(x=x, y=y, n_labeled=n_l, extras={"sdf": sdf})
 
 
 def make_step(name: str, stage: str | None = None):
