@@ -42,7 +42,7 @@ NUMERIC_SOURCES = ("harness/loop.py", "harness/losses.py", "harness/method.py", 
                    "harness/ramps.py", "harness/sdf.py", "harness/contrastive.py", "harness/run_files.py",
                    "harness/nets/*.py")  # fmt: skip
 #: Pre-training stages per method, in order (each `Method.STAGES`, repeated here so that the Snakefile needs no torch;
-#: a test keeps the two equal). Each stage is one `pretrain` job writing `<run>/<stage>/model.pt`.
+#: a test keeps the two equal). Each stage is one rule `pretrain_<stage>` writing `<run>/<stage>/model.pt`.
 PRETRAINING_STAGES: dict[str, tuple[str, ...]] = {"sup_local_contrast": ("stage1", "stage2")}
 
 

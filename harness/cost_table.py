@@ -18,8 +18,8 @@ One row per dataset and method, over all its labeled counts and seeds, then a to
   'cuda (NVIDIA A100-SXM4-40GB)'; distinct values joined by '; '.
 * per rule: wall time as mean ± std over the runs (s) and peak RSS as the maximum over the runs (MB).
 * Wall-hours: Σ `s` of every benchmarked job of the row (all rules) / 3600.
-* GPU-hours: Σ over the row's runs trained on a GPU (device type other than 'cpu') of the train (and pretrain, the
-  pre-training stages of methods that have them) jobs' `s` / 3600;
+* GPU-hours: Σ over the row's runs trained on a GPU (device type other than 'cpu') of the train (and `pretrain_<stage>`,
+  the pre-training stages of methods that have them) jobs' `s` / 3600;
   0.00 for CPU-only rows. Training only: predict runs with `--device auto` (the GPU when one is visible) but records
   no device, and evaluate runs on the CPU, so their time counts in Wall-hours only.
 * CPU-core-hours: Σ over the row's train jobs of `s` × cores / 3600, cores = `torch_threads` + `loader_workers` of
@@ -49,10 +49,10 @@ from harness.table_model import Entry, Table, format_number, mean_std_entry, wri
 
 logger = logging.getLogger(__name__)
 
-#: Column order of the per-rule columns (pipeline order; other rules follow alphabetically).
-PIPELINE_RULES = ("pretrain", "train", "predict", "evaluate")
-#: Rules that train on the run's device (GPU- and CPU-core-hours): pre-training stages and the main training.
-TRAINING_RULES = ("pretrain", "train")
+#: Column order of the per-rule columns (pipeline order; other rules follow alphabetically). The pre-training stage
+#: rules (`pretrain_<stage>`, e.g. pretrain_stage1) come first, in name order.
+PIPELINE_RULES = ("train", "predict", "evaluate")
+PRETRAIN_PREFIX = "pretrain_"
 #: Keys identifying one run in both inputs.
 RUN_KEYS = ("dataset", "method", "n_labeled", "seed")
 #: Hour columns of the table data and their titles.
@@ -190,10 +190,14 @@ def attach_run_info(bench: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------------------ table
 def _rule_order(rules: Iterable[str]) -> list[str]:
-    """Rules in pipeline order (train, predict, evaluate), any other rule after them alphabetically."""
-    return sorted(
-        set(rules), key=lambda r: (PIPELINE_RULES.index(r) if r in PIPELINE_RULES else len(PIPELINE_RULES), r)
-    )
+    """Rules in pipeline order (pretrain_*, train, predict, evaluate), any other rule after them alphabetically."""
+
+    def rank(rule: str) -> tuple[int, str]:
+        if rule.startswith(PRETRAIN_PREFIX):
+            return -1, rule
+        return (PIPELINE_RULES.index(rule) if rule in PIPELINE_RULES else len(PIPELINE_RULES)), rule
+
+    return sorted(set(rules), key=rank)
 
 
 def row_hours(records: pd.DataFrame) -> dict[str, float]:
@@ -207,7 +211,7 @@ def row_hours(records: pd.DataFrame) -> dict[str, float]:
         cpu_core_hours NaN when a train record's cores are unknown.
     """
     wall = float(records["s"].sum()) / 3600.0
-    train = records[records["rule"].isin(TRAINING_RULES)]
+    train = records[(records["rule"] == "train") | records["rule"].str.startswith(PRETRAIN_PREFIX)]
     if train.empty:
         return {"wall_hours": wall, "gpu_hours": math.nan, "cpu_core_hours": math.nan}
     gpu = float(train.loc[train["gpu"].astype(bool), "s"].sum()) / 3600.0

@@ -4,7 +4,7 @@ Paper: Hu, Zeng, Xu, Shi, "Semi-supervised Contrastive Learning for Label-effici
 MICCAI 2021, arXiv 2109.07407. Reference code (2D): xhu248/semi_cotrast_seg. The 3D adaptation is the harness's.
 
 Implementation details (`shared/spec/methods.md` §8):
-1. Stage 1 (`stage1`, job `pretrain` stage=stage1): the V-Net encoder (stages 1–5) and a global head
+1. Stage 1 (`stage1`, DAG rule `pretrain_stage1`): the V-Net encoder (stages 1–5) and a global head
    GAP(x5) → Linear(16f → 16f) → Linear(16f → 128), no non-linearity [C], L2-normalised; NT-Xent at τ = 0.5 [C] over
    two views per volume, 8 volumes per batch [H]; views = two independent crops (LA: with RandomRotFlip) [H], then
    brightness ×U(0.75, 1.25), gamma U(0.7, 1.5) on min-max-rescaled intensities, Gaussian noise σ 0.1 [H]; Adam 3e-4,

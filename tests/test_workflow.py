@@ -59,14 +59,19 @@ def paper_grid_counts() -> dict[str, int]:
     from harness.grid import grid_cells
 
     cells = grid_cells(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
-    return {"train": len(cells), "pretrain": sum(len(PRETRAINING_STAGES.get(c.method, ())) for c in cells)}
+    counts = {"train": len(cells)}
+    for c in cells:
+        for stage in PRETRAINING_STAGES.get(c.method, ()):
+            counts[f"pretrain_{stage}"] = counts.get(f"pretrain_{stage}", 0) + 1
+    return counts
 
 
 def test_default_config_is_the_paper_grid_with_every_method_and_stage(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     jobs = planned(snakemake("-n", cwd=tmp_path))  # no --configfile: config/config.yaml of the workdir
     expected = paper_grid_counts()
-    assert expected["train"] == 90 and expected["pretrain"] == 24  # 7 methods, LA 8/16 + Pancreas 6/12, 3 seeds
+    # 7 methods, LA 8/16 + Pancreas 6/12, 3 seeds; sup_local_contrast: one job per stage rule and run
+    assert expected == {"train": 90, "pretrain_stage1": 12, "pretrain_stage2": 12}
     assert {k: jobs[k] for k in expected} == expected
     assert jobs["evaluate"] == expected["train"] and jobs["fetch_la_case"] == 100
 

@@ -178,3 +178,33 @@ def test_cli_cost_table(tmp_path, runs):
     assert main(args) == 0
     data = pd.read_csv(tmp_path / "t" / "cost.csv")
     assert data["gpu_hours"].iloc[-1] == pytest.approx(5.0) and (tmp_path / "t" / "cost.html").stat().st_size > 0
+
+
+def test_pretraining_stage_rules_come_first_and_count_as_training(tmp_path):
+    """sup_local_contrast: pretrain_stage1 and pretrain_stage2 jobs on the GPU add to GPU- and CPU-core-hours."""
+    key = ("LA", "sup_local_contrast", 8, 1)
+    folder = run_dir(tmp_path, *key)
+    (folder / "benchmarks").mkdir(parents=True)
+    bench = []
+    for rule, seconds in (
+        ("evaluate", 36.0),
+        ("train", 3600.0),
+        ("pretrain_stage2", 1800.0),
+        ("pretrain_stage1", 1800.0),
+    ):
+        path = folder / "benchmarks" / f"{rule}.tsv"
+        path.write_text(HEAD + f"{seconds}\t0:00:00\t100\t1\t1\t1\t0\t0\t99\t1\n")
+        bench.append(path)
+    write_run_info(folder / "run_info.json", key, "cuda", A100, 1, 3)
+    train_pattern = patterns(tmp_path)["train"]
+    stage_patterns = {
+        f"pretrain_stage{i}": train_pattern.replace("train.tsv", f"pretrain_stage{i}.tsv") for i in (1, 2)
+    }
+    pats = {**patterns(tmp_path), **stage_patterns}
+    table = build_cost_table(attach_run_info(load_benchmarks(pats, bench), load_run_info([folder / "run_info.json"])))
+    assert [h for h in table.header if h.endswith("time (s)")] == [
+        "pretrain_stage1 time (s)", "pretrain_stage2 time (s)", "train time (s)", "evaluate time (s)"]  # fmt: skip
+    row = table.data.set_index("method").loc["sup_local_contrast"]
+    assert row["gpu_hours"] == pytest.approx(2.0)  # (1800 + 1800 + 3600) s of training on the GPU
+    assert row["cpu_core_hours"] == pytest.approx(8.0)  # 7200 s x (1 thread + 3 workers)
+    assert row["wall_hours"] == pytest.approx(7236 / 3600)

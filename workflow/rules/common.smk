@@ -39,6 +39,8 @@ except ConfigError as err:
 NAME = config["name"]
 GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
 CELLS = grid_cells(config)
+#: Every pre-training stage name of any method: one `pretrain_<stage>` rule each (workflow/rules/train.smk).
+STAGE_NAMES = sorted({s for stages in PRETRAINING_STAGES.values() for s in stages})
 
 
 def print_cost_estimate(measured=Path("results/smoke")):
@@ -88,7 +90,6 @@ wildcard_constraints:
     method=r"[a-z][a-z0-9_]*",
     n=r"\d+",
     seed=r"\d+",
-    stage=one_of(sorted({s for stages in PRETRAINING_STAGES.values() for s in stages})),
 
 
 TRAIN_THREADS = min(
@@ -137,21 +138,24 @@ def code_inputs(wildcards):
     return [str(p) for p in numeric_sources(Path(workflow.basedir), wildcards.method)]
 
 
-def previous_stage_model(wildcards):
-    """The model.pt a job starts from: the previous pre-training stage of its method (none for most methods).
+def previous_stage_model(stage):
+    """Input function: the model.pt a job starts from (none for most methods).
 
-    For the `pretrain` rule (wildcard `stage`), the stage before it; for `train`, the method's last stage.
+    For `pretrain_<stage>`, the method's stage before `stage`; for `train` (stage None), its last stage.
     """
-    stages = PRETRAINING_STAGES.get(wildcards.method, ())
-    stage = getattr(wildcards, "stage", None)
-    if stage is not None and stage not in stages:
-        raise WorkflowError(
-            f"method {wildcards.method} has no pre-training stage {stage!r}"
-        )
-    index = len(stages) if stage is None else stages.index(stage)
-    return (
-        [f"{RUN}/{stages[index - 1]}/model.pt".format(**wildcards)] if index > 0 else []
-    )
+
+    def get(wildcards):
+        stages = PRETRAINING_STAGES.get(wildcards.method, ())
+        if stage is not None and stage not in stages:
+            raise WorkflowError(
+                f"method {wildcards.method} has no pre-training stage {stage!r}"
+            )
+        index = len(stages) if stage is None else stages.index(stage)
+        if index == 0:
+            return []
+        return [f"{RUN}/{stages[index - 1]}/model.pt".format(**wildcards)]
+
+    return get
 
 
 def output_folder(wildcards, output):
@@ -192,7 +196,12 @@ TABLE_KINDS = {
         "table_stats.rst",
     ),
 }
-COST_RULES = ("pretrain", "train", "predict", "evaluate")
+COST_RULES = (
+    *(f"pretrain_{s}" for s in STAGE_NAMES),
+    "train",
+    "predict",
+    "evaluate",
+)
 
 
 def dataset_runs(name, first_seed=False):
@@ -283,20 +292,14 @@ def cost_inputs():
     """The benchmark files of every run for the rules of `cost_patterns` (empty: no cost table)."""
     files = []
     for rule, pattern in cost_patterns().items():
+        stage = rule.removeprefix("pretrain_") if rule.startswith("pretrain_") else None
         for c in CELLS:
-            stages = (
-                PRETRAINING_STAGES.get(c.method, ()) if rule == "pretrain" else [None]
-            )
-            files += [
-                pattern.format(
-                    dataset=c.dataset,
-                    method=c.method,
-                    n=c.n_labeled,
-                    seed=c.seed,
-                    stage=s,
+            if stage is None or stage in PRETRAINING_STAGES.get(c.method, ()):
+                files.append(
+                    pattern.format(
+                        dataset=c.dataset, method=c.method, n=c.n_labeled, seed=c.seed
+                    )
                 )
-                for s in stages
-            ]
     return files
 
 

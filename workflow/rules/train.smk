@@ -22,7 +22,7 @@ rule train:
         gpu_slot=GPU_SLOT,
         data=data_manifest,
         code=code_inputs,
-        pretrained=previous_stage_model,
+        pretrained=previous_stage_model(None),
     output:
         model=f"{RUN}/model.pt",
         run_info=f"{RUN}/run_info.json",
@@ -42,31 +42,35 @@ rule train:
         " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"
 
 
-# Pre-training stages of methods that have them (harness.config.PRETRAINING_STAGES, e.g. sup_local_contrast's
-# stage1 -> stage2); each stage's model.pt is the next job's input, the last one feeds `train`.
-rule pretrain:
-    input:
-        run_config=f"{RUN}/run_config.yaml",
-        gpu_slot=GPU_SLOT,
-        data=data_manifest,
-        code=code_inputs,
-        previous=previous_stage_model,
-    output:
-        model=f"{RUN}/{{stage}}/model.pt",
-        run_info=f"{RUN}/{{stage}}/run_info.json",
-    log:
-        f"{RUN}/logs/pretrain_{{stage}}.log",
-    benchmark:
-        f"{RUN}/benchmarks/pretrain_{{stage}}.tsv"
-    conda:
-        "../../environment.yml"
-    threads: TRAIN_THREADS
-    resources:
-        gpu=1,
-        mem_mb=config["compute"]["train_mem_mb"],
-        runtime=config["compute"]["train_runtime_min"],
-    params:
-        run_dir=lambda wildcards: RUN.format(**wildcards),
-    shell:
-        "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
-        " --run-dir {params.run_dir:q} --stage {wildcards.stage} --threads {threads} > {log} 2>&1"
+# One rule per pre-training stage name (harness.config.PRETRAINING_STAGES): sup_local_contrast runs as
+# pretrain_stage1 -> pretrain_stage2 -> train, each job taking the previous one's model.pt as input.
+for STAGE in STAGE_NAMES:
+
+    rule:
+        name:
+            f"pretrain_{STAGE}"
+        input:
+            run_config=f"{RUN}/run_config.yaml",
+            gpu_slot=GPU_SLOT,
+            data=data_manifest,
+            code=code_inputs,
+            previous=previous_stage_model(STAGE),
+        output:
+            model=f"{RUN}/{STAGE}/model.pt",
+            run_info=f"{RUN}/{STAGE}/run_info.json",
+        log:
+            f"{RUN}/logs/pretrain_{STAGE}.log",
+        benchmark:
+            f"{RUN}/benchmarks/pretrain_{STAGE}.tsv"
+        conda:
+            "../../environment.yml"
+        threads: TRAIN_THREADS
+        resources:
+            gpu=1,
+            mem_mb=config["compute"]["train_mem_mb"],
+            runtime=config["compute"]["train_runtime_min"],
+        params:
+            stage=STAGE,
+        shell:
+            "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
+            " --run-dir $(dirname {input.run_config}) --stage {params.stage} --threads {threads} > {log} 2>&1"
