@@ -16,6 +16,8 @@ One row per dataset and method, over all its labeled counts and seeds, then a to
 
 * Device: the training device of the row's runs, as the device type without index plus the GPU model, e.g. 'cpu' or
   'cuda (NVIDIA A100-SXM4-40GB)'; distinct values joined by '; '.
+* GPU peak (MB): the largest `peak_gpu_memory_mb` of the row's runs (torch.cuda.max_memory_allocated of the main
+  training, in run_info.json); '–' for CPU runs. Snakemake's benchmark files measure host memory only.
 * per rule: wall time as mean ± std over the runs (s) and peak RSS as the maximum over the runs (MB).
 * Wall-hours: Σ `s` of every benchmarked job of the row (all rules) / 3600.
 * GPU-hours: Σ over the row's runs trained on a GPU (device type other than 'cpu') of the train (and `pretrain_<stage>`,
@@ -150,11 +152,15 @@ def _run_info_record(path: Path) -> dict[str, Any]:
         ) from err
     label = device_label(device, info.get("gpu_model"))
     keys["n_labeled"], keys["seed"] = int(keys["n_labeled"]), int(keys["seed"])
-    return {**keys, "device": label, "gpu": label.split(" ")[0] != "cpu", "cores": _cores(info), "run_info": str(path)}
+    gpu_mem = info.get("peak_gpu_memory_mb")
+    gpu_mem = float(gpu_mem) if isinstance(gpu_mem, int | float) and not isinstance(gpu_mem, bool) else math.nan
+    return {**keys, "device": label, "gpu": label.split(" ")[0] != "cpu", "cores": _cores(info),
+            "gpu_mem_mb": gpu_mem, "run_info": str(path)}  # fmt: skip
 
 
 def load_run_info(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
-    """One row per run: dataset, method, n_labeled, seed, device (label), gpu (bool), cores (float), run_info (path).
+    """One row per run: dataset, method, n_labeled, seed, device (label), gpu (bool), cores (float), gpu_mem_mb (peak
+    GPU memory of the main training, NaN on the CPU), run_info (path).
 
     Raises:
         ValueError naming the file when one is missing or malformed, or when two files describe the same run.
@@ -225,8 +231,11 @@ def _row(label: str, records: pd.DataFrame, rules: list[str]) -> tuple[list[Entr
     labeled = sorted({int(n) for n in records["n_labeled"]})
     devices = sorted(set(records["device"]))
     n_runs = len(records[list(RUN_KEYS)].drop_duplicates())
-    record: dict[str, Any] = {"labeled": ";".join(map(str, labeled)), "n_runs": n_runs, "device": "; ".join(devices)}
-    entries = [Entry(label), Entry(", ".join(map(str, labeled))), Entry("; ".join(devices)), Entry(str(n_runs))]
+    gpu_mem = records.drop_duplicates(list(RUN_KEYS))["gpu_mem_mb"].max() if "gpu_mem_mb" in records else math.nan
+    record: dict[str, Any] = {"labeled": ";".join(map(str, labeled)), "n_runs": n_runs, "device": "; ".join(devices),
+                              "peak_gpu_memory_mb": gpu_mem}  # fmt: skip
+    entries = [Entry(label), Entry(", ".join(map(str, labeled))), Entry("; ".join(devices)), Entry(str(n_runs)),
+               Entry(format_number(gpu_mem, decimals=0))]  # fmt: skip
     for rule in rules:
         r = records[records["rule"] == rule]
         time_s, rss = r["s"], r.get("max_rss", pd.Series(dtype=float))
@@ -242,12 +251,13 @@ def _row(label: str, records: pd.DataFrame, rules: list[str]) -> tuple[list[Entr
 
 COST_CAPTION = (
     "One row per dataset and method (all labeled counts and seeds; Runs = number of runs), then the total over all "
-    "runs. Device: training device of the runs (run_info.json). Per rule, from Snakemake's benchmark files: wall time "
-    "as mean ± std over runs (s) and peak resident memory as the maximum over runs (MB). Wall-hours = wall time of "
-    "every benchmarked job summed / 3600. GPU-hours = train wall time of the runs trained on a GPU summed / 3600 "
-    "(predict may also use the GPU but records no device). CPU-core-hours = train wall time × (torch intra-op threads "
-    "+ data-loader workers, from run_info.json) summed / 3600; predict and evaluate are not included. GPU memory is "
-    "not measured by Snakemake (see peak_gpu_memory_mb in run_info.json)."
+    "runs. Device: training device of the runs (run_info.json). GPU peak: the largest peak GPU memory of the row's "
+    "main training runs (torch.cuda.max_memory_allocated, run_info.json; – on the CPU). Per rule, from Snakemake's "
+    "benchmark files: wall time as mean ± std over runs (s) and peak resident memory as the maximum over runs (MB). "
+    "Wall-hours = wall time of every benchmarked job summed / 3600. GPU-hours = training (pretrain_<stage> and train)"
+    " wall time of the runs trained on a GPU summed / 3600 (predict may also use the GPU but records no device). CPU-"
+    "core-hours = train wall time × (torch intra-op threads + data-loader workers, from run_info.json) summed / 3600;"
+    " predict and evaluate are not included."
 )
 
 
@@ -279,7 +289,7 @@ def build_cost_table(records: pd.DataFrame) -> Table:
     rows.append(entries)
     data.append({"dataset": "all", "method": "total", **record})
     groups.append(len(datasets))
-    header = ["Dataset/method", "Labeled", "Device", "Runs"]
+    header = ["Dataset/method", "Labeled", "Device", "Runs", "GPU peak (MB)"]
     for rule in rules:
         header += [f"{rule} time (s)", f"{rule} max RSS (MB)"]
     return Table(

@@ -51,7 +51,7 @@ def write_run_info(path: Path, key: tuple, device: str, gpu_model: str | None, t
     info = {"config": {"dataset": dataset, "method": method, "n_labeled": n, "seed": seed}, "device": device,
             "host": "h", "torch_threads": threads, "loader_workers": workers, "wall_time_s": 1.0}  # fmt: skip
     if gpu_model:
-        info |= {"gpu_model": gpu_model, "cuda": "12.4"}
+        info |= {"gpu_model": gpu_model, "cuda": "12.4", "peak_gpu_memory_mb": 1000.0 * seed + n}
     path.write_text(json.dumps(info))
 
 
@@ -92,19 +92,24 @@ def test_rows_devices_and_hours(tmp_path, runs):
     assert data.loc[("LA", "supervised"), "train_s_std"] == pytest.approx(14.1421356)
     assert data.loc[("all", "total"), "train_max_rss_mb"] == 3100.0 and data.loc[("all", "total"), "predict_n"] == 4
     md = written["md"].read_text(encoding="utf-8")
-    assert ("| Dataset/method | Labeled | Device | Runs | train time (s) | train max RSS (MB) | predict time (s) | "
-            "predict max RSS (MB) | evaluate time (s) | evaluate max RSS (MB) | Wall-hours | GPU-hours | "
-            "CPU-core-hours |") in md  # fmt: skip
+    assert ("| Dataset/method | Labeled | Device | Runs | GPU peak (MB) | train time (s) | train max RSS (MB) | "
+            "predict time (s) | predict max RSS (MB) | evaluate time (s) | evaluate max RSS (MB) | Wall-hours | "
+            "GPU-hours | CPU-core-hours |") in md  # fmt: skip
     assert (
-        "| LA/supervised | 8 | cpu | 2 | 110.0 ± 14.1 | 950 | 12.0 ± 2.8 | 420 | 5.0 ± 0.0 | 310 | 0.07 | 0.00 | 0.24 |"
-        in md
+        "| LA/supervised | 8 | cpu | 2 | – | 110.0 ± 14.1 | 950 | 12.0 ± 2.8 | 420 | 5.0 ± 0.0 | 310 | 0.07 | 0.00 "
+        "| 0.24 |" in md
     )
     assert (
-        f"| LA/simcvd | 8, 16 | cuda ({A100}) | 2 | 5400.0 ± 2545.6 | 2100 |" in md and "| 3.03 | 3.00 | 12.00 |" in md
+        f"| LA/simcvd | 8, 16 | cuda ({A100}) | 2 | 1016 | 5400.0 ± 2545.6 | 2100 |" in md
+        and "| 3.03 | 3.00 | 12.00 |" in md
     )
     assert (
-        f"| Pancreas/simcvd | 12 | cpu; cuda ({V100}) | 2 | 4500.0 ± 3818.4 | 3100 | – | – | – | – | 2.50 | 2.00 |"
-        in md
+        f"| Pancreas/simcvd | 12 | cpu; cuda ({V100}) | 2 | 2012 | 4500.0 ± 3818.4 | 3100 | – | – | – | – | 2.50 "
+        "| 2.00 |" in md
+    )
+    # GPU peak: max over the row's GPU runs of peak_gpu_memory_mb (1000·seed + n here); CPU runs have none
+    assert data["peak_gpu_memory_mb"].tolist()[1:] == [1016.0, 2012.0, 2012.0] and pd.isna(
+        data["peak_gpu_memory_mb"].iloc[0]
     )
     assert "| Total | 8, 12, 16 |" in md and md.rstrip().endswith("| 5.60 | 5.00 | 17.24 |")
 
