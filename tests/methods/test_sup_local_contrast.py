@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import harness.loop as loop
-from harness.config import PRETRAINING_STAGES, from_dict, resolve_run
+from harness.config import PRETRAINING_STAGES, SAFE_NAME, from_dict, resolve_run
 from harness.data.splits import read_list
 from harness.grid import Cell, cell_params
 from harness.loop import train
@@ -46,6 +46,8 @@ def make_method(stage: str | None, seed: int = 0):
 def test_snakefile_stage_table_matches_every_method():
     for name in list_methods():
         assert PRETRAINING_STAGES.get(name, ()) == get_method(name).STAGES, name
+    for stages in PRETRAINING_STAGES.values():  # rule names, folder names and a shell argument
+        assert all(SAFE_NAME.match(stage) for stage in stages), stages
 
 
 def test_stage2_takes_only_the_encoder_of_stage1_and_stage3_all_but_the_output_conv():
