@@ -195,9 +195,8 @@ def backward_and_step(
 
 @dataclass(frozen=True)
 class Phase:
-    """What one training job runs: the main training (stage None) or one pre-training stage of the method."""
+    """What one training job runs: the main training (spec None) or one pre-training stage of the method."""
 
-    stage: str | None
     iterations: int
     lr_at: Callable[[int], float]
     spec: StageSpec | None
@@ -205,17 +204,17 @@ class Phase:
 
 def make_phase(cfg: RunConfig, method: Method, stage: str | None) -> Phase:
     if stage is None:
-        return Phase(None, cfg.protocol.iterations, cfg.protocol.lr_at, None)
+        return Phase(cfg.protocol.iterations, cfg.protocol.lr_at, None)
     spec = method.stage_spec(stage)
-    return Phase(stage, spec.iterations, spec.lr_at, spec)
+    return Phase(spec.iterations, spec.lr_at, spec)
 
 
 def make_plan(cfg: RunConfig, phase: Phase, n_l: int, n_u: int, start_it: int) -> Iterator[list[Any]]:
     """Sample keys from `start_it` on: the protocol's two-stream/labeled-only plan, or a stage's multi-view plan."""
     p = cfg.protocol
-    if phase.spec is not None:
-        kind, n = ("u", n_u) if phase.spec.data == "images" else ("l", n_l)
-        spec = phase.spec
+    spec = phase.spec
+    if spec is not None:
+        kind, n = ("u", n_u) if spec.data == "images" else ("l", n_l)
         return stage_plan(n, kind, spec.batch_volumes, spec.views, cfg.seed, start_it, spec.iterations)
     unlabeled_bs = p.batch_size - p.labeled_bs if n_u else 0
     return batch_plan(n_l, n_u, p.labeled_bs, unlabeled_bs, cfg.seed, start_it, p.iterations)

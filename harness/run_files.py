@@ -76,7 +76,7 @@ def init_from_previous_stage(cfg: RunConfig, run_dir: Path, method: Method, stag
     previous = previous_stage(method, stage)
     if previous is None:
         return
-    path = stage_dir(run_dir, previous) / MODEL
+    path = RunFiles(stage_dir(run_dir, previous)).model
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
     state = torch.load(path, map_location="cpu", weights_only=True)

@@ -180,7 +180,7 @@ class SupLocalContrast(Method):
             keep = {k: v for k, v in net_state.items() if k.split(".")[0] in ENCODER}
         else:
             keep = {k: v for k, v in net_state.items() if not k.startswith("out_conv.")}
-        missing, unexpected = self.net.load_state_dict(keep, strict=False)
+        unexpected = self.net.load_state_dict(keep, strict=False).unexpected_keys
         if unexpected:
             raise KeyError(f"stage {stage} checkpoint has keys the network lacks: {unexpected}")
 
