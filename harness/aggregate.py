@@ -45,7 +45,12 @@ PER_CASE_COLUMNS = (
     "asd_mm",
     "empty_pred",
     "empty_pred_policy",
+    "stride",
+    "windows_per_batch",
     "config_sha256",
+    "code_sha256",
+    "data_sha256",
+    "model_sha256",
     "method_version",
     "git_commit",
 )
@@ -54,7 +59,10 @@ CELL_KEYS = ("dataset", "method", "n_labeled")
 METRICS = ("dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm")
 PERCENT_METRICS = ("dice", "jaccard")
 DISTANCE_METRICS = ("hd95", "asd", "hd95_mm", "asd_mm")
-PROVENANCE_COLUMNS = ("config_sha256", "method_version", "git_commit", "empty_pred_policy")
+PROVENANCE_COLUMNS = ("config_sha256", "method_version", "git_commit", "empty_pred_policy", "stride",
+                      "windows_per_batch", "code_sha256", "data_sha256", "model_sha256")  # fmt: skip
+#: Settings every run of one dataset must share: one table never mixes data versions or evaluation protocols.
+SHARED_PER_DATASET = ("data_sha256", "stride", "windows_per_batch", "empty_pred_policy")
 RUN_COLUMNS = (*RUN_KEYS, *METRICS, "n_cases", "n_empty_pred", *PROVENANCE_COLUMNS)
 INT_COLUMNS = ("n_labeled", "n_train", "seed", "empty_pred")
 STR_COLUMNS = ("dataset", "method", "case", *PROVENANCE_COLUMNS)
@@ -129,6 +137,12 @@ def _validate_values(df: pd.DataFrame, where: str) -> None:
 def _read_one(path: Path) -> pd.DataFrame:
     """Read and validate one metrics_per_case.csv (all columns read as text first so IDs and hashes stay strings)."""
     df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    older = [c for c in PER_CASE_COLUMNS if c not in df.columns and c in PROVENANCE_COLUMNS]
+    if older:
+        raise ValueError(
+            f"{path}: no column {older[0]!r}: written by an older version of the harness, without its evaluation "
+            "settings and hashes; evaluate it again (`snakemake --forcerun evaluate` plus your usual options)"
+        )
     require_columns(df, PER_CASE_COLUMNS, str(path))
     if df.empty:
         raise ValueError(f"{path}: no rows (expected one row per test case)")
@@ -226,6 +240,13 @@ def _check_runs(runs: pd.DataFrame) -> None:
             raise ValueError(
                 f"runs: dataset {dataset!r} has several n_train values {sorted(group['n_train'].unique())}"
             )
+        for column in SHARED_PER_DATASET:
+            values = sorted(group[column].unique())
+            if len(values) > 1:
+                raise ValueError(
+                    f"runs: dataset {dataset!r} mixes {column} values {values} (one table must not mix data versions "
+                    "or evaluation settings): some runs are stale; rerun the workflow so that they are recomputed"
+                )
         if group["n_cases"].nunique() != 1:
             logger.warning(
                 "dataset %s: runs have different numbers of test cases %s", dataset, group["n_cases"].unique()

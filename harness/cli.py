@@ -6,12 +6,16 @@ Each subcommand parses its flags and calls one API function; the logic lives in 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger("harness")
+#: How long a job waits for another job holding its run folder (an orphan of a killed workflow stops within seconds).
+JOB_LOCK_WAIT_S = 60.0
 
 
 def _device(name: str):
@@ -32,11 +36,7 @@ def _threads(n: int | None) -> None:
 def cmd_make_synthetic(a: argparse.Namespace) -> None:
     from harness.data.synthetic import write_synthetic_la
 
-    out = Path(a.out)
-    manifest = write_synthetic_la(out, n_train=a.n_train, n_test=a.n_test, seed=a.seed)
-    tmp = out / "manifest.json.tmp"
-    tmp.write_text(json.dumps({"source": "synthetic", "seed": a.seed, **manifest}, indent=2, default=str))
-    tmp.replace(out / "manifest.json")
+    write_synthetic_la(a.out, n_train=a.n_train, n_test=a.n_test, seed=a.seed)  # writes <out>/manifest.json last
 
 
 def cmd_fetch_la(a: argparse.Namespace) -> None:
@@ -176,65 +176,105 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
 
 def cmd_resolve_run(a: argparse.Namespace) -> None:
     from harness.config import resolve_run, write_yaml
+    from harness.lineage import new_journal
 
     write_yaml(resolve_run(json.loads(a.params)).to_dict(), Path(a.out))
+    new_journal(Path(a.out).parent)
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:
-    import yaml
-
-    from harness.config import resolve_run
-    from harness.grid import cell_params, check_grid, grid_cells
+    from harness.config import ConfigError, resolve_run
+    from harness.grid import cell_params, grid_cells
     from harness.registry import list_methods
+    from harness.validate import load_config_file, validate_config
 
-    config = yaml.safe_load(Path(a.config).read_text())
-    check_grid(config, list_methods())
+    config = load_config_file(a.config)  # its errors name the file (and line)
+    try:
+        validate_config(config, list_methods())  # the Snakefile's validator (harness.validate)
+    except ConfigError as err:
+        raise ConfigError(f"{a.config}: {err}") from None
     cells = grid_cells(config)
     for cell in cells:
         resolve_run(cell_params(config, cell))
     logger.info("%s: %d runs resolve", a.config, len(cells))
 
 
+@contextlib.contextmanager
+def _run_job(run_dir: Path, job: str, method: str) -> Iterator[None]:
+    """What every job of a run does around its work: hold the run folder's lock, delete the results derived from
+    what it recomputes and note its start in the run's journal (`harness.lineage`), stop when its workflow is gone."""
+    from harness.config import PRETRAINING_STAGES
+    from harness.job_control import RunLock, watch_workflow
+    from harness.lineage import start_job
+
+    with RunLock(run_dir, job, wait_s=JOB_LOCK_WAIT_S):
+        deleted = start_job(run_dir, job, PRETRAINING_STAGES.get(method, ()))
+        if deleted:
+            logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
+        watch_workflow()
+        yield
+
+
 def cmd_train(a: argparse.Namespace) -> None:
-    import torch
-
     from harness.config import load_run_config
-    from harness.loop import split_threads, train
+    from harness.job_control import StopRequest
 
-    cfg, device = load_run_config(Path(a.run_config)), _device(a.device)
-    intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
-    torch.set_num_threads(intra_op)
-    logger.info("device %s, %d intra-op threads, %d loader workers", device, intra_op, workers)
-    train(cfg, Path(a.run_dir), device=device, workers=workers, stage=a.stage)
+    cfg = load_run_config(Path(a.run_config))
+    job = f"pretrain_{a.stage}" if a.stage else "train"
+    with _run_job(Path(a.run_dir), job, cfg.method):
+        stop = StopRequest().install()
+        import torch
+
+        from harness.loop import split_threads, train
+
+        device = _device(a.device)
+        intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
+        torch.set_num_threads(intra_op)
+        logger.info("device %s, %d intra-op threads, %d loader workers", device, intra_op, workers)
+        train(cfg, Path(a.run_dir), device=device, workers=workers, stage=a.stage, stop=stop)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
     from harness.config import load_run_config
-    from harness.evaluate import predict_cases
 
-    _threads(a.threads)
     cfg = load_run_config(Path(a.run_config))
-    predict_cases(
-        cfg,
-        Path(a.model),
-        Path(a.out),
-        stride=tuple(a.stride),
-        windows_per_batch=a.windows,
-        spacing_mm=tuple(a.spacing),
-        device=_device(a.device),
-    )
+    out = Path(a.out)
+    with _run_job(out.parent, "predict", cfg.method):
+        from harness.evaluate import predict_cases
+
+        _threads(a.threads)
+        predict_cases(
+            cfg,
+            Path(a.model),
+            out,
+            stride=tuple(a.stride),
+            windows_per_batch=a.windows,
+            spacing_mm=tuple(a.spacing),
+            device=_device(a.device),
+        )
 
 
 def cmd_evaluate(a: argparse.Namespace) -> None:
     from harness.config import load_run_config
-    from harness.evaluate import evaluate_cases, write_results
 
     cfg = load_run_config(Path(a.run_config))
-    run_info = json.loads(Path(a.run_info).read_text())
-    spacing = tuple(a.spacing)
-    rows = evaluate_cases(cfg, Path(a.predictions), spacing_mm=spacing, empty_pred=a.empty_pred, run_info=run_info)
-    settings = {"spacing_mm": spacing, "empty_pred": a.empty_pred}
-    write_results(rows, Path(a.out_csv), Path(a.out_json), run_info, settings)
+    out_csv = Path(a.out_csv)
+    with _run_job(out_csv.parent, "evaluate", cfg.method):
+        from harness.evaluate import evaluate_cases, write_results
+        from harness.predictions import read_record
+
+        run_info = json.loads(Path(a.run_info).read_text())
+        spacing, predictions = tuple(a.spacing), Path(a.predictions)
+        rows = evaluate_cases(cfg, predictions, spacing_mm=spacing, empty_pred=a.empty_pred, run_info=run_info)
+        record = read_record(predictions)
+        settings = {
+            **record["settings"],
+            "spacing_mm": spacing,
+            "empty_pred": a.empty_pred,
+            "model_sha256": record["model_sha256"],
+            "data_manifest_sha256": record["data_manifest_sha256"],
+        }
+        write_results(rows, out_csv, Path(a.out_json), run_info, settings)
 
 
 def cmd_aggregate(a: argparse.Namespace) -> None:
@@ -452,10 +492,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     from harness.config import ConfigError
     from harness.data.download import DataError
+    from harness.job_control import JobStopped, RunBusyError
+    from harness.lineage import LineageError
 
     try:
         args.func(args)
-    except (ConfigError, DataError, FileNotFoundError, KeyError) as err:
+    except (ConfigError, DataError, FileNotFoundError, KeyError, LineageError, RunBusyError) as err:
         logger.error("%s", err)
         return 2
+    except JobStopped as err:
+        logger.warning("%s", err)
+        return 3
     return 0

@@ -23,14 +23,19 @@ from tqdm import tqdm
 
 from harness import provenance
 from harness.config import RunConfig, code_sha256, method_config
-from harness.data.dataset import PatchDataset, batch_plan, case_path, load_case, make_loader, stage_plan
-from harness.data.splits import labeled_subset, read_list
+from harness.data.dataset import PatchDataset, batch_plan, make_loader, stage_plan
+from harness.data.prepared import PreparedData
+from harness.data.splits import labeled_subset
+from harness.job_control import JobStopped, StopRequest
+from harness.lineage import LineageError
 from harness.method import Method, Progress, StageSpec
 from harness.nets import build_net
 from harness.registry import get_method
 from harness.run_files import (
+    Identity,
     RunFiles,
     init_from_previous_stage,
+    load_weights,
     resume,
     save_atomic,
     save_checkpoint,
@@ -54,28 +59,30 @@ def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None)
     return method
 
 
-def _train_ids(cfg: RunConfig) -> list[str]:
-    root = Path(cfg.data.root)
-    train_ids = read_list(root / "train.list")
-    if len(train_ids) != cfg.data.n_train:
-        raise ValueError(f"{root / 'train.list'} has {len(train_ids)} IDs but data.n_train is {cfg.data.n_train}")
-    return train_ids
+def _train_ids(cfg: RunConfig, data: PreparedData) -> list[str]:
+    if len(data.train_ids) != cfg.data.n_train:
+        raise ValueError(
+            f"{data.root / 'train.list'} has {len(data.train_ids)} IDs but data.n_train is {cfg.data.n_train}"
+        )
+    return list(data.train_ids)
 
 
-def training_data(cfg: RunConfig, method: Method, spec: StageSpec | None = None) -> tuple[PatchDataset, int, int]:
+def training_data(
+    cfg: RunConfig, method: Method, data: PreparedData, spec: StageSpec | None = None
+) -> tuple[PatchDataset, int, int]:
     """Load the labeled cases (image + label) and the unlabeled ones (image only: their labels never enter memory).
 
     A pre-training stage with `spec.data == "images"` gets every training image as an unlabeled case (no label is
-    read); with "labeled", the first N labeled cases only. Test cases are never read here (only train.list).
+    read); with "labeled", the first N labeled cases only. Test cases are never read here (only train.list), and
+    every file is checked against the data's manifest (`PreparedData`).
     """
-    root = Path(cfg.data.root)
-    labeled_ids, unlabeled_ids = labeled_subset(_train_ids(cfg), cfg.n_labeled)
+    labeled_ids, unlabeled_ids = labeled_subset(_train_ids(cfg, data), cfg.n_labeled)
     if spec is not None and spec.data == "images":
         labeled_ids, unlabeled_ids = [], labeled_ids + unlabeled_ids
     elif not method.needs_unlabeled or spec is not None:
         unlabeled_ids = []
-    labeled = [load_case(case_path(root, i, cfg.data.format), with_label=True) for i in labeled_ids]
-    unlabeled = [load_case(case_path(root, i, cfg.data.format), with_label=False)[0] for i in unlabeled_ids]
+    labeled = [data.load(i, with_label=True) for i in labeled_ids]
+    unlabeled = [data.load(i, with_label=False)[0] for i in unlabeled_ids]
     transforms = method.label_transforms() if hasattr(method, "label_transforms") else None
     dataset = PatchDataset(
         labeled,
@@ -86,7 +93,7 @@ def training_data(cfg: RunConfig, method: Method, spec: StageSpec | None = None)
         label_transforms=transforms,
         with_case_id=method.needs_case_id,
     )
-    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), root)
+    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), data.root)
     return dataset, len(labeled), len(unlabeled)
 
 
@@ -228,6 +235,7 @@ def train(
     workers: int | None = None,
     stop_after: int | None = None,
     stage: str | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Train one run (or one pre-training stage of it); resume from its checkpoint_last.pt if it exists; write
     model.pt and run_info.json last.
@@ -240,21 +248,24 @@ def train(
         stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
         stage: a pre-training stage of the method (`Method.STAGES`), or None for the main training. Every job but
             the first stage starts from the previous stage's model.pt.
+        stop: a signal-driven stop request (`harness.job_control.StopRequest`): when set, the loop writes a
+            checkpoint after the current iteration and raises `JobStopped`.
 
     Returns:
         The run-info record (also written to run_info.json when training completes).
     """
     files = RunFiles(stage_dir(run_dir, stage))
     files.run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_hash, p = stage_sha256(cfg, stage), cfg.protocol
-    hashes = (cfg_hash, code_sha256(PROJECT_ROOT, cfg.method))
+    data = PreparedData.open(cfg.data.root, cfg.data.format)
+    identity = Identity(stage_sha256(cfg, stage), code_sha256(PROJECT_ROOT, cfg.method), data.manifest_sha256)
+    p = cfg.protocol
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
     method = build_method(cfg, device, stage)
     phase = make_phase(cfg, method, stage)
-    init_from_previous_stage(cfg, Path(run_dir), method, stage)
-    dataset, n_l, n_u = training_data(cfg, method, phase.spec)
+    started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256)
+    dataset, n_l, n_u = training_data(cfg, method, data, phase.spec)
     optim = make_optimisation(cfg, method, device, phase.spec)
-    start_it = resume(files, hashes, method, optim)
+    start_it = resume(files, identity, method, optim)
     if p.compile:
         compile_networks(method)
     truncate_log(files.log, start_it)
@@ -277,9 +288,16 @@ def train(
                 log.write(json.dumps({"it": it, "lr": phase.lr_at(it), **last_logs}) + "\n")
                 log.flush()
             if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
-                save_checkpoint(files, it + 1, hashes, method, optim)
+                save_checkpoint(files, it + 1, identity, method, optim)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
+            if stop is not None and stop.requested and it + 1 < n_it:
+                bar.close()
+                save_checkpoint(files, it + 1, identity, method, optim)
+                raise JobStopped(
+                    f"{stop.reason}: stopped after iteration {it + 1} of {n_it}; {files.checkpoint} holds it and "
+                    "a rerun resumes from it (with the numbers of an uninterrupted run)"
+                )
             if stop_after is not None and it + 1 >= stop_after:
                 bar.close()
                 return {"stopped_at": it + 1}
@@ -289,12 +307,12 @@ def train(
         cfg,
         method,
         device,
+        identity,
         {
             "stage": stage,
-            "config_sha256": cfg_hash,
-            "code_sha256": hashes[1],
             "wall_time_s": time.time() - t0,
             "resumed_from": start_it,
+            "previous_stage_model_sha256": started_from,
             "final_logs": last_logs,
             "loader_workers": workers,
             "amp": p.amp,
@@ -319,24 +337,21 @@ def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress
     return {"loss": total, **out.logs}
 
 
-def finish(files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, extra: dict) -> dict[str, Any]:
-    """Write model.pt (the method's state, for evaluation) and then run_info.json (provenance), both atomically.
-
-    `extra` may carry "config_sha256" (a stage's hash, `stage_sha256`); by default the run config's hash.
-    """
-    extra = dict(extra)
-    cfg_hash = extra.pop("config_sha256", cfg.sha256())
-    save_atomic(
-        {"method": cfg.method, "version": method.VERSION, "config_sha256": cfg_hash, "state": method.state_dict()},
-        files.model,
-    )
-    manifest = Path(cfg.data.root) / "manifest.json"
+def finish(
+    files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, identity: Identity, extra: dict
+) -> dict[str, Any]:
+    """Write model.pt (the method's state and its identity, for evaluation) and then run_info.json (provenance,
+    with the sha256 of the model file that predictions record), both atomically."""
+    weights = {"method": cfg.method, "version": method.VERSION, **identity.as_dict(), "state": method.state_dict()}
+    save_atomic(weights, files.model)
     info = provenance.collect(
         config=cfg.to_dict(),
-        config_sha256=cfg_hash,
+        config_sha256=identity.config_sha256,
+        code_sha256=identity.code_sha256,
+        data_manifest_sha256=identity.data_sha256,
+        model_sha256=provenance.file_sha256(files.model),
         method=cfg.method,
         method_version=method.VERSION,
-        data_manifest_sha256=provenance.file_sha256(manifest) if manifest.exists() else None,
         **provenance.device_info(device),
         **extra,
     )
@@ -347,11 +362,19 @@ def finish(files: RunFiles, cfg: RunConfig, method: Method, device: torch.device
     return info
 
 
-def load_trained(cfg: RunConfig, model_path: Path, device: torch.device) -> Method:
-    """The method of a finished run with its trained weights (for evaluation)."""
-    state = torch.load(model_path, map_location="cpu", weights_only=True)
+def load_trained(cfg: RunConfig, model_path: Path, device: torch.device, data_sha256: str | None = None) -> Method:
+    """The method of a finished run with its trained weights (for evaluation).
+
+    Refuses weights trained with another configuration, or (given `data_sha256`) on another version of the data.
+    """
+    state = load_weights(model_path)
     if state["config_sha256"] != cfg.sha256():
-        raise RuntimeError(f"{model_path} was trained with another configuration than {cfg.dataset}/{cfg.method}")
+        raise LineageError(f"{model_path} was trained with another configuration than {cfg.dataset}/{cfg.method}")
+    if data_sha256 is not None and state.get("data_sha256") != data_sha256:
+        raise LineageError(
+            f"{model_path} was trained on another version of {cfg.data.root} (its manifest.json changed since): "
+            f"retrain it (`snakemake --forcerun {model_path}` plus your usual options)"
+        )
     method = build_method(cfg, device)
     method.load_state_dict(state["state"])
     return method

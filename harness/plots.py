@@ -532,7 +532,8 @@ def write_qualitative(
     """Qualitative overlays of one dataset from the runs' saved predictions (lowest seed of each cell).
 
     Args:
-        run_configs: run_config.yaml of the runs (predictions/ beside each); one dataset root.
+        run_configs: run_config.yaml of the runs (predictions/ beside each); one dataset root, opened as
+            `harness.data.prepared.PreparedData` (verified lists, sha256-checked case file).
         path: destination PNG (a PDF is written beside it).
         case: test case ID; None = the first ID of test.list.
         n_slices: axial slices shown.
@@ -542,16 +543,15 @@ def write_qualitative(
     """
     import nibabel as nib
 
-    from harness.data.dataset import case_path, load_case
-    from harness.data.splits import read_list
+    from harness.data.prepared import PreparedData
 
     runs = _qualitative_runs(run_configs)
     cfg0 = runs[0][0]
-    test_ids = read_list(Path(cfg0.data.root) / "test.list")
-    case = case or test_ids[0]
-    if case not in test_ids:
-        raise ValueError(f"case: {case!r} is not in {cfg0.data.root}/test.list (first IDs: {test_ids[:3]})")
-    image, gt = load_case(case_path(cfg0.data.root, case, cfg0.data.format), with_label=True)
+    data = PreparedData.open(cfg0.data.root, cfg0.data.format)
+    case = case or data.test_ids[0]
+    if case not in data.test_ids:
+        raise ValueError(f"case: {case!r} is not in {data.root / 'test.list'} (first IDs: {list(data.test_ids[:3])})")
+    image, gt = data.load(case, with_label=True)
     predictions = []
     for cfg, pred_dir in runs:
         pred = np.asarray(nib.load(pred_dir / f"{case}.nii.gz").dataobj)

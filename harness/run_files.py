@@ -1,14 +1,18 @@
 """The files of a run folder: paths, atomic writes, checkpoints and the hand-off between pre-training stages.
 
-A checkpoint carries the config hash of its job (`stage_sha256`) and the code hash of the run's numeric source files
-(`harness.config.code_sha256`); `resume` continues only from a checkpoint whose two hashes match, so a job rerun
-because its parameters or its code changed starts from scratch (the old checkpoint is kept aside, renamed).
+A checkpoint carries the job's `Identity`: the config hash of its job (`stage_sha256`), the code hash of the run's
+numeric source files (`harness.config.code_sha256`) and the sha256 of the prepared data's manifest.json. `resume`
+continues only from a checkpoint whose identity matches, so a job rerun because its parameters, its code or its data
+changed starts from scratch (the old checkpoint is kept aside, renamed). An unreadable checkpoint (truncated, or
+holding objects that `torch.load(weights_only=True)` refuses) is set aside too, never loaded.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,7 +20,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from harness.config import RunConfig, sha256_of
+from harness.lineage import LineageError
 from harness.method import Method
+from harness.provenance import file_sha256
 from harness.seeding import rng_state, set_rng_state
 
 if TYPE_CHECKING:
@@ -53,6 +59,22 @@ class RunFiles:
         return self.run_dir / RUN_INFO
 
 
+@dataclass(frozen=True)
+class Identity:
+    """What a job's weights depend on: its configuration, the code of its numerics and its data."""
+
+    config_sha256: str
+    code_sha256: str
+    data_sha256: str
+
+    def as_dict(self) -> dict[str, str]:
+        return dataclasses.asdict(self)
+
+    def differs(self, saved: dict[str, Any]) -> list[str]:
+        """Names of the fields (without `_sha256`) whose value in `saved` differs from this identity."""
+        return [k.removesuffix("_sha256") for k, v in self.as_dict().items() if saved.get(k) != v]
+
+
 def stage_dir(run_dir: Path, stage: str | None) -> Path:
     """Folder of a pre-training stage (`<run>/<stage>/`), or the run folder itself for the main training."""
     return Path(run_dir) if stage is None else Path(run_dir) / stage
@@ -71,19 +93,50 @@ def previous_stage(method: Method, stage: str | None) -> str | None:
     return method.STAGES[index - 1] if index > 0 else None
 
 
-def init_from_previous_stage(cfg: RunConfig, run_dir: Path, method: Method, stage: str | None) -> None:
-    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs)."""
+def init_from_previous_stage(
+    cfg: RunConfig, run_dir: Path, method: Method, stage: str | None, data_sha256: str
+) -> str | None:
+    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs).
+
+    Returns the sha256 of the model file it started from (None for the first stage / a method without stages).
+    """
     previous = previous_stage(method, stage)
     if previous is None:
-        return
+        return None
     path = RunFiles(stage_dir(run_dir, previous)).model
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_weights(path)
     if state["config_sha256"] != stage_sha256(cfg, previous):
-        raise RuntimeError(f"{path} was trained with another configuration; rerun stage {previous!r}")
+        raise LineageError(f"{path} was trained with another configuration; rerun stage {previous!r}")
+    if state.get("data_sha256") != data_sha256:
+        raise LineageError(
+            f"{path} was trained on another version of the data (manifest.json); rerun stage {previous!r}"
+        )
     method.init_from_stage(previous, state["state"])
     logger.info("initialised from stage %s (%s)", previous, path)
+    return file_sha256(path)
+
+
+class UnreadableWeights(RuntimeError):
+    """A weights file that `torch.load(weights_only=True)` cannot read; `reason` says why."""
+
+    def __init__(self, path: Path, reason: str) -> None:
+        super().__init__(
+            f"{path} cannot be loaded ({reason}): it is damaged or was not written by this harness (it is never "
+            f"unpickled beyond plain weights). Rerun the job that writes it: `snakemake --forcerun {path}` plus "
+            "your usual options."
+        )
+        self.path, self.reason = path, reason
+
+
+def load_weights(path: Path) -> dict[str, Any]:
+    """`torch.load(path, weights_only=True)`, raising `UnreadableWeights` (names the file and the way out)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated archive, not a torch file, or objects weights_only refuses to unpickle
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise UnreadableWeights(path, f"{type(err).__name__}: {first_line}") from err
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -92,14 +145,11 @@ def save_atomic(obj: Any, path: Path) -> None:
     tmp.replace(path)
 
 
-def save_checkpoint(
-    files: RunFiles, next_it: int, hashes: tuple[str, str], method: Method, optim: Optimisation
-) -> None:
-    """Atomically write checkpoint_last.pt; `hashes` = (config hash, code hash) that a resume must match."""
+def save_checkpoint(files: RunFiles, next_it: int, identity: Identity, method: Method, optim: Optimisation) -> None:
+    """Atomically write checkpoint_last.pt; `identity` is what a resume must match."""
     state = {
         "next_it": next_it,
-        "config_sha256": hashes[0],
-        "code_sha256": hashes[1],
+        **identity.as_dict(),
         "method": method.state_dict(),
         "optimizers": {k: o.state_dict() for k, o in optim.optimizers.items()},
         "scaler": optim.scaler.state_dict(),
@@ -108,22 +158,42 @@ def save_checkpoint(
     save_atomic(state, files.checkpoint)
 
 
-def resume(files: RunFiles, hashes: tuple[str, str], method: Method, optim: Optimisation) -> int:
+def set_aside(path: Path, tag: str) -> Path:
+    """Rename `path` to `<stem>_<tag>.pt` beside it (never overwriting an earlier one); returns the new path."""
+    target = path.with_name(f"{path.stem.removesuffix('_last')}_{tag}.pt")
+    if target.exists():
+        target = target.with_name(f"{target.stem}_{time.strftime('%Y%m%dT%H%M%S')}.pt")
+    path.replace(target)
+    return target
+
+
+def resume(files: RunFiles, identity: Identity, method: Method, optim: Optimisation) -> int:
     """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none).
 
-    A checkpoint whose config hash or code hash (`hashes`) differs from this run's is moved aside as
-    `checkpoint_stale_<hash>.pt` and training starts from scratch: Snakemake reruns a job when its parameters or its
-    numeric source files change, and such a rerun must not pick up the old run's weights.
+    A checkpoint whose identity (config, code or data hash) differs from this job's is moved aside as
+    `checkpoint_stale_<hash>.pt`, an unreadable one as `checkpoint_unreadable.pt`, and training starts from scratch:
+    Snakemake reruns a job when its parameters, its numeric source files or its data change, and such a rerun must
+    not pick up the old run's weights. Starting over gives the numbers of an uninterrupted run (resume is exact).
     """
     if not files.checkpoint.exists():
         return 0
-    state = torch.load(files.checkpoint, map_location="cpu", weights_only=True)
-    saved = (state["config_sha256"], state.get("code_sha256"))
-    if saved != tuple(hashes):
-        reason = "configuration" if saved[0] != hashes[0] else "code version (numeric source files)"
-        stale = files.checkpoint.with_name(f"checkpoint_stale_{sha256_of(list(saved))[:12]}.pt")
-        files.checkpoint.replace(stale)
-        logger.warning("%s belongs to another %s; moved to %s, training from scratch", files.checkpoint, reason, stale)
+    try:
+        state = load_weights(files.checkpoint)
+    except UnreadableWeights as err:
+        moved = set_aside(files.checkpoint, "unreadable")
+        logger.error(
+            "%s cannot be loaded (%s); it was moved to %s and is not used: training restarts from iteration 0 "
+            "(the numbers equal an uninterrupted run's). Delete %s if you do not need it.",
+            files.checkpoint, err.reason, moved, moved,
+        )  # fmt: skip
+        return 0
+    changed = identity.differs(state)
+    if changed:
+        saved = [state.get(k) for k in identity.as_dict()]
+        moved = set_aside(files.checkpoint, f"stale_{sha256_of(saved)[:12]}")
+        logger.warning(
+            "%s belongs to another %s; moved to %s, training from scratch", files.checkpoint, "/".join(changed), moved
+        )
         return 0
     method.load_state_dict(state["method"])
     for k, opt in optim.optimizers.items():

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from harness.aggregate import CELL_KEYS, MISSING, PER_CASE_COLUMNS, per_cell, per_run
+from harness.data.prepared import PreparedData
 from harness.metrics import EMPTY_PRED_POLICIES, case_metrics, secondary_metrics
 from harness.table_model import (
     Entry,
@@ -129,12 +130,10 @@ def _load_prediction(path: Path) -> np.ndarray:
     return np.asarray(nib.load(path).dataobj)
 
 
-def _case_task(task: tuple[str, str, str, list[dict], tuple[float, float, float], str]) -> list[dict]:
-    """All runs' variant rows of one test case (one ground-truth read); a top-level function for process pools."""
-    from harness.data.dataset import case_path, load_case
-
-    root, fmt, case, runs, spacing_mm, policy = task
-    _, gt = load_case(case_path(root, case, fmt), with_label=True)
+def _case_task(task: tuple[PreparedData, str, list[dict], tuple[float, float, float], str]) -> list[dict]:
+    """All runs' variant rows of one test case (one sha256-verified ground-truth read); top-level for process pools."""
+    data, case, runs, spacing_mm, policy = task
+    _, gt = data.load(case, with_label=True)
     rows = []
     for run in runs:
         pred = _load_prediction(Path(run["predictions"]) / f"{case}.nii.gz")
@@ -149,26 +148,32 @@ def _case_task(task: tuple[str, str, str, list[dict], tuple[float, float, float]
     return rows
 
 
-def _run_entry(run_config: Path) -> tuple[Any, dict]:
-    """(RunConfig, task entry) of one run: predictions folder, identity and provenance columns."""
+def _run_entry(run_config: Path, data: PreparedData, spacing_mm: Sequence[float]) -> dict:
+    """Task entry of one run: predictions folder (its record checked against the run and the data), identity and
+    provenance columns (as `metrics_per_case.csv`)."""
     import json
 
     from harness.config import load_run_config
+    from harness.predictions import check_record, provenance_columns, read_record
 
     cfg = load_run_config(run_config)
     info = json.loads((run_config.parent / "run_info.json").read_text(encoding="utf-8"))
-    entry = {
-        "predictions": str(run_config.parent / "predictions"),
-        "identity": {
-            "dataset": cfg.dataset,
-            "method": cfg.method,
-            "n_labeled": cfg.n_labeled,
-            "n_train": cfg.data.n_train,
-            "seed": cfg.seed,
-        },  # fmt: skip
-        "provenance": {k: info[k] for k in ("config_sha256", "method_version", "git_commit")},
-    }
-    return cfg, entry
+    predictions = run_config.parent / "predictions"
+    record = read_record(predictions)
+    check_record(record, predictions, info, data, spacing_mm)
+    identity = {"dataset": cfg.dataset, "method": cfg.method, "n_labeled": cfg.n_labeled, "n_train": cfg.data.n_train,
+                "seed": cfg.seed}  # fmt: skip
+    return {"predictions": str(predictions), "identity": identity, "provenance": provenance_columns(record, info)}
+
+
+def _data_of(run_configs: list[Path]) -> PreparedData:
+    """The one prepared dataset of all runs (the roots of their configs must agree)."""
+    from harness.config import load_run_config
+
+    roots = {(str(cfg.data.root), cfg.data.format) for cfg in map(load_run_config, run_configs)}
+    if len(roots) != 1:
+        raise ValueError(f"run_configs: expected runs of one dataset root, got {sorted(roots)}")
+    return PreparedData.open(*roots.pop())
 
 
 def sensitivity_per_case(
@@ -182,7 +187,8 @@ def sensitivity_per_case(
 
     Args:
         run_configs: run_config.yaml of each run; run_info.json and predictions/<case>.nii.gz are read beside it.
-            All runs must share one dataset root and test list.
+            All runs must share one dataset root; its test cases come from `PreparedData` (the manifest's verified
+            test.list, sha256-checked label files).
         spacing_mm: voxel size (x, y, z) in mm for the `mm` variant.
         policy: the configured empty-prediction policy (the `primary` variant).
         workers: processes (one test case per task; 1 = in this process).
@@ -191,20 +197,13 @@ def sensitivity_per_case(
         Frame with `SENSITIVITY_COLUMNS`, one row per (run, case, variant); distances in `unit`; `hd95_mm`/`asd_mm`
         are NaN (the `mm` variant holds mm distances in `hd95`/`asd`).
     """
-    import harness.data.dataset  # noqa: F401 (imported once here, so forked workers inherit it)
-    from harness.data.splits import read_list
-
-    entries = [_run_entry(Path(p)) for p in run_configs]
-    if not entries:
+    paths = [Path(p) for p in run_configs]
+    if not paths:
         raise ValueError("run_configs: expected at least one run_config.yaml")
-    roots = {(str(cfg.data.root), cfg.data.format) for cfg, _ in entries}
-    if len(roots) != 1:
-        raise ValueError(f"run_configs: expected runs of one dataset root, got {sorted(roots)}")
-    root, fmt = roots.pop()
+    data = _data_of(paths)
     spacing = tuple(float(s) for s in spacing_mm)
-    tasks = [
-        (root, fmt, case, [e for _, e in entries], spacing, policy) for case in read_list(Path(root) / "test.list")
-    ]
+    entries = [_run_entry(p, data, spacing) for p in paths]
+    tasks = [(data, case, entries, spacing, policy) for case in data.test_ids]
     if workers > 1 and len(tasks) > 1:
         with ProcessPoolExecutor(max_workers=min(workers, len(tasks))) as pool:
             results = list(pool.map(_case_task, tasks))

@@ -29,10 +29,10 @@ def la_mini() -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A synthetic dataset of 4 train + 2 test cases in the released LA layout (written once per session)."""
+    """A synthetic dataset of 4 train + 2 test cases in the released LA layout with its real manifest.json (written
+    once per session by `write_synthetic_la`; tests must not modify it)."""
     from harness.data.synthetic import write_synthetic_la
 
     root = tmp_path_factory.mktemp("synthetic")
     write_synthetic_la(root, n_train=4, n_test=2, seed=5, shape_xy=((36, 40), (34, 38)), shape_z=20)
-    (root / "manifest.json").write_text("{}")
     return root

@@ -81,3 +81,70 @@ def test_slot_is_freed_after_a_failing_job(tmp_path):
     assert failed.returncode == 3  # the job's exit code passes through
     nxt = start(tmp_path, "after_fail", 0, HARNESS_GPU_DEVICES="5")
     assert nxt.wait(timeout=10) == 0 and read_device(tmp_path, "after_fail") == "5"
+
+
+def fake_nvidia_smi(bin_dir: Path, stdout: str, status: int) -> Path:
+    """An `nvidia-smi` on PATH that prints `stdout`, exits with `status` and leaves a marker file when it is called."""
+    bin_dir.mkdir(exist_ok=True)
+    marker = bin_dir / "nvidia-smi.called"
+    script = bin_dir / "nvidia-smi"
+    script.write_text(f"#!/bin/sh\ntouch '{marker}'\nprintf '%s' '{stdout}'\nexit {status}\n")
+    script.chmod(0o755)
+    return marker
+
+
+def run_slot(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, str]:
+    """Run gpu_slot.sh with the fake nvidia-smi first on PATH; return the result and the job's CUDA_VISIBLE_DEVICES."""
+    out = tmp_path / "job.out"
+    full_env = {k: v for k, v in os.environ.items() if k not in ("CUDA_VISIBLE_DEVICES", "HARNESS_GPU_DEVICES")}
+    full_env.update({"PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin", "HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks")})
+    full_env.update(env)
+    cmd = f'echo "${{CUDA_VISIBLE_DEVICES-unset}}|" > {out}'
+    res = subprocess.run(["bash", str(SCRIPT), "bash", "-c", cmd], env=full_env, capture_output=True, text=True)
+    return res, (out.read_text().strip() if out.exists() else "")
+
+
+def test_failing_nvidia_smi_never_becomes_a_device(tmp_path):
+    marker = fake_nvidia_smi(tmp_path / "bin", "No devices were found\n", 6)
+    res, device = run_slot(tmp_path)
+    assert res.returncode == 0 and marker.exists()
+    assert device == "unset|"  # not CUDA_VISIBLE_DEVICES=Nodeviceswerefound
+    assert "nvidia-smi failed (exit 6): No devices were found" in res.stderr
+    assert "running on the CPU" in res.stderr
+    assert not (tmp_path / "locks").exists()
+
+
+def test_nvidia_smi_devices_are_taken(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", "0\n1\n", 0)
+    res, device = run_slot(tmp_path)
+    assert res.returncode == 0 and device == "0|"
+    assert (tmp_path / "locks" / "gpu0.lock").exists()
+
+
+def test_garbage_lines_of_nvidia_smi_are_ignored(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", "NVIDIA-SMI has failed\n 3 \n-1\nGPU 4\n", 0)
+    res, device = run_slot(tmp_path)
+    assert res.returncode == 0 and device == "3|"
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu3.lock"]
+    assert "ignoring nvidia-smi output line 'NVIDIA-SMIhasfailed'" in res.stderr
+
+
+def test_only_garbage_from_nvidia_smi_means_cpu(tmp_path):
+    fake_nvidia_smi(tmp_path / "bin", "NVIDIA-SMI has failed because it could not communicate\n", 0)
+    res, device = run_slot(tmp_path)
+    assert res.returncode == 0 and device == "unset|" and "running on the CPU" in res.stderr
+
+
+def test_empty_cuda_visible_devices_means_cpu_without_probing(tmp_path):
+    marker = fake_nvidia_smi(tmp_path / "bin", "0\n", 0)
+    res, device = run_slot(tmp_path, CUDA_VISIBLE_DEVICES="")
+    assert res.returncode == 0 and device == "|"  # still exported, still empty
+    assert not marker.exists()  # nvidia-smi was not called
+    assert not (tmp_path / "locks").exists()  # no lock taken
+    assert "CUDA_VISIBLE_DEVICES is set but empty" in res.stderr
+
+
+def test_non_integer_device_override_is_refused(tmp_path):
+    res, device = run_slot(tmp_path, HARNESS_GPU_DEVICES="0,gpu1")
+    assert res.returncode == 2 and device == ""  # the command never ran
+    assert "HARNESS_GPU_DEVICES" in res.stderr and "'gpu1'" in res.stderr

@@ -1,4 +1,5 @@
-"""Case loading, augmentation, the batch plan (two-stream sampler) and the patch dataset.
+"""Case loading (re-exported from harness.data.prepared), augmentation, the batch plan (two-stream sampler) and the
+patch dataset.
 
 Sources: protocol.md §1.3 (file layout), §3.1 (batch composition, two-stream sampler, leakage guard), §3.2
 (augmentation), §3.5 (worker seeding).
@@ -18,13 +19,22 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
-from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+# Case paths and h5 parsing live in the torch-free harness.data.prepared; re-exported here for existing imports.
+from harness.data.prepared import (  # noqa: F401
+    H5_NAME,
+    PANCREAS_DIR,
+    PANCREAS_SUFFIX,
+    TRAINING_DIR,
+    case_path,
+    la_case_path,
+    load_case,
+    pancreas_case_path,
+)
 from harness.method import Batch
 
 logger = logging.getLogger(__name__)
@@ -33,80 +43,10 @@ logger = logging.getLogger(__name__)
 #: `seed` alone would replay the augmentation stream of sample (it=0, slot=0); a non-zero fourth word keeps them apart.
 PLAN_STREAM = 1
 
-TRAINING_DIR = "2018LA_Seg_Training Set"
-H5_NAME = "mri_norm2.h5"
-PANCREAS_DIR = "h5"
-PANCREAS_SUFFIX = "_norm.h5"
 AUGMENT_MODES = ("rotflip_crop", "crop")
 
 Key = tuple[int, int, str, int]
 LabelTransform = Callable[[np.ndarray], np.ndarray]
-
-
-# -- loading ---------------------------------------------------------------------------------------------------------
-def la_case_path(root: str | Path, case_id: str) -> Path:
-    """Path of an LA case file: `<root>/2018LA_Seg_Training Set/<case_id>/mri_norm2.h5`."""
-    return Path(root) / TRAINING_DIR / case_id / H5_NAME
-
-
-def pancreas_case_path(root: str | Path, case_id: str) -> Path:
-    """Path of a Pancreas case file: `<root>/h5/<case_id>_norm.h5` (MC-Net naming, protocol §2.3)."""
-    return Path(root) / PANCREAS_DIR / f"{case_id}{PANCREAS_SUFFIX}"
-
-
-def case_path(root: str | Path, case_id: str, fmt: str) -> Path:
-    """Path of a case file in the on-disk layout `fmt` of `DataConfig.format`.
-
-    Args:
-        root: the dataset root (holds `train.list` and `test.list` in every format).
-        case_id: an ID from the lists.
-        fmt: `la_h5` (`<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5`) or `pancreas_h5` (`<root>/h5/<ID>_norm.h5`).
-    """
-    if fmt == "la_h5":
-        return la_case_path(root, case_id)
-    if fmt == "pancreas_h5":
-        return pancreas_case_path(root, case_id)
-    raise ValueError(f"fmt must be 'la_h5' or 'pancreas_h5'; got {fmt!r}")
-
-
-def _read_dataset(f: h5py.File, path: Path, name: str) -> np.ndarray:
-    if name not in f:
-        raise ValueError(f"{path}: no dataset {name!r} (found {sorted(f.keys())})")
-    arr = f[name][...]
-    if arr.ndim != 3:
-        raise ValueError(f"{path}: dataset {name!r} must be 3D (x, y, z); got shape {arr.shape}")
-    return arr
-
-
-def load_case(path: str | Path, *, with_label: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Read one case file (protocol.md §1.3; Pancreas files of §2.3 store the label as float32 {0., 1.}).
-
-    Args:
-        path: an h5 file with datasets `image` and `label`, both (x, y, z).
-        with_label: read the label too; False for unlabeled cases, whose label is never read (leakage guard).
-
-    Returns:
-        (image float32 (X, Y, Z), label uint8 (X, Y, Z) in {0, 1} or None).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a dataset is missing, not 3D, of unequal shapes, non-finite (image) or not in {0, 1} (label).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"case file {path} does not exist")
-    with h5py.File(path, "r") as f:
-        image = _read_dataset(f, path, "image").astype(np.float32, copy=False)
-        label = _read_dataset(f, path, "label") if with_label else None
-    if not np.isfinite(image).all():
-        raise ValueError(f"{path}: image contains non-finite values")
-    if label is None:
-        return image, None
-    if label.shape != image.shape:
-        raise ValueError(f"{path}: label shape {label.shape} differs from image shape {image.shape}")
-    if not ((label == 0) | (label == 1)).all():
-        raise ValueError(f"{path}: label values must be in {{0, 1}}; found {np.unique(label)[:10].tolist()}")
-    return image, label.astype(np.uint8, copy=False)
 
 
 # -- augmentation (protocol.md §3.2) ---------------------------------------------------------------------------------

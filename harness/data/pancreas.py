@@ -37,6 +37,7 @@ from harness.data.download import (
     write_json_atomic,
     write_list,
 )
+from harness.data.prepared import load_case
 from harness.data.tcia import CtSeries, case_number, read_ct_series
 from harness.grid import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 
@@ -311,8 +312,6 @@ def near_duplicates(fingerprints: dict[str, np.ndarray], threshold: float = NEAR
 
 
 def _check_case(root: Path, case_id: str) -> dict[str, Any]:
-    from harness.data.dataset import load_case  # imports torch: only the manifest job needs it
-
     path = pancreas_case_path(root, case_id)
     try:
         image, label = load_case(path, with_label=True)
@@ -351,13 +350,15 @@ def write_manifest(root: str | Path, *, split: str, policy: str, lists: dict[str
         lists: override the lists (tests); default `split_lists(split)`.
 
     Returns:
-        The manifest written.
+        The manifest written; `cases` maps each ID to {"split": "train" | "test", "shape", "spacing", "fg_voxels",
+        "sha256"} (the contract of `harness.data.prepared`).
     """
     root = Path(root)
     lists = split_lists(split) if lists is None else lists
     ids = lists["train.list"] + lists["test.list"]
     missing_case_files(root, ids, pancreas_case_path)
-    cases = {cid: _check_case(root, cid) for cid in ids}
+    split_of = {cid: name.removesuffix(".list") for name, names in lists.items() for cid in names}
+    cases = {cid: {"split": split_of[cid], **_check_case(root, cid)} for cid in ids}
     qa_files = {cid: root / "qa" / f"{cid}.json" for cid in ids}
     qa = {cid: json.loads(p.read_text()) for cid, p in qa_files.items() if p.is_file()}
     dups = near_duplicates({cid: np.array(r["fingerprint"]) for cid, r in qa.items()})

@@ -5,12 +5,39 @@ The labeled subset is the first N entries of the training list; it never depends
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
+
+#: A case ID that is safe as a path component: no separators, no dots, not empty, at most 128 characters
+#: (LA: 20 upper-case alphanumerics, Pancreas: `image0001`, synthetic: like LA).
+SAFE_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+SAFE_CASE_ID_RULE = (
+    "no path separators or dots; letters, digits, '_' and '-' only, starting with a letter or digit, "
+    "at most 128 characters"
+)
+
+
+def _checked_ids(path: Path, text: str) -> list[str]:
+    """The non-empty stripped lines of `text`; ValueError naming the file, line and rule for an unsafe ID."""
+    ids = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        cid = line.strip()
+        if not cid:
+            continue
+        if not SAFE_CASE_ID.fullmatch(cid):
+            raise ValueError(
+                f"case list {path}, line {number}: unsafe case ID {cid!r} (a case ID has {SAFE_CASE_ID_RULE}); "
+                "correct that line"
+            )
+        ids.append(cid)
+    return ids
 
 
 def read_list(path: str | Path) -> list[str]:
     """Read a case list: one ID per line, surrounding whitespace stripped, empty lines skipped, file order kept.
+
+    Every ID must match `SAFE_CASE_ID`, since IDs become file and folder names (a `../` would leave the data root).
 
     Args:
         path: a `train.list` / `test.list` file.
@@ -20,13 +47,13 @@ def read_list(path: str | Path) -> list[str]:
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file holds no ID, or an ID more than once.
+        ValueError: an ID does not match `SAFE_CASE_ID` (the message names the file, the line and the rule), the file
+            holds no ID, or an ID more than once.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"case list {path} does not exist")
-    ids = [line.strip() for line in path.read_text().splitlines()]
-    ids = [i for i in ids if i]
+    ids = _checked_ids(path, path.read_text())
     if not ids:
         raise ValueError(f"case list {path} holds no IDs")
     dups = sorted(i for i, n in Counter(ids).items() if n > 1)

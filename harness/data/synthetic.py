@@ -8,6 +8,8 @@ On-disk layout (as released by yulequan/UA-MT)::
                                                        both (x, y, z), gzip-compressed, no attributes
     <root>/train.list                                  training IDs, sorted alphabetically, one per line
     <root>/test.list                                   test IDs in generation order, one per line
+    <root>/manifest.json                               written last: settings, list and case sha256 (the contract of
+                                                       harness.data.prepared), no paths or time stamps
 
 IDs are 20 characters of [0-9A-Z], like the real LA IDs.
 
@@ -47,7 +49,8 @@ import h5py
 import numpy as np
 from scipy import ndimage
 
-from harness.data.dataset import la_case_path
+from harness.data.download import sha256_file, write_json_atomic, write_list
+from harness.data.prepared import la_case_path
 
 logger = logging.getLogger(__name__)
 
@@ -199,12 +202,6 @@ def _write_case(path: Path, image: np.ndarray, label: np.ndarray) -> None:
     os.replace(tmp, path)
 
 
-def _write_list(path: Path, ids: list[str]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(f"{i}\n" for i in ids))
-    os.replace(tmp, path)
-
-
 def _check_args(n_train: int, n_test: int, shape_xy: tuple[tuple[int, int], ...], shape_z: int) -> None:
     if n_train < 1 or n_test < 0:
         raise ValueError(f"n_train must be >= 1 and n_test >= 0; got n_train={n_train}, n_test={n_test}")
@@ -212,6 +209,25 @@ def _check_args(n_train: int, n_test: int, shape_xy: tuple[tuple[int, int], ...]
         raise ValueError(f"shape_xy must be two inclusive ranges (lo, hi) with {MIN_DIM} <= lo <= hi; got {shape_xy}")
     if shape_z < MIN_DIM:
         raise ValueError(f"shape_z must be >= {MIN_DIM}; got {shape_z}")
+
+
+def _write_cases(
+    root: Path, ids: list[str], shapes: list[tuple[int, int, int]], rngs: list[np.random.Generator], n_train: int
+) -> dict:
+    """Generate and write every case (the first `n_train` IDs are training cases); returns the manifest's `cases`."""
+    cases = {}
+    for k, (cid, shape, rng) in enumerate(zip(ids, shapes, rngs, strict=True)):
+        image, label = make_synthetic_case(rng, shape, touch_z=k % 3 == 0)
+        path = la_case_path(root, cid)
+        _write_case(path, image, label)
+        cases[cid] = {
+            "split": "train" if k < n_train else "test",
+            "shape": list(shape),
+            "fg_voxels": int(label.sum()),
+            "touches_z_border": bool(label[:, :, 0].any() or label[:, :, -1].any()),
+            "sha256": sha256_file(path),
+        }
+    return cases
 
 
 def write_synthetic_la(
@@ -223,10 +239,15 @@ def write_synthetic_la(
     shape_xy: tuple[tuple[int, int], tuple[int, int]] = ((52, 64), (48, 56)),
     shape_z: int = 40,
 ) -> dict:
-    """Write `n_train + n_test` synthetic cases and the two list files under `root` in the released LA layout.
+    """Write `n_train + n_test` synthetic cases, the two lists and (last) `manifest.json` in the released LA layout.
+
+    A `manifest.json` already in `root` is deleted first, so an interrupted run never leaves a manifest that
+    describes other files. The manifest's content depends only on the arguments (no paths, no time stamps): the same
+    seed and settings write a byte-identical manifest (h5 files are written without time stamps).
 
     Args:
-        root: data root (created if needed); receives `2018LA_Seg_Training Set/`, `train.list`, `test.list`.
+        root: data root (created if needed); receives `2018LA_Seg_Training Set/`, `train.list`, `test.list`,
+            `manifest.json`.
         n_train: number of training cases (>= 1).
         n_test: number of test cases (>= 0).
         seed: seed of `numpy.random.default_rng`; the same seed writes identical arrays.
@@ -234,28 +255,28 @@ def write_synthetic_la(
         shape_z: z size of every case (like LA's fixed 88).
 
     Returns:
-        Manifest: {"seed", "root", "train": sorted train IDs, "test": test IDs, "cases": {ID: {"split",
-        "shape": (x, y, z), "fg_voxels", "touches_z_border"}}}.
+        The manifest written, `{"dataset": "synthetic", "source": "synthetic", "format": "la_h5", "seed", "n_train",
+        "n_test", "generator": {"shape_xy", "shape_z"}, "lists": {"train.list": sha256, "test.list": sha256},
+        "cases": {ID: {"split", "shape": [x, y, z], "fg_voxels", "touches_z_border", "sha256"}}}`, plus (not in the
+        file) "train": the sorted training IDs and "test": the test IDs, in list order.
     """
     _check_args(n_train, n_test, shape_xy, shape_z)
     root = Path(root)
+    (root / "manifest.json").unlink(missing_ok=True)
     master = np.random.default_rng(seed)
     ids = _random_ids(master, n_train + n_test)
     shapes = [(int(master.integers(shape_xy[0][0], shape_xy[0][1] + 1)),
                int(master.integers(shape_xy[1][0], shape_xy[1][1] + 1)), int(shape_z)) for _ in ids]  # fmt: skip
-    case_rngs = master.spawn(len(ids))
-    cases = {}
-    for k, (cid, shape, rng) in enumerate(zip(ids, shapes, case_rngs, strict=True)):
-        image, label = make_synthetic_case(rng, shape, touch_z=k % 3 == 0)
-        _write_case(la_case_path(root, cid), image, label)
-        cases[cid] = {
-            "split": "train" if k < n_train else "test",
-            "shape": shape,
-            "fg_voxels": int(label.sum()),
-            "touches_z_border": bool(label[:, :, 0].any() or label[:, :, -1].any()),
-        }
+    cases = _write_cases(root, ids, shapes, master.spawn(len(ids)), n_train)
     train_ids, test_ids = sorted(ids[:n_train]), ids[n_train:]
-    _write_list(root / "train.list", train_ids)
-    _write_list(root / "test.list", test_ids)
-    logger.info("wrote %d synthetic LA cases (seed %d) under %s", len(ids), seed, root)
-    return {"seed": seed, "root": str(root), "train": train_ids, "test": test_ids, "cases": cases}
+    lists = {name: sha256_file(write_list(root / name, names)) for name, names in
+             (("train.list", train_ids), ("test.list", test_ids))}  # fmt: skip
+    manifest = {
+        "dataset": "synthetic", "source": "synthetic", "format": "la_h5", "seed": int(seed),
+        "n_train": n_train, "n_test": n_test,
+        "generator": {"shape_xy": [list(r) for r in shape_xy], "shape_z": int(shape_z)},
+        "lists": lists, "cases": cases,
+    }  # fmt: skip
+    write_json_atomic(root / "manifest.json", manifest)
+    logger.info("wrote %d synthetic LA cases (seed %d) and %s", len(ids), seed, root / "manifest.json")
+    return {**manifest, "train": train_ids, "test": test_ids}

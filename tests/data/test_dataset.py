@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import random
+import re
 from itertools import islice
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from harness.data.dataset import (
     stage_plan,
     two_stream_batches,
 )
+from harness.data.download import DataError
 from harness.data.splits import read_list
 from harness.data.synthetic import write_synthetic_la
 from harness.method import Batch
@@ -102,6 +104,21 @@ def test_load_case_errors(tmp_path: Path) -> None:
     bad[1, 1, 1] = 255
     with pytest.raises(ValueError, match=r"values\.h5.*\{0, 1\}.*255"):
         load_case(_write_h5(tmp_path / "values.h5", image=img, label=bad), with_label=True)
+
+
+def test_load_case_names_a_damaged_file(tmp_path: Path) -> None:
+    whole = _write_h5(tmp_path / "whole.h5", image=np.zeros((4, 5, 6), np.float32), label=np.zeros((4, 5, 6), np.uint8))
+    cut = tmp_path / "cut.h5"
+    cut.write_bytes(whole.read_bytes()[:1000])
+    with pytest.raises(DataError, match=rf"{re.escape(str(cut))} is damaged or incomplete .*truncated.*Delete"):
+        load_case(cut, with_label=False)
+
+
+def test_loading_is_shared_with_the_torch_free_module() -> None:
+    from harness.data import dataset, prepared
+
+    assert dataset.load_case is prepared.load_case and dataset.case_path is prepared.case_path
+    assert dataset.TRAINING_DIR == "2018LA_Seg_Training Set" and dataset.H5_NAME == "mri_norm2.h5"
 
 
 def test_load_case_casts_types(tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ from harness.config import ConfigError, DataConfig, resolve_run
 from harness.data import pancreas
 from harness.data.dataset import pancreas_case_path
 from harness.data.download import DataError, sha256_file
+from harness.data.prepared import PreparedData
 from harness.data.tcia import read_ct_series
 from harness.grid import Cell, cell_params, check_grid, data_block, grid_cells, pancreas_split
 
@@ -274,6 +275,11 @@ def test_manifest_records_the_split_tag(two_cases):
     assert (two_cases / "train.list").read_text() == "image0002\n" and manifest["n_test"] == 1
     assert manifest["cases"]["image0001"]["shape"] == [145, 142, 8]
     assert manifest["near_duplicates"] == [] and "image0002" in manifest["qa_warnings"]
+    assert {cid: c["split"] for cid, c in manifest["cases"].items()} == {"image0002": "train", "image0001": "test"}
+    assert manifest["cases"]["image0001"]["sha256"] == sha256_file(pancreas_case_path(two_cases, "image0001"))
+    data = PreparedData.open(two_cases, "pancreas_h5")  # the prepared root as training and evaluation open it
+    assert (data.train_ids, data.test_ids) == (("image0002",), ("image0001",))
+    assert int(data.load("image0001", with_label=True)[1].sum()) == 4800
 
 
 def test_near_duplicates_are_flagged():

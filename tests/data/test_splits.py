@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
 
-from harness.data.splits import labeled_subset, read_list
+from harness.data.splits import SAFE_CASE_ID, labeled_subset, read_list
 
 LA_LISTS = Path(__file__).resolve().parents[3] / "shared" / "data" / "la-mini" / "yulequan" / "UA-MT"
 LA_LISTS = LA_LISTS / "88ed29ad794f877122e542a7fa9505a76fa83515" / "data"
@@ -62,6 +63,27 @@ def test_read_list_duplicates(tmp_path: Path) -> None:
     p.write_text("A\nB\nA\nC\nC\n")
     with pytest.raises(ValueError, match=r"dup\.list.*\['A', 'C'\]"):
         read_list(p)
+
+
+@pytest.mark.parametrize(
+    "bad", ["../../../../x", "..", "a/b", "a\\b", "/etc", "a.b", ".hidden", "-a", "_a", "a b", "ä", "A" * 129]
+)
+def test_read_list_refuses_unsafe_ids(tmp_path: Path, bad: str) -> None:
+    p = tmp_path / "test.list"
+    p.write_text(f"A\n\n{bad}\nB\n")
+    rule = r"no path separators or dots; letters, digits, '_' and '-'"
+    with pytest.raises(
+        ValueError, match=rf"{re.escape(str(p))}, line 3: unsafe case ID {re.escape(repr(bad))}.*{rule}"
+    ):
+        read_list(p)
+
+
+@pytest.mark.parametrize("good", ["06SR5RBREL16DQ6M8LWS", "image0001", "a_b-C9", "0", "A" * 128])
+def test_read_list_accepts_la_pancreas_and_synthetic_ids(tmp_path: Path, good: str) -> None:
+    p = tmp_path / "train.list"
+    p.write_text(f"{good}\n")
+    assert read_list(p) == [good]
+    assert SAFE_CASE_ID.fullmatch(good)
 
 
 def test_labeled_subset_first_n() -> None:

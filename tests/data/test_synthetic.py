@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ import h5py
 import numpy as np
 import pytest
 
+from harness.data.download import sha256_file
+from harness.data.prepared import PreparedData
 from harness.data.synthetic import make_synthetic_case, write_synthetic_la
 
 TRAIN_DIR = "2018LA_Seg_Training Set"
@@ -37,7 +40,7 @@ def _best_threshold_dice(image: np.ndarray, label: np.ndarray) -> float:
 
 def test_layout_matches_released_la(synth: tuple[Path, dict]) -> None:
     root, manifest = synth
-    assert sorted(p.name for p in root.iterdir()) == [TRAIN_DIR, "test.list", "train.list"]
+    assert sorted(p.name for p in root.iterdir()) == [TRAIN_DIR, "manifest.json", "test.list", "train.list"]
     train_text, test_text = (root / "train.list").read_text(), (root / "test.list").read_text()
     assert train_text.endswith("\n") and test_text.endswith("\n")
     train, test = train_text.splitlines(), test_text.splitlines()
@@ -87,6 +90,53 @@ def test_same_seed_same_arrays_other_seed_differs(tmp_path: Path, synth: tuple[P
     img_other, _ = _read(tmp_path / "b" / TRAIN_DIR / other["test"][0] / "mri_norm2.h5")
     img_this, _ = _read(root / TRAIN_DIR / manifest["test"][0] / "mri_norm2.h5")
     assert img_other.shape != img_this.shape or not np.array_equal(img_other, img_this)
+
+
+def test_manifest_follows_the_prepared_data_contract(synth: tuple[Path, dict]) -> None:
+    root, manifest = synth
+    on_disk = json.loads((root / "manifest.json").read_text())
+    assert {**on_disk, "train": manifest["train"], "test": manifest["test"]} == manifest  # returned = written + lists
+    assert on_disk["dataset"] == on_disk["source"] == "synthetic" and on_disk["format"] == "la_h5"
+    assert (on_disk["seed"], on_disk["n_train"], on_disk["n_test"]) == (SEED, N_TRAIN, N_TEST)
+    assert on_disk["generator"] == {"shape_xy": [[52, 64], [48, 56]], "shape_z": 40}
+    assert on_disk["lists"] == {name: sha256_file(root / name) for name in ("train.list", "test.list")}
+    assert len(on_disk["cases"]) == N_TRAIN + N_TEST
+    assert set(on_disk["cases"]) == set(manifest["train"]) | set(manifest["test"])
+    for cid, case in on_disk["cases"].items():
+        assert case["split"] == ("train" if cid in manifest["train"] else "test")
+        assert case["sha256"] == sha256_file(root / TRAIN_DIR / cid / "mri_norm2.h5")
+    assert str(root) not in (root / "manifest.json").read_text() and "root" not in on_disk  # no paths
+    data = PreparedData.open(root, "la_h5")  # what training and evaluation open
+    assert data.train_ids == tuple(manifest["train"]) and data.test_ids == tuple(manifest["test"])
+
+
+def test_same_seed_writes_a_byte_identical_manifest(tmp_path: Path, synth: tuple[Path, dict]) -> None:
+    root, _ = synth
+    again = tmp_path / "elsewhere" / "again"
+    write_synthetic_la(again, n_train=N_TRAIN, n_test=N_TEST, seed=SEED)
+    assert (again / "manifest.json").read_bytes() == (root / "manifest.json").read_bytes()
+    other = tmp_path / "other"
+    write_synthetic_la(other, n_train=N_TRAIN, n_test=N_TEST, seed=SEED + 1)
+    assert (other / "manifest.json").read_bytes() != (root / "manifest.json").read_bytes()
+
+
+def test_an_interrupted_rewrite_leaves_no_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import harness.data.synthetic as synthetic
+
+    small = {"n_train": 2, "n_test": 1, "seed": 0, "shape_xy": ((16, 16), (16, 16)), "shape_z": 16}
+    (tmp_path / "manifest.json").write_text("{}")  # the manifest of an earlier preparation
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("interrupted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(synthetic, "make_synthetic_case", crash)
+        with pytest.raises(RuntimeError, match="interrupted"):
+            write_synthetic_la(tmp_path, **small)
+    assert not (tmp_path / "manifest.json").exists()  # training cannot start on half-written data
+    written = write_synthetic_la(tmp_path, **small)
+    assert json.loads((tmp_path / "manifest.json").read_text())["cases"] == written["cases"]
+    assert not list(tmp_path.glob("*.tmp"))
 
 
 def test_label_touches_z_border_in_about_a_third(synth: tuple[Path, dict]) -> None:

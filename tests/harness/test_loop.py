@@ -205,3 +205,84 @@ def test_torch_compile_gives_the_eager_numbers(tiny_dataset, tmp_path):
     assert compiled["compile"] is True and eager["compile"] is False
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=2e-3)  # kernel rounding
     assert set(weights(tmp_path / "compiled")) == set(weights(tmp_path / "eager"))  # plain state_dict keys
+
+
+def copy_dataset(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_changed_data_never_resumes_the_old_model(tiny_dataset, tmp_path):
+    """Issue 11 §1: a rerun on re-prepared data (another synthetic seed) trains from scratch."""
+    from harness.data.synthetic import write_synthetic_la
+
+    root = copy_dataset(tiny_dataset, tmp_path / "data")
+    cfg = run_config(root)
+    first = train(cfg, tmp_path / "r", device=CPU)
+    assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 6  # same data: the final checkpoint is resumed
+    write_synthetic_la(root, n_train=4, n_test=2, seed=6, shape_xy=((36, 40), (34, 38)), shape_z=20)
+    info = train(cfg, tmp_path / "r", device=CPU)
+    assert info["resumed_from"] == 0 and info["data_manifest_sha256"] != first["data_manifest_sha256"]
+    [stale] = (tmp_path / "r").glob("checkpoint_stale_*.pt")
+    assert torch.load(stale, weights_only=True)["data_sha256"] == first["data_manifest_sha256"]
+    fresh = train(run_config(root), tmp_path / "fresh", device=CPU)
+    assert losses(tmp_path / "r") == losses(tmp_path / "fresh") and info["model_sha256"] == fresh["model_sha256"]
+
+
+def test_run_info_names_the_model_file_and_the_data(tiny_dataset, tmp_path):
+    from harness.provenance import file_sha256
+
+    info = train(run_config(tiny_dataset), tmp_path / "r", device=CPU)
+    assert info["model_sha256"] == file_sha256(tmp_path / "r" / "model.pt")
+    assert info["data_manifest_sha256"] == file_sha256(tiny_dataset / "manifest.json")
+    saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
+    assert saved["data_sha256"] == info["data_manifest_sha256"] and saved["code_sha256"] == info["code_sha256"]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "pickle"])
+def test_unreadable_checkpoint_is_set_aside_and_training_restarts(tiny_dataset, tmp_path, damage, caplog):
+    import pickle
+
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "full", device=CPU)
+    train(cfg, tmp_path / "r", device=CPU, stop_after=4)
+    checkpoint = tmp_path / "r" / "checkpoint_last.pt"
+    if damage == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
+    else:  # an object weights_only refuses to unpickle (it could run code)
+        checkpoint.write_bytes(pickle.dumps(Path("x")))
+    info = train(cfg, tmp_path / "r", device=CPU)
+    assert info["resumed_from"] == 0
+    assert (tmp_path / "r" / "checkpoint_unreadable.pt").exists()
+    assert f"{checkpoint} cannot be loaded" in caplog.text and "restarts from iteration 0" in caplog.text
+    assert losses(tmp_path / "r") == losses(tmp_path / "full")
+
+
+def test_stop_request_checkpoints_the_current_iteration_and_resume_is_exact(tiny_dataset, tmp_path):
+    from harness.job_control import JobStopped, StopRequest
+
+    class StopAfter(StopRequest):
+        """Asks to stop once `n` log lines were written (as SIGTERM would, mid-run)."""
+
+        def __init__(self, log: Path, n: int) -> None:
+            super().__init__()
+            self.log, self.n = log, n
+
+        @property
+        def requested(self) -> bool:
+            if self.log.exists() and len(self.log.read_text().splitlines()) >= self.n:
+                self.reason = "SIGTERM"
+            return self.reason is not None
+
+    cfg = run_config(tiny_dataset, iterations=7, checkpoint_every=4)
+    train(cfg, tmp_path / "full", device=CPU)
+    with pytest.raises(JobStopped, match="SIGTERM: stopped after iteration 3 of 7"):
+        train(cfg, tmp_path / "r", device=CPU, stop=StopAfter(tmp_path / "r" / "train_log.jsonl", 3))
+    assert torch.load(tmp_path / "r" / "checkpoint_last.pt", weights_only=True)["next_it"] == 3
+    assert not (tmp_path / "r" / "model.pt").exists()
+    assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 3
+    assert losses(tmp_path / "r") == losses(tmp_path / "full")
+    for k, v in weights(tmp_path / "full").items():
+        assert torch.equal(v, weights(tmp_path / "r")[k]), k

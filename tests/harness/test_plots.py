@@ -252,3 +252,22 @@ def test_import_has_no_pyplot_side_effect():
 
     code = "import sys, harness.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_write_qualitative_reads_only_the_prepared_test_list(tmp_path, tiny_dataset):
+    import shutil
+
+    from test_sensitivity import write_run
+
+    from harness.data.download import DataError
+
+    root = Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+    runs = [write_run(tmp_path, root, "supervised", 2, 1, lambda i, gt: gt)]
+    train_id = (root / "train.list").read_text().split()[0]
+    with pytest.raises(ValueError, match=rf"case: '{train_id}' is not in .*test\.list"):
+        write_qualitative(runs, tmp_path / "train.png", case=train_id, n_slices=1)  # a training case is no test case
+    with (root / "test.list").open("a") as f:
+        f.write(f"{train_id}\n")  # a training case copied into the test list after preparation
+    with pytest.raises(DataError, match=r"test\.list changed after the data was prepared"):
+        write_qualitative(runs, tmp_path / "q.png", n_slices=1)
+    assert not (tmp_path / "q.png").exists()

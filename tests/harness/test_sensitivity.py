@@ -7,15 +7,14 @@ import json
 import math
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
 
 from harness.config import DataConfig, ProtocolConfig, RunConfig, write_yaml
-from harness.data.dataset import la_case_path, load_case
-from harness.data.splits import read_list
+from harness.data.prepared import PreparedData
 from harness.metrics import case_metrics, secondary_metrics
+from harness.predictions import make_record, save_nifti, write_record
 from harness.sensitivity import (
     VARIANTS,
     build_sensitivity_table,
@@ -93,18 +92,25 @@ def test_case_variants_of_an_empty_prediction():
 
 # ----------------------------------------------------------------------------------------------- saved runs
 def write_run(tmp: Path, root: Path, method: str, n: int, seed: int, make_pred) -> Path:
-    """A run folder: run_config.yaml, run_info.json and predictions/<case>.nii.gz from make_pred(case, gt)."""
+    """A run folder as the workflow leaves it: run_config.yaml, run_info.json and predictions/ (<case>.nii.gz from
+    make_pred(case, gt) and the predictions.json record naming the run's model and data)."""
     run = tmp / "runs" / method / f"labeled~{n}" / f"seed~{seed}"
     data = DataConfig(root=str(root), n_train=4, patch_size=(16, 16, 16))
     cfg = RunConfig(dataset="tiny", method=method, n_labeled=n, seed=seed, data=data, protocol=ProtocolConfig())
     write_yaml(cfg.to_dict(), run / "run_config.yaml")
-    info = {"config": cfg.to_dict(), "config_sha256": cfg.sha256(), "method_version": 1, "git_commit": "abc"}
+    prepared = PreparedData.open(root, "la_h5")
+    model = f"model-{method}-{n}-{seed}".ljust(64, "0")
+    info = {"config": cfg.to_dict(), "config_sha256": cfg.sha256(), "code_sha256": "c" * 64, "method_version": 1,
+            "git_commit": "abc", "model_sha256": model, "data_manifest_sha256": prepared.manifest_sha256}  # fmt: skip
     (run / "run_info.json").write_text(json.dumps(info))
     (run / "predictions").mkdir()
-    for i, case in enumerate(read_list(root / "test.list")):
-        _, gt = load_case(la_case_path(root, case), with_label=True)
+    for i, case in enumerate(prepared.test_ids):
+        _, gt = prepared.load(case, with_label=True)
         pred = make_pred(i, gt).astype(np.uint8)
-        nib.save(nib.Nifti1Image(pred, np.diag([*SPACING, 1.0])), run / "predictions" / f"{case}.nii.gz")
+        save_nifti(pred, SPACING, run / "predictions" / f"{case}.nii.gz")
+    settings = {"stride": [8, 8, 8], "windows_per_batch": 4, "spacing_mm": list(SPACING)}
+    write_record(run / "predictions", make_record(model_sha256=model, config_sha256=cfg.sha256(), data=prepared,
+                                                  settings=settings))  # fmt: skip
     return run / "run_config.yaml"
 
 
@@ -182,3 +188,22 @@ def test_sensitivity_table_and_files(runs, tmp_path):
     assert table.rows[1][0].value == "" and table.rows[1][2].value.startswith("empty prediction → ")
     md = written["md"].read_text(encoding="utf-8")
     assert "largest connected component" in md and "95HD = max of directions" in md
+
+
+def test_refuses_a_label_file_changed_after_preparation(tmp_path, tiny_dataset):
+    """The ground truth comes from the prepared dataset only: a changed test case file is named, never evaluated."""
+    import re
+    import shutil
+
+    from harness.data.download import DataError
+
+    root = Path(shutil.copytree(tiny_dataset, tmp_path / "data"))
+    runs = [write_run(tmp_path, root, "supervised", 2, 1, lambda i, gt: gt)]
+    assert len(sensitivity_per_case(runs, spacing_mm=SPACING, policy="nan")) > 0
+    prepared = PreparedData.open(root, "la_h5")
+    path = prepared.path(prepared.test_ids[1])
+    raw = bytearray(path.read_bytes())
+    raw[-100] ^= 0xFF  # one byte flipped, size kept
+    path.write_bytes(bytes(raw))
+    with pytest.raises(DataError, match=rf"{re.escape(str(path))} changed after the data was prepared"):
+        sensitivity_per_case(runs, spacing_mm=SPACING, policy="nan")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.loop as loop
 from harness.config import PRETRAINING_STAGES, SAFE_NAME, from_dict, resolve_run
+from harness.data.prepared import PreparedData
 from harness.data.splits import read_list
 from harness.grid import Cell, cell_params
 from harness.loop import train
@@ -85,14 +85,15 @@ def test_stage_modules_and_optimised_parameters():
 
 
 def recorded_loads(monkeypatch) -> list[tuple[str, bool]]:
+    """(case ID, with_label) of every case file the training loop reads (all reads go through PreparedData.load)."""
     seen: list[tuple[str, bool]] = []
-    original = loop.load_case
+    original = PreparedData.load
 
-    def spy(path, *, with_label):
-        seen.append((Path(path).parent.name, with_label))
-        return original(path, with_label=with_label)
+    def spy(self, case_id, *, with_label):
+        seen.append((case_id, with_label))
+        return original(self, case_id, with_label=with_label)
 
-    monkeypatch.setattr(loop, "load_case", spy)
+    monkeypatch.setattr(PreparedData, "load", spy)
     return seen
 
 

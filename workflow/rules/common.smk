@@ -1,11 +1,10 @@
-# Config validation, the grid, paths and per-run parameters. All logic lives in harness.config and harness.grid
-# (no torch import).
+# Config validation, the grid, paths and per-run parameters. All logic lives in harness.validate, harness.config and
+# harness.grid (no torch import).
 import csv
 import json
+import os
 import sys
 from pathlib import Path
-
-from snakemake.utils import validate
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import (
@@ -18,13 +17,17 @@ from harness.grid import (
     SPLIT_MCNET_MINUS,
     Cell,
     cell_params,
-    check_grid,
     data_block,
     grid_cells,
     source_settings,
 )  # noqa: E402
-
-validate(config, "../schemas/config.schema.yaml")
+from harness.job_control import (
+    WORKFLOW_ENV,
+    forward_stop_signals,
+    workflow_token,
+)  # noqa: E402
+from harness.lineage import describe as describe_problems, find_inconsistencies  # noqa: E402
+from harness.validate import validate_config  # noqa: E402
 
 METHODS_AVAILABLE = sorted(
     p.stem
@@ -32,7 +35,7 @@ METHODS_AVAILABLE = sorted(
     if not p.stem.startswith("_")
 )
 try:
-    check_grid(config, METHODS_AVAILABLE)
+    validate_config(config, METHODS_AVAILABLE)  # schema + defaults + grid (harness.validate, as check-config)
 except ConfigError as err:
     raise WorkflowError(f"config refused: {err}") from None
 
@@ -41,6 +44,29 @@ GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
 CELLS = grid_cells(config)
 #: Every pre-training stage name of any method: one `pretrain_<stage>` rule each (workflow/rules/train.smk).
 STAGE_NAMES = sorted({s for stages in PRETRAINING_STAGES.values() for s in stages})
+# Jobs stop when this Snakemake process is gone (harness.job_control.watch_workflow); in a cluster job this is the
+# job's own Snakemake process.
+os.environ[WORKFLOW_ENV] = workflow_token()
+
+
+def check_results():
+    """Refuse results that outlived the files they were computed from and that Snakemake would not redo
+    (harness.lineage: a run folder deleted by hand, a job killed before it invalidated its downstream)."""
+    runs = [
+        (Path(f"results/{NAME}/runs/{c.run_path}"), PRETRAINING_STAGES.get(c.method, ()))
+        for c in CELLS
+    ]
+    problems = find_inconsistencies(Path(f"results/{NAME}"), runs)
+    if problems:
+        raise WorkflowError(f"results refused: {describe_problems(problems)}")
+
+
+if not (workflow.remote_exec or workflow.subprocess_exec):  # the main Snakemake process only
+    check_results()
+
+
+onstart:
+    forward_stop_signals()  # SIGINT/SIGTERM to Snakemake stop the running jobs too (they save a checkpoint)
 
 
 def print_cost_estimate(measured=Path("results/smoke")):
@@ -175,6 +201,22 @@ def run_files(name, dataset=None, seed=None):
 
 def per_case_csvs():
     return run_files("metrics_per_case.csv")
+
+
+def run_barrier(wildcards=None):
+    """Journals and metrics of every run: a report rule that reads runs takes them as inputs, so it reruns when a
+    job of one of them started (the journal changed) and runs after all their jobs (harness.lineage)."""
+    return run_files("journal.log") + run_files("metrics_per_case.csv")
+
+
+def dataset_barrier(first_seed=False):
+    """Input function: `run_barrier` for the runs of the job's dataset (only the first seed's if asked)."""
+
+    def get(wildcards):
+        journals = dataset_runs("journal.log", first_seed)(wildcards)
+        return journals + dataset_runs("metrics_per_case.csv", first_seed)(wildcards)
+
+    return get
 
 
 # -- report targets (tables, figures, sensitivity, qualitative, provenance, cost; workflow/rules/report.smk) --

@@ -1,12 +1,14 @@
 # Results: paper-style tables with the published comparison and statistics, summary.json (DVC metrics), seaborn
 # figures, qualitative overlays, the protocol-sensitivity table (from saved predictions), the provenance page and,
 # when the per-run rules declare `benchmark:`, the cost table. Outputs flagged with report() form
-# `snakemake --report report.html` (docs/reporting.md).
+# `snakemake --report report.html` (docs/reporting.md). Every rule takes the `barrier` of the runs it reads (their
+# journals and metrics, harness.lineage): a job of those runs that started and did not finish makes it rerun.
 
 
 rule aggregate:
     input:
-        per_case_csvs(),
+        csv=per_case_csvs(),
+        barrier=run_barrier(),
     output:
         table_files(),
         html=table_reports(),
@@ -28,13 +30,14 @@ rule aggregate:
         "python -m harness report-tables --name {params.name} --out $(dirname {output.summary})"
         " --published-source {params.published} --reference {params.reference}"
         " --bootstrap-samples {params.samples} --bootstrap-seed {params.seed} --alternative {params.alternative}"
-        " --inputs {input} > {log} 2>&1"
+        " --inputs {input.csv} > {log} 2>&1"
 
 
 rule figures:
     input:
         csv=per_case_csvs(),
         run_info=run_files("run_info.json"),
+        barrier=run_barrier(),
     output:
         figures=figure_files(),
     log:
@@ -55,6 +58,7 @@ rule qualitative:
         run_configs=dataset_runs("run_config.yaml", first_seed=True),
         predictions=dataset_runs("predictions", first_seed=True),
         data=data_manifest,
+        barrier=dataset_barrier(first_seed=True),
     output:
         png=report(
             f"{FIGURES}/qualitative_{{dataset}}.png",
@@ -81,6 +85,7 @@ rule sensitivity:
         predictions=dataset_runs("predictions"),
         run_info=dataset_runs("run_info.json"),
         data=data_manifest,
+        barrier=dataset_barrier(),
     output:
         csv=f"results/{NAME}/sensitivity/{{dataset}}_per_case.csv",
         tables=multiext(f"{TABLES}/{{dataset}}_sensitivity.", "md", "csv", "tex"),
@@ -108,6 +113,7 @@ rule provenance:
     input:
         run_info=run_files("run_info.json"),
         run_configs=run_files("run_config.yaml"),
+        barrier=run_barrier(),
     output:
         html=report(
             f"results/{NAME}/report/provenance.html",
@@ -128,6 +134,7 @@ rule cost:
     input:
         benchmarks=cost_inputs(),
         run_info=run_files("run_info.json"),
+        barrier=run_barrier(),
     output:
         tables=multiext(f"{TABLES}/cost.", "md", "csv", "tex"),
         html=report(

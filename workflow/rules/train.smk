@@ -1,10 +1,11 @@
-# One training job per grid cell. run_config carries the cell's parameters (the rerun trigger); train takes the
-# resolved file, the data manifest and the numerics-relevant source files as inputs.
+# One training job per grid cell. run_config carries the cell's parameters (the rerun trigger) and starts the run's
+# journal; train takes the resolved file, the data manifest and the numerics-relevant source files as inputs.
 
 
 rule run_config:
     output:
-        f"{RUN}/run_config.yaml",
+        config=f"{RUN}/run_config.yaml",
+        journal=f"{RUN}/journal.log",  # every later job of the run appends to it (harness.lineage)
     log:
         f"{RUN}/logs/run_config.log",
     localrule: True
@@ -13,7 +14,7 @@ rule run_config:
     params:
         cell=run_params,
     shell:
-        "python -m harness resolve-run --params {params.cell:q} --out {output} > {log} 2>&1"
+        "python -m harness resolve-run --params {params.cell:q} --out {output.config} > {log} 2>&1"
 
 
 rule train:

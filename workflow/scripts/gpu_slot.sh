@@ -2,9 +2,13 @@
 # Run a command on a GPU of its own: take the first free lock among the visible devices, export
 # CUDA_VISIBLE_DEVICES to it and exec the command, which keeps the lock until it exits (even after SIGKILL, the
 # kernel releases a flock when the last descriptor closes). Snakemake never assigns GPUs itself (ecosystem.md §1.2).
-#   - CUDA_VISIBLE_DEVICES already set (SLURM, the user): keep it, take no lock.
-#   - no CUDA device: run the command unchanged (CPU fallback).
-# Environment: HARNESS_GPU_DEVICES overrides the device list (comma separated; tests use a fake list);
+# Which devices, in this order:
+#   - HARNESS_GPU_DEVICES set: that comma-separated list of device indices (tests use a fake list); an entry that is
+#     not a non-negative integer is an error (exit 2).
+#   - CUDA_VISIBLE_DEVICES set and non-empty (SLURM, the user): keep it, take no lock.
+#   - CUDA_VISIBLE_DEVICES set but empty: no GPU; run on the CPU with it still exported empty (no probe, no lock).
+#   - otherwise probe `nvidia-smi`: only its lines that are non-negative integers count, and none when it fails
+#     (it prints errors such as "No devices were found" on stdout). No device: run the command on the CPU.
 # HARNESS_GPU_LOCK_DIR is where the lock files live (default: a per-user folder under $TMPDIR or /tmp).
 set -euo pipefail
 
@@ -13,17 +17,60 @@ if [[ $# -eq 0 ]]; then
     exit 2
 fi
 
-if [[ -n "${CUDA_VISIBLE_DEVICES:-}" && -z "${HARNESS_GPU_DEVICES:-}" ]]; then
-    echo "gpu_slot: keeping CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES}" >&2
-    exec "$@"
-fi
+# True if $1 is a device index: a non-negative integer.
+is_index() {
+    [[ "$1" =~ ^[0-9]+$ ]]
+}
+
+# Fill the array `devices` from HARNESS_GPU_DEVICES; exit 2 on an entry that is not a device index.
+devices_from_override() {
+    local entry raw
+    IFS=',' read -r -a raw <<< "${HARNESS_GPU_DEVICES}"
+    devices=()
+    for entry in "${raw[@]}"; do
+        entry="${entry// /}"
+        if ! is_index "${entry}"; then
+            echo "gpu_slot: HARNESS_GPU_DEVICES=${HARNESS_GPU_DEVICES@Q} has entry ${entry@Q}, which is not a" \
+                "device index; set it to comma-separated non-negative integers such as 0,1 (or unset it)" >&2
+            exit 2
+        fi
+        devices+=("${entry}")
+    done
+}
+
+# Fill the array `devices` with the indices nvidia-smi lists; empty when it is missing, fails or lists none.
+devices_from_nvidia_smi() {
+    local output status=0 line
+    devices=()
+    if ! command -v nvidia-smi > /dev/null 2>&1; then
+        echo "gpu_slot: nvidia-smi not found" >&2
+        return
+    fi
+    output="$(nvidia-smi --query-gpu=index --format=csv,noheader 2> /dev/null)" || status=$?
+    if [[ ${status} -ne 0 ]]; then
+        echo "gpu_slot: nvidia-smi failed (exit ${status}): ${output%%$'\n'*}" >&2
+        return
+    fi
+    while IFS= read -r line; do
+        line="${line//[[:space:]]/}"
+        if is_index "${line}"; then
+            devices+=("${line}")
+        elif [[ -n "${line}" ]]; then
+            echo "gpu_slot: ignoring nvidia-smi output line ${line@Q} (not a device index)" >&2
+        fi
+    done <<< "${output}"
+}
 
 if [[ -n "${HARNESS_GPU_DEVICES:-}" ]]; then
-    IFS=',' read -r -a devices <<< "${HARNESS_GPU_DEVICES}"
-elif command -v nvidia-smi > /dev/null 2>&1; then
-    mapfile -t devices < <(nvidia-smi --query-gpu=index --format=csv,noheader 2> /dev/null || true)
+    devices_from_override
+elif [[ -n "${CUDA_VISIBLE_DEVICES:-}" ]]; then
+    echo "gpu_slot: keeping CUDA_VISIBLE_DEVICES=${CUDA_VISIBLE_DEVICES}" >&2
+    exec "$@"
+elif [[ -n "${CUDA_VISIBLE_DEVICES+set}" ]]; then
+    echo "gpu_slot: CUDA_VISIBLE_DEVICES is set but empty (no GPU); running on the CPU" >&2
+    exec "$@"
 else
-    devices=()
+    devices_from_nvidia_smi
 fi
 
 if [[ ${#devices[@]} -eq 0 ]]; then
@@ -36,7 +83,6 @@ mkdir -p "${lock_dir}"
 waited=0
 while true; do
     for dev in "${devices[@]}"; do
-        dev="${dev// /}"
         exec {fd}> "${lock_dir}/gpu${dev}.lock"
         if flock -n "${fd}"; then
             export CUDA_VISIBLE_DEVICES="${dev}"

@@ -1,0 +1,236 @@
+"""One writer per run folder, and jobs that stop when asked to or when the workflow that started them is gone.
+
+- `RunLock`: an exclusive `flock` on `<run>/.lock` held for a job's lifetime. A second job on the same run folder
+  (a rerun started while an orphaned job of a killed Snakemake still writes) is refused with the first one's PID,
+  host, job and start time. The kernel releases the lock when its holder dies, even after SIGKILL.
+- `StopRequest`: SIGTERM and SIGINT become a request that a training loop checks after every iteration (it then
+  writes a checkpoint and exits); a second signal stops at once.
+- `watch_workflow`: the Snakefile exports `HARNESS_WORKFLOW` (host, PID and start time of the Snakemake process);
+  a job whose Snakemake process is gone (SIGKILL, a lost node) sends itself SIGTERM instead of writing on.
+- `forward_stop_signals`: installed in the Snakemake process (`onstart`), it sends SIGTERM to the running jobs when
+  Snakemake receives SIGINT or SIGTERM (Snakemake itself only waits for them), then does what Snakemake does.
+
+No torch import: the Snakefile uses this module.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+import psutil
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAME = ".lock"
+#: Environment variable naming the Snakemake process that started a job: "<host>:<pid>:<create_time>".
+WORKFLOW_ENV = "HARNESS_WORKFLOW"
+WATCH_INTERVAL_S = 2.0
+#: Marks the command line of a job process (every rule runs `python -m harness <command>`).
+JOB_MARKER = "harness"
+
+
+class RunBusyError(RuntimeError):
+    """Another live process holds the run folder's lock; the message names it and the way out."""
+
+
+class RunLock:
+    """Exclusive lock on a run folder for one job (a context manager).
+
+    Args:
+        run_dir: the run folder (created if missing); the lock file is `<run_dir>/.lock`.
+        job: what holds it (e.g. "train", "pretrain_stage1", "predict"), written into the lock file.
+        wait_s: how long to wait for a holder to finish (an orphaned job of a killed workflow stops by itself within
+            seconds) before refusing.
+    """
+
+    def __init__(self, run_dir: str | Path, job: str, wait_s: float = 0.0) -> None:
+        self.path = Path(run_dir) / LOCK_NAME
+        self.job = job
+        self.wait_s = wait_s
+        self._file: TextIO | None = None
+
+    def __enter__(self) -> RunLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = self.path.open("a+")
+        deadline, waiting = time.monotonic() + self.wait_s, False
+        while not _try_lock(handle):
+            if time.monotonic() >= deadline:
+                holder = _holder(handle)
+                handle.close()
+                raise RunBusyError(
+                    f"{self.path.parent} is being written by another job ({holder}). Two writers would mix their "
+                    f"outputs: wait for it to finish, or stop it (kill <pid>), then rerun."
+                )
+            if not waiting:
+                logger.warning("%s is held by %s; waiting up to %.0f s", self.path.parent, _holder(handle), self.wait_s)
+                waiting = True
+            time.sleep(min(0.5, max(deadline - time.monotonic(), 0.0)))
+        handle.seek(0)
+        handle.truncate()
+        record = {"pid": os.getpid(), "host": socket.gethostname(), "job": self.job, "since": _now()}
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        self._file = handle
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()  # closing the descriptor releases the flock
+            self._file = None
+
+
+def _try_lock(handle: TextIO) -> bool:
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _holder(handle: TextIO) -> str:
+    handle.seek(0)
+    return handle.read().strip() or "unknown process"
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class StopRequest:
+    """SIGTERM/SIGINT as a request to stop at the next iteration boundary (`install` in the main thread).
+
+    `reason` is None until a signal arrives; a second signal raises KeyboardInterrupt at once.
+    """
+
+    def __init__(self) -> None:
+        self.reason: str | None = None
+
+    def install(self) -> StopRequest:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.reason is not None:
+            raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping now")
+        self.reason = signal.Signals(signum).name
+        logger.warning("received %s: stopping after this iteration (a checkpoint is written first)", self.reason)
+
+    @property
+    def requested(self) -> bool:
+        return self.reason is not None
+
+
+class JobStopped(RuntimeError):
+    """A job stopped on request (signal or lost workflow) after saving what a rerun resumes from."""
+
+
+# -- the workflow watchdog -------------------------------------------------------------------------------------------
+def workflow_token(pid: int | None = None) -> str:
+    """`<host>:<pid>:<create_time>` of a process (default: this one), for `WORKFLOW_ENV`."""
+    proc = psutil.Process(pid)
+    return f"{socket.gethostname()}:{proc.pid}:{proc.create_time():.3f}"
+
+
+def workflow_alive(token: str) -> bool:
+    """Whether the process of `token` still runs. A token of another host, or malformed, counts as alive."""
+    try:
+        host, pid, created = token.rsplit(":", 2)
+        pid_int, created_f = int(pid), float(created)
+    except ValueError:
+        return True
+    if host != socket.gethostname():
+        return True
+    try:
+        proc = psutil.Process(pid_int)
+        return abs(proc.create_time() - created_f) < 0.01 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def watch_workflow(env: dict[str, str] | None = None, interval_s: float = WATCH_INTERVAL_S) -> threading.Thread | None:
+    """Start a daemon thread that sends SIGTERM to this process once the workflow in `WORKFLOW_ENV` is gone.
+
+    Returns the thread, or None when no workflow is named (a job started by hand).
+    """
+    token = (os.environ if env is None else env).get(WORKFLOW_ENV, "")
+    if not token:
+        return None
+
+    def watch() -> None:
+        while workflow_alive(token):
+            time.sleep(interval_s)
+        logger.error("the Snakemake process that started this job (%s) is gone: stopping", token)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="workflow-watchdog", daemon=True)
+    thread.start()
+    return thread
+
+
+# -- in the Snakemake process ----------------------------------------------------------------------------------------
+def job_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
+    """The top harness process of every running job below `root` (default: this process).
+
+    A job is `shell -> python -m harness <command>` (possibly through workflow/scripts/gpu_slot.sh, which execs);
+    its own children (data-loader workers) are left to it.
+    """
+    root = root or psutil.Process()
+    jobs = []
+    for proc in root.children(recursive=True):
+        try:
+            if _is_job(proc) and not _is_job(proc.parent()):
+                jobs.append(proc)
+        except psutil.Error:
+            continue
+    return jobs
+
+
+def _is_job(proc: psutil.Process | None) -> bool:
+    if proc is None:
+        return False
+    cmdline = proc.cmdline()
+    return "-m" in cmdline and JOB_MARKER in cmdline
+
+
+def terminate_jobs() -> int:
+    """SIGTERM to every running job of this process; returns how many were signalled."""
+    jobs = job_processes()
+    for proc in jobs:
+        try:
+            proc.send_signal(signal.SIGTERM)
+        except psutil.Error:
+            continue
+    return len(jobs)
+
+
+def forward_stop_signals() -> None:
+    """On SIGINT/SIGTERM: SIGTERM the running jobs, then run the handler that was installed before."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _forwarding_handler(sig, signal.getsignal(sig)))
+
+
+def _forwarding_handler(sig: signal.Signals, previous: Any):
+    def handle(signum: int, frame: FrameType | None) -> None:
+        n = terminate_jobs()
+        if n:
+            logger.warning("%s: sent SIGTERM to %d running job(s); they save a checkpoint and stop", sig.name, n)
+        if callable(previous):
+            previous(signum, frame)
+        elif sig == signal.SIGINT:
+            raise KeyboardInterrupt
+        else:
+            signal.signal(sig, signal.SIG_DFL)
+            os.kill(os.getpid(), sig)
+
+    return handle

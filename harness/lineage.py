@@ -1,0 +1,195 @@
+"""Which files of a run folder are derived from which, and how the workflow keeps derived results from outliving
+what they were computed from.
+
+Snakemake reruns a job when an input is newer or its parameters changed, but not when an input is *missing* while
+the job's own outputs exist. When a job is killed during a rerun, Snakemake has already deleted its old outputs, so
+the predictions, metrics and tables derived from them would otherwise stay and look current. Three rules prevent it:
+
+1. `start_job`: every job of a run, first thing (under the run lock, `harness.job_control.RunLock`), deletes the
+   run's files downstream of its own outputs (`run_chain`) and appends a line to the run's journal (`journal.log`,
+   written by the `run_config` job).
+2. The report rules take the journals of the runs they read as inputs (and those runs' last outputs, so that they
+   run after every job of those runs started): a job that started and did not finish changes the journal, the
+   report rules rerun and pull the deleted files back through the DAG.
+3. `find_inconsistencies`, when the DAG is built: a run folder with a result whose upstream file is missing, or
+   tables that include a run whose metrics are missing with no newer journal line, stop the workflow with the files
+   to delete (a run folder deleted by hand, a job killed in the milliseconds before step 1).
+
+No torch import: the Snakefile uses this module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import socket
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+JOURNAL = "journal.log"
+SUMMARY = "summary.json"
+#: What the report rules write under `results/<name>/` (workflow/rules/report.smk).
+REPORT_OUTPUTS = ("tables", "figures", "report", "sensitivity", SUMMARY, "runs.csv")
+
+
+class LineageError(RuntimeError):
+    """An input was not computed from what the job expects (another model, data or settings); the message says
+    which job to rerun."""
+
+
+@dataclass(frozen=True)
+class Link:
+    """One job of a run and the files (relative to the run folder) it writes."""
+
+    job: str
+    outputs: tuple[str, ...]
+
+
+def run_chain(stages: Sequence[str] = ()) -> tuple[Link, ...]:
+    """The jobs of one run in DAG order; `stages` are the method's pre-training stages (`Method.STAGES`)."""
+    return (
+        Link("run_config", ("run_config.yaml", JOURNAL)),
+        *(Link(f"pretrain_{s}", (f"{s}/model.pt", f"{s}/run_info.json")) for s in stages),
+        Link("train", ("model.pt", "run_info.json")),
+        Link("predict", ("predictions",)),
+        Link("evaluate", ("metrics_per_case.csv", "metrics.json")),
+    )
+
+
+def _index(chain: Sequence[Link], job: str) -> int:
+    jobs = [link.job for link in chain]
+    if job not in jobs:
+        raise ValueError(f"job {job!r} is not a job of this run; its jobs: {', '.join(jobs)}")
+    return jobs.index(job)
+
+
+def downstream(chain: Sequence[Link], job: str) -> list[str]:
+    """Files of the run derived from `job`'s outputs: the outputs of every later job."""
+    return [out for link in chain[_index(chain, job) + 1 :] for out in link.outputs]
+
+
+def _remove(path: Path) -> bool:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+    else:
+        return False
+    return True
+
+
+def start_job(run_dir: str | Path, job: str, stages: Sequence[str] = ()) -> list[str]:
+    """Invalidate what `job` is about to recompute, then record the start in the journal (rules 1 and 2).
+
+    Deletes the outputs of every later job of the run and the `.tmp` leftovers of the job's own outputs (a killed
+    earlier attempt); the job's own outputs were deleted by Snakemake. Returns the deleted paths (relative).
+    """
+    run_dir = Path(run_dir)
+    chain = run_chain(stages)
+    own = chain[_index(chain, job)].outputs
+    deleted = [rel for rel in downstream(chain, job) if _remove(run_dir / rel)]
+    deleted += [f"{rel}.tmp" for rel in (*own, *downstream(chain, job)) if _remove(run_dir / f"{rel}.tmp")]
+    append_journal(run_dir, job)
+    return deleted
+
+
+def append_journal(run_dir: str | Path, job: str) -> None:
+    """One JSON line per job start; every line differs (time, PID), so the file's checksum changes each time."""
+    record = {"job": job, "started": time.time(), "pid": os.getpid(), "host": socket.gethostname()}
+    path = Path(run_dir) / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def new_journal(run_dir: str | Path) -> Path:
+    """The journal as the `run_config` job writes it: one fixed line (the same content on every rewrite)."""
+    path = Path(run_dir) / JOURNAL
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"journal": "one line per job started in this run folder (harness.lineage)"}) + "\n")
+    tmp.replace(path)
+    return path
+
+
+# -- the check when the DAG is built (rule 3) -----------------------------------------------------------------------
+@dataclass(frozen=True)
+class Problem:
+    """A stale result: why, and the paths whose deletion lets the workflow recompute it."""
+
+    message: str
+    delete: tuple[Path, ...]
+
+
+def run_problems(run_dir: Path, stages: Sequence[str] = ()) -> list[Problem]:
+    """A job's outputs that exist while an earlier job of the run is incomplete (they outlived their source)."""
+    chain = run_chain(stages)
+    for link in chain:
+        missing = [out for out in link.outputs if out != JOURNAL and not (run_dir / out).exists()]
+        if not missing:
+            continue
+        later = [run_dir / out for out in downstream(chain, link.job) if (run_dir / out).exists()]
+        if not later:
+            return []
+        names = ", ".join(str(p.relative_to(run_dir)) for p in later)
+        message = f"{run_dir}: {names} exist but {missing[0]} (job {link.job}) is missing"
+        return [Problem(message, tuple(later))]
+    return []
+
+
+def report_problems(bench_dir: Path, run_dirs: Iterable[Path]) -> list[Problem]:
+    """Runs that the tables include but whose metrics are missing, with no journal line newer than the tables."""
+    summary = bench_dir / SUMMARY
+    if not summary.is_file():
+        return []
+    try:
+        listed = {_run_key(r) for r in json.loads(summary.read_text()).get("runs", [])}
+    except (ValueError, KeyError, TypeError):
+        listed = None  # unreadable: treat every run as listed
+    stale = []
+    for run_dir in run_dirs:
+        if listed is not None and _key_of_dir(run_dir) not in listed:
+            continue
+        journal = run_dir / JOURNAL
+        redone = journal.is_file() and journal.stat().st_mtime > summary.stat().st_mtime
+        if not (run_dir / "metrics_per_case.csv").is_file() and not redone:
+            stale.append(run_dir)
+    if not stale:
+        return []
+    outputs = tuple(bench_dir / name for name in REPORT_OUTPUTS if (bench_dir / name).exists())
+    names = ", ".join(str(r) for r in stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+    return [Problem(f"{summary} includes run(s) whose metrics are missing: {names}", outputs)]
+
+
+def _run_key(record: dict) -> tuple[str, str, int, int]:
+    return (str(record["dataset"]), str(record["method"]), int(record["n_labeled"]), int(record["seed"]))
+
+
+def _key_of_dir(run_dir: Path) -> tuple[str, str, int, int] | None:
+    """(dataset, method, n_labeled, seed) of `.../<dataset>/<method>/labeled~<n>/seed~<s>`, else None."""
+    try:
+        return (run_dir.parts[-4], run_dir.parts[-3], int(run_dir.parts[-2].split("~")[1]),
+                int(run_dir.parts[-1].split("~")[1]))  # fmt: skip
+    except (IndexError, ValueError):
+        return None
+
+
+def find_inconsistencies(bench_dir: str | Path, runs: Iterable[tuple[Path, Sequence[str]]]) -> list[Problem]:
+    """Every stale result of a benchmark folder `results/<name>` given its runs as (run folder, stages)."""
+    runs = [(Path(run_dir), stages) for run_dir, stages in runs]
+    problems = [p for run_dir, stages in runs for p in run_problems(run_dir, stages)]
+    return problems + report_problems(Path(bench_dir), [run_dir for run_dir, _ in runs])
+
+
+def describe(problems: Sequence[Problem]) -> str:
+    """The refusal message: what is stale and the command that deletes it (the workflow then recomputes it)."""
+    lines = ["results that no longer match what they were computed from, and that Snakemake would not redo:"]
+    lines += [f"  - {p.message}" for p in problems]
+    paths = sorted({str(path) for p in problems for path in p.delete})
+    lines.append("Delete them (the workflow recomputes them from the files that exist), then rerun:")
+    lines.append("  rm -rf " + " ".join(shlex.quote(p) for p in paths))
+    return "\n".join(lines)

@@ -1,0 +1,78 @@
+"""Helpers of the tests that run the Snakemake workflow in subprocesses: commands, project copies, processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RUN = "results/ci/runs/synthetic/supervised/labeled~2/seed~1"
+
+
+def env(project: Path = REPO) -> dict[str, str]:
+    """The environment of a workflow run: this venv first on PATH, `project`'s harness importable."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(project)}
+
+
+def snakemake_cmd(workdir: Path, config: Path, *extra: str, project: Path = REPO) -> list[str]:
+    return [str(BIN / "snakemake"), "--snakefile", str(project / "Snakefile"), "--directory", str(workdir),
+            "--configfile", str(config), "--cores", "2", *extra]  # fmt: skip
+
+
+def run_snakemake(workdir: Path, config: Path, *extra: str, project: Path = REPO, check: bool = True):
+    res = subprocess.run(snakemake_cmd(workdir, config, *extra, project=project), env=env(project),
+                         capture_output=True, text=True)  # fmt: skip
+    if check and res.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(extra)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+    return res
+
+
+def start_snakemake(workdir: Path, config: Path, *extra: str, project: Path = REPO) -> subprocess.Popen:
+    return subprocess.Popen(snakemake_cmd(workdir, config, *extra, project=project), env=env(project),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+
+
+def copy_project(dst: Path) -> Path:
+    """The project's tracked and untracked (not ignored) files, copied to `dst` (a project whose code a test edits)."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    for rel in filter(None, listed.split("\0")):
+        if (REPO / rel).is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / rel, dst / rel)
+    return dst
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 120.0, interval: float = 0.02):
+    """The first truthy value of `predicate()` within `timeout` seconds, else None."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return None
+
+
+def job_process(command: str, workdir: Path) -> psutil.Process | None:
+    """The running `python -m harness <command>` process whose working directory is `workdir`."""
+    for proc in psutil.process_iter(["cmdline", "cwd", "name"]):
+        try:
+            cmdline = proc.info["cmdline"] or []
+            if cmdline[1:4] == ["-m", "harness", command] and Path(proc.info["cwd"] or "") == workdir:
+                return proc
+        except (psutil.Error, IndexError):
+            continue
+    return None
+
+
+def log_lines(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
