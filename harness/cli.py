@@ -201,16 +201,18 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 
 @contextlib.contextmanager
 def _run_job(run_dir: Path, job: str, method: str) -> Iterator[None]:
-    """What every job of a run does around its work: hold the run folder's lock, delete the results derived from
-    what it recomputes and note its start in the run's journal (`harness.lineage`), stop when its workflow is gone."""
+    """What every job of a run does around its work: delete the results derived from what it recomputes and note its
+    start in the run's journal (`harness.lineage`) before SIGINT/SIGTERM may stop it, then hold the run folder's
+    lock (waiting for an orphaned writer to stop) and stop when its workflow is gone."""
     from harness.config import PRETRAINING_STAGES
-    from harness.job_control import RunLock, watch_workflow
+    from harness.job_control import RunLock, release_stop_signals, watch_workflow
     from harness.lineage import start_job
 
+    deleted = start_job(run_dir, job, PRETRAINING_STAGES.get(method, ()))
+    release_stop_signals()
+    if deleted:
+        logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
     with RunLock(run_dir, job, wait_s=JOB_LOCK_WAIT_S):
-        deleted = start_job(run_dir, job, PRETRAINING_STAGES.get(method, ()))
-        if deleted:
-            logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
         watch_workflow()
         yield
 
@@ -275,6 +277,10 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
             "data_manifest_sha256": record["data_manifest_sha256"],
         }
         write_results(rows, out_csv, Path(a.out_json), run_info, settings)
+
+
+#: Commands that are jobs of a run folder (`_run_job`).
+RUN_JOBS = (cmd_train, cmd_predict, cmd_evaluate)
 
 
 def cmd_aggregate(a: argparse.Namespace) -> None:
@@ -492,9 +498,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     from harness.config import ConfigError
     from harness.data.download import DataError
-    from harness.job_control import JobStopped, RunBusyError
+    from harness.job_control import JobStopped, RunBusyError, release_stop_signals
     from harness.lineage import LineageError
 
+    if args.func not in RUN_JOBS:
+        release_stop_signals()  # held back by harness.__main__ until a run job has invalidated its downstream
     try:
         args.func(args)
     except (ConfigError, DataError, FileNotFoundError, KeyError, LineageError, RunBusyError) as err:

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 LOCK_NAME = ".lock"
 #: Environment variable naming the Snakemake process that started a job: "<host>:<pid>:<create_time>".
 WORKFLOW_ENV = "HARNESS_WORKFLOW"
-WATCH_INTERVAL_S = 2.0
+WATCH_INTERVAL_S = 0.5
 #: Marks the command line of a job process (every rule runs `python -m harness <command>`).
 JOB_MARKER = "harness"
 
@@ -129,6 +129,11 @@ class StopRequest:
     @property
     def requested(self) -> bool:
         return self.reason is not None
+
+
+def release_stop_signals() -> None:
+    """Deliver SIGINT/SIGTERM again (held back by `harness.__main__`; any that arrived meanwhile arrive now)."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
 
 
 class JobStopped(RuntimeError):

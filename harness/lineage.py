@@ -5,9 +5,9 @@ Snakemake reruns a job when an input is newer or its parameters changed, but not
 the job's own outputs exist. When a job is killed during a rerun, Snakemake has already deleted its old outputs, so
 the predictions, metrics and tables derived from them would otherwise stay and look current. Three rules prevent it:
 
-1. `start_job`: every job of a run, first thing (under the run lock, `harness.job_control.RunLock`), deletes the
-   run's files downstream of its own outputs (`run_chain`) and appends a line to the run's journal (`journal.log`,
-   written by the `run_config` job).
+1. `start_job`: every job of a run, first thing (before SIGINT/SIGTERM may stop it, `harness.__main__`), deletes
+   the run's files downstream of its own outputs (`run_chain`) and appends a line to the run's journal
+   (`journal.log`, written by the `run_config` job).
 2. The report rules take the journals of the runs they read as inputs (and those runs' last outputs, so that they
    run after every job of those runs started): a job that started and did not finish changes the journal, the
    report rules rerun and pull the deleted files back through the DAG.

@@ -5,10 +5,11 @@ the README's command (`snakemake --unlock ...`, then `snakemake --rerun-incomple
 equal the tables of a clean run of the same code, data and config in a fresh folder, or the workflow must have
 stopped with a message (which the test then follows, as a user would).
 
-  A  no change             SIGTERM to Snakemake during training: the trainer checkpoints and stops at once
+  A  no change             SIGKILL of Snakemake itself during training: the orphaned trainer stops by itself (with a
+                           checkpoint), and the recovery started at once never runs a second trainer beside it
   B  a code change         SIGKILL of the training process (the change alters the numbers)
   C  a data change         SIGKILL of the prediction process (another synthetic seed)
-  D  an evaluation change  SIGKILL of Snakemake itself during prediction (the orphaned job stops by itself)
+  D  an evaluation change  SIGTERM to Snakemake during prediction: it stops its job and exits at once
 """
 
 from __future__ import annotations
@@ -36,14 +37,14 @@ from workflow_tools import (
 )
 
 pytestmark = pytest.mark.slow
-ITERATIONS = 40
+ITERATIONS = 100  # ~3 s of training: an orphaned trainer is stopped long before it would finish
 #: What a reader compares: every table except the cost table (wall times), runs.csv and summary.json.
 COMPARED = ("tables/*.md", "tables/*.csv", "runs.csv", "summary.json")
 
 
 def write_config(path: Path, *, data_seed: int = 3, stride: tuple[int, int, int] = (8, 8, 8)) -> Path:
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
-    cfg["protocol"].update({"iterations": ITERATIONS, "checkpoint_every": 5, "log_every": 1})
+    cfg["protocol"].update({"iterations": ITERATIONS, "checkpoint_every": 10, "log_every": 1})
     cfg["data"]["synthetic"]["synthetic"]["seed"] = data_seed
     cfg["data"]["synthetic"]["stride"] = list(stride)
     cfg["report"] = {"sensitivity": False}
@@ -68,16 +69,23 @@ def clean_tables(project: Path, config: Path, workdir: Path) -> dict[str, str]:
     return tables(workdir)
 
 
-def recover(project: Path, config: Path, workdir: Path) -> str:
-    """The README's recovery command; when the workflow refuses stale results, do what its message says."""
-    run_snakemake(workdir, config, "--unlock", project=project)
-    res = run_snakemake(workdir, config, "--rerun-incomplete", project=project, check=False)
-    if res.returncode != 0 and "results refused" in res.stderr:
-        command = res.stderr.split("then rerun:")[1].strip().splitlines()[0]
+def recover(project: Path, config: Path, workdir: Path) -> None:
+    """The README's recovery commands; where the workflow refuses stale results, do what its message says.
+
+    (A refusal is allowed: it happens when a job was stopped in the few milliseconds before it invalidated its
+    downstream results. The test then checks that the command it prints leads to correct tables.)
+    """
+    for _ in range(3):
+        results = [run_snakemake(workdir, config, flag, project=project, check=False)
+                   for flag in ("--unlock", "--rerun-incomplete")]  # fmt: skip
+        refused = [r for r in results if "results refused" in r.stderr]
+        if not refused:
+            assert results[-1].returncode == 0, results[-1].stdout + results[-1].stderr
+            return
+        print("the workflow refused stale results; following its message:", refused[0].stderr, sep="\n")
+        command = refused[0].stderr.split("then rerun:")[1].strip().splitlines()[0]
         subprocess.run(shlex.split(command), cwd=workdir, check=True)
-        res = run_snakemake(workdir, config, "--rerun-incomplete", project=project)
-    assert res.returncode == 0, res.stdout + res.stderr
-    return res.stderr
+    raise AssertionError("the workflow kept refusing after its rm command")
 
 
 def interrupted(proc: subprocess.Popen) -> str:
@@ -104,19 +112,17 @@ def test_random_faults_during_reruns_never_leave_stale_tables(tmp_path):
     config = write_config(tmp_path / "faults.yaml")
     expected = clean_tables(project, config, tmp_path / "clean0")
 
-    # A: SIGTERM to Snakemake during the first training: jobs stop promptly, the trainer with a checkpoint
+    # A: SIGKILL Snakemake during the first training: the orphaned trainer checkpoints and stops within seconds
     proc = start_snakemake(work, config, project=project)
-    trainer = wait_for_training(work, rng.randint(2, ITERATIONS - 10))
-    proc.send_signal(signal.SIGTERM)
-    t0 = time.time()
-    interrupted(proc)
-    assert time.time() - t0 < 30 and not trainer.is_running()
+    trainer = wait_for_training(work, rng.randint(2, ITERATIONS // 2))
+    proc.kill()
+    proc.wait()
+    assert wait_for(lambda: not trainer.is_running(), 15), "the orphaned trainer goes on writing"
     assert "stopped after iteration" in (work / RUN / "logs" / "train.log").read_text()
     stopped_at = torch.load(work / RUN / "checkpoint_last.pt", weights_only=True)["next_it"]
-    assert stopped_at < ITERATIONS and not (work / RUN / "model.pt").exists()
     recover(project, config, work)
-    assert json.loads((work / RUN / "run_info.json").read_text())["resumed_from"] == stopped_at
-    assert tables(work) == expected
+    assert json.loads((work / RUN / "run_info.json").read_text())["resumed_from"] == stopped_at < ITERATIONS
+    assert tables(work) == expected and losses(work) == losses(tmp_path / "clean0")
 
     # B: a code change that alters the numbers; SIGKILL the training process at a random iteration
     source = project / "harness" / "losses.py"
@@ -145,16 +151,17 @@ def test_random_faults_during_reruns_never_leave_stale_tables(tmp_path):
     expected_c = clean_tables(project, config, tmp_path / "clean_c")
     assert expected_c != expected_b and tables(work) == expected_c
 
-    # D: an evaluation change (stride); SIGKILL Snakemake itself while it predicts: the orphaned job stops by itself
+    # D: an evaluation change (stride); SIGTERM to Snakemake while it predicts: the job and Snakemake stop at once
     config = write_config(tmp_path / "faults.yaml", data_seed=4, stride=(4, 4, 4))
     proc = start_snakemake(work, config, project=project)
     predictor = wait_for(lambda: job_process("predict", work), 120)
     assert predictor, "no prediction process started"
     time.sleep(rng.uniform(0.0, 1.0))
-    proc.kill()
-    proc.wait()
-    assert wait_for(lambda: not predictor.is_running() or predictor.status() == "zombie", 15), "orphan job goes on"
+    proc.send_signal(signal.SIGTERM)
+    t0 = time.time()
+    interrupted(proc)
+    assert time.time() - t0 < 30 and not predictor.is_running()
     recover(project, config, work)
     expected_d = clean_tables(project, config, tmp_path / "clean_d")
     assert expected_d != expected_c and tables(work) == expected_d
-    assert "stride" in expected_d["runs.csv"] and "4x4x4" in expected_d["runs.csv"]
+    assert "4x4x4" in expected_d["runs.csv"]

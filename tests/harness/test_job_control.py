@@ -41,18 +41,24 @@ def wait_for(predicate, timeout: float = 20.0) -> bool:
     return False
 
 
-def test_second_writer_is_refused_with_the_first_ones_pid_until_it_dies(tmp_path):
+def hold_lock(run_dir: Path, seconds: float) -> subprocess.Popen:
+    """Another process holding the run lock (as job "train") for `seconds`; returns once it holds it."""
     holder = python(
         f"""
         import time
         from harness.job_control import RunLock
-        with RunLock({str(tmp_path)!r}, "train"):
-            open({str(tmp_path / "held")!r}, "w").close()
-            time.sleep(60)
+        with RunLock({str(run_dir)!r}, "train"):
+            open({str(run_dir / "held")!r}, "w").close()
+            time.sleep({seconds})
         """
     )
+    assert wait_for((run_dir / "held").exists)
+    return holder
+
+
+def test_second_writer_is_refused_with_the_first_ones_pid_until_it_dies(tmp_path):
+    holder = hold_lock(tmp_path, 60)
     try:
-        assert wait_for((tmp_path / "held").exists)
         with pytest.raises(RunBusyError) as err, RunLock(tmp_path, "predict"):
             pass
         assert f'"pid": {holder.pid}' in str(err.value) and '"job": "train"' in str(err.value)
@@ -66,16 +72,7 @@ def test_second_writer_is_refused_with_the_first_ones_pid_until_it_dies(tmp_path
 
 
 def test_a_waiting_writer_gets_the_lock_once_the_holder_exits(tmp_path):
-    holder = python(
-        f"""
-        import time
-        from harness.job_control import RunLock
-        with RunLock({str(tmp_path)!r}, "train"):
-            open({str(tmp_path / "held")!r}, "w").close()
-            time.sleep(1.5)
-        """
-    )
-    assert wait_for((tmp_path / "held").exists)
+    holder = hold_lock(tmp_path, 1.5)
     t0 = time.time()
     with RunLock(tmp_path, "train", wait_s=30):
         assert 0.2 < time.time() - t0 < 20  # it waited for the holder, not for the whole wait_s
