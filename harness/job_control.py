@@ -4,7 +4,7 @@
   (a rerun started while an orphaned job of a killed Snakemake still writes) is refused with the first one's PID,
   host, job and start time. The kernel releases the lock when its holder dies, even after SIGKILL.
 - `StopRequest`: SIGTERM and SIGINT become a request that a training loop checks after every iteration (it then
-  writes a checkpoint and exits); a second signal stops at once.
+  writes a checkpoint and exits); a second signal, seconds later, stops at once.
 - `watch_workflow`: the Snakefile exports `HARNESS_WORKFLOW` (host, PID and start time of the Snakemake process);
   a job whose Snakemake process is gone (SIGKILL, a lost node) sends itself SIGTERM instead of writing on.
 - `forward_stop_signals`: installed in the Snakemake process (`onstart`), it sends SIGTERM to the running jobs when
@@ -109,11 +109,16 @@ def _now() -> str:
 class StopRequest:
     """SIGTERM/SIGINT as a request to stop at the next iteration boundary (`install` in the main thread).
 
-    `reason` is None until a signal arrives; a second signal raises KeyboardInterrupt at once.
+    `reason` is None until a signal arrives. A second signal more than `REPEAT_S` later raises KeyboardInterrupt at
+    once; one sooner is the same request arriving twice (Ctrl-C reaches a job both from the terminal and from
+    Snakemake's forwarding).
     """
+
+    REPEAT_S = 2.0
 
     def __init__(self) -> None:
         self.reason: str | None = None
+        self._since = 0.0
 
     def install(self) -> StopRequest:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -121,10 +126,13 @@ class StopRequest:
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
+        name = signal.Signals(signum).name
         if self.reason is not None:
-            raise KeyboardInterrupt(f"second signal ({signal.Signals(signum).name}): stopping now")
-        self.reason = signal.Signals(signum).name
-        logger.warning("received %s: stopping after this iteration (a checkpoint is written first)", self.reason)
+            if time.monotonic() - self._since > self.REPEAT_S:
+                raise KeyboardInterrupt(f"second signal ({name}): stopping now")
+            return
+        self.reason, self._since = name, time.monotonic()
+        logger.warning("received %s: stopping after this iteration (a checkpoint is written first)", name)
 
     @property
     def requested(self) -> bool:

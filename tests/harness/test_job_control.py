@@ -86,6 +86,9 @@ def test_stop_request_is_set_by_sigterm_and_a_second_signal_interrupts():
         assert not stop.requested
         os.kill(os.getpid(), signal.SIGTERM)
         assert wait_for(lambda: stop.requested, 5) and stop.reason == "SIGTERM"
+        os.kill(os.getpid(), signal.SIGINT)  # the same request again (terminal + Snakemake): still graceful
+        time.sleep(0.1)
+        stop._since -= StopRequest.REPEAT_S + 1  # seconds later: a second request
         with pytest.raises(KeyboardInterrupt):
             os.kill(os.getpid(), signal.SIGINT)
             time.sleep(1)
