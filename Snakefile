@@ -7,7 +7,7 @@ from snakemake.utils import min_version
 min_version("9.0")
 sys.path.insert(0, workflow.basedir)
 from harness.config import ConfigError  # noqa: E402
-from harness.validate import load_config_file  # noqa: E402
+from harness.workflow.validate import load_config_file  # noqa: E402
 
 
 report: "workflow/report/workflow.rst"

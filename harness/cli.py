@@ -14,6 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 logger = logging.getLogger("harness")
+#: The project root (holds harness/ and methods/).
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
 #: How long a job waits for another job holding its run folder (an orphan of a killed workflow stops within seconds).
 JOB_LOCK_WAIT_S = 60.0
 
@@ -175,22 +177,24 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resolve_run(a: argparse.Namespace) -> None:
-    from harness.config import resolve_run, write_yaml
-    from harness.lineage import new_journal
+    from harness.config import write_yaml
+    from harness.method.build import resolve_run
+    from harness.workflow.lineage import new_journal
 
     write_yaml(resolve_run(json.loads(a.params)).to_dict(), Path(a.out))
     new_journal(Path(a.out).parent)
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:
-    from harness.config import ConfigError, resolve_run
-    from harness.grid import cell_params, grid_cells
-    from harness.registry import list_methods
-    from harness.validate import load_config_file, validate_config
+    from harness.config import ConfigError
+    from harness.method.build import resolve_run
+    from harness.workflow.grid import cell_params, grid_cells
+    from harness.workflow.method_table import read_methods
+    from harness.workflow.validate import load_config_file, validate_config
 
     config = load_config_file(a.config)  # its errors name the file (and line)
     try:
-        validate_config(config, list_methods())  # the Snakefile's validator (harness.validate)
+        validate_config(config, read_methods(PROJECT_ROOT))  # the Snakefile's validator (harness.workflow.validate)
     except ConfigError as err:
         raise ConfigError(f"{a.config}: {err}") from None
     cells = grid_cells(config)
@@ -202,13 +206,13 @@ def cmd_check_config(a: argparse.Namespace) -> None:
 @contextlib.contextmanager
 def _run_job(run_dir: Path, job: str, method: str) -> Iterator[None]:
     """What every job of a run does around its work: delete the results derived from what it recomputes and note its
-    start in the run's journal (`harness.lineage`) before SIGINT/SIGTERM may stop it, then hold the run folder's
-    lock (waiting for an orphaned writer to stop) and stop when its workflow is gone."""
-    from harness.config import PRETRAINING_STAGES
-    from harness.job_control import RunLock, release_stop_signals, watch_workflow
-    from harness.lineage import start_job
+    start in the run's journal (`harness.workflow.lineage`) before SIGINT/SIGTERM may stop it, then hold the run
+    folder's lock (waiting for an orphaned writer to stop) and stop when its workflow is gone."""
+    from harness.workflow.job_control import RunLock, release_stop_signals, watch_workflow
+    from harness.workflow.lineage import start_job
+    from harness.workflow.method_table import read_methods
 
-    deleted = start_job(run_dir, job, PRETRAINING_STAGES.get(method, ()))
+    deleted = start_job(run_dir, job, read_methods(PROJECT_ROOT)[method].stages)
     release_stop_signals()
     if deleted:
         logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
@@ -219,7 +223,7 @@ def _run_job(run_dir: Path, job: str, method: str) -> Iterator[None]:
 
 def cmd_train(a: argparse.Namespace) -> None:
     from harness.config import load_run_config
-    from harness.job_control import StopRequest
+    from harness.workflow.job_control import StopRequest
 
     cfg = load_run_config(Path(a.run_config))
     job = f"pretrain_{a.stage}" if a.stage else "train"
@@ -227,7 +231,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         stop = StopRequest().install()
         import torch
 
-        from harness.loop import split_threads, train
+        from harness.train.loop import train
+        from harness.train.optim import split_threads
 
         device = _device(a.device)
         intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
@@ -242,7 +247,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
     cfg = load_run_config(Path(a.run_config))
     out = Path(a.out)
     with _run_job(out.parent, "predict", cfg.method):
-        from harness.evaluate import predict_cases
+        from harness.evaluate.predict import predict_cases
 
         _threads(a.threads)
         predict_cases(
@@ -262,8 +267,8 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
     cfg = load_run_config(Path(a.run_config))
     out_csv = Path(a.out_csv)
     with _run_job(out_csv.parent, "evaluate", cfg.method):
-        from harness.evaluate import evaluate_cases, write_results
-        from harness.predictions import read_record
+        from harness.evaluate.predictions import read_record
+        from harness.evaluate.score import evaluate_cases, write_results
 
         run_info = json.loads(Path(a.run_info).read_text())
         spacing, predictions = tuple(a.spacing), Path(a.predictions)
@@ -283,24 +288,9 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
 RUN_JOBS = (cmd_train, cmd_predict, cmd_evaluate)
 
 
-def cmd_aggregate(a: argparse.Namespace) -> None:
-    from harness import provenance
-    from harness.tables import write_tables
-
-    write_tables([Path(p) for p in a.inputs], Path(a.out), provenance=provenance.collect(config_name=a.name))
-
-
-def cmd_figures(a: argparse.Namespace) -> None:
-    from harness.aggregate import load_per_case, per_run
-    from harness.plots import write_figures
-
-    per_case = load_per_case([Path(p) for p in a.inputs])
-    write_figures(per_run(per_case), per_case, Path(a.out))
-
-
 # -- results tables, figures and the report (issue #7) ---------------------------------------------------------------
 def _table_options(a: argparse.Namespace):
-    from harness.comparison_tables import TableOptions
+    from harness.report.comparison_tables import TableOptions
 
     return TableOptions(
         published_source=a.published_source,
@@ -313,16 +303,16 @@ def _table_options(a: argparse.Namespace):
 
 def cmd_report_tables(a: argparse.Namespace) -> None:
     from harness import provenance
-    from harness.tables import write_tables
+    from harness.report.tables import write_tables
 
     prov = provenance.collect(config_name=a.name)
     write_tables([Path(p) for p in a.inputs], Path(a.out), provenance=prov, options=_table_options(a))
 
 
 def cmd_report_figures(a: argparse.Namespace) -> None:
-    from harness.aggregate import load_per_case, per_run
-    from harness.plots import load_train_logs, write_figures
-    from harness.published import NO_SOURCE, SOURCES, check_source, load_published
+    from harness.report.aggregate import load_per_case, per_run
+    from harness.report.plots import load_train_logs, write_figures
+    from harness.report.published import NO_SOURCE, SOURCES, check_source, load_published
 
     check_source(a.published_source)
     published, label = None, ""
@@ -335,13 +325,13 @@ def cmd_report_figures(a: argparse.Namespace) -> None:
 
 
 def cmd_qualitative(a: argparse.Namespace) -> None:
-    from harness.plots import write_qualitative
+    from harness.report.plots import write_qualitative
 
     write_qualitative([Path(p) for p in a.run_configs], Path(a.out), case=a.case or None, n_slices=a.slices)
 
 
 def cmd_sensitivity(a: argparse.Namespace) -> None:
-    from harness.sensitivity import write_sensitivity
+    from harness.report.sensitivity import write_sensitivity
 
     write_sensitivity(
         [Path(p) for p in a.run_configs],
@@ -354,21 +344,21 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
 
 
 def cmd_provenance_report(a: argparse.Namespace) -> None:
-    from harness.provenance_page import write_provenance
+    from harness.report.provenance_page import write_provenance
 
     write_provenance([Path(p) for p in a.run_info], Path(a.out))
 
 
 def cmd_cost_table(a: argparse.Namespace) -> None:
-    from harness.cost_table import write_cost_tables
+    from harness.report.cost_table import write_cost_tables
 
     patterns = dict(item.split("=", 1) for item in a.pattern)
     write_cost_tables(patterns, [Path(p) for p in a.inputs], [Path(p) for p in a.run_info], Path(a.out))
 
 
 def _report_options(p: argparse.ArgumentParser) -> None:
-    from harness.published import source_ids
-    from harness.stats import ALTERNATIVES
+    from harness.report.published import source_ids
+    from harness.report.stats import ALTERNATIVES
 
     p.add_argument("--published-source", choices=source_ids(), default="simcvd", help="published source table")
     p.add_argument("--reference", default="simcvd", help="reference method of the paired tests")
@@ -475,16 +465,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out-json", required=True)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("aggregate", help="per-case CSVs -> tables (md/csv/tex), runs.csv, summary.json")
-    p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    p.add_argument("--name", required=True, help="the benchmark's name (config key `name`)")
-    p.set_defaults(func=cmd_aggregate)
-
-    p = sub.add_parser("figures", help="per-case CSVs -> seaborn figures")
-    p.add_argument("--inputs", nargs="+", required=True)
-    p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_figures)
     _add_report_commands(sub)
     return parser
 
@@ -498,8 +478,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     from harness.config import ConfigError
     from harness.data.download import DataError
-    from harness.job_control import JobStopped, RunBusyError, release_stop_signals
-    from harness.lineage import LineageError
+    from harness.workflow.job_control import JobStopped, RunBusyError, release_stop_signals
+    from harness.workflow.lineage import LineageError
 
     if args.func not in RUN_JOBS:
         release_stop_signals()  # held back by harness.__main__ until a run job has invalidated its downstream

@@ -1,8 +1,8 @@
-"""Configuration of one training run: strict frozen dataclasses, `resolve_run`, hashing and the code version.
+"""Configuration of one training run: strict frozen dataclasses, hashing and the run config file.
 
-Flow (DESIGN.md §4): `config/*.yaml` is validated against `workflow/schemas/config.schema.yaml` when Snakemake builds
-the DAG; `harness.grid.cell_params` cuts out what one training run depends on (a Snakemake `params`); `resolve_run`
-turns it into a validated `RunConfig` at job start; `code_sha256` hashes the run's numeric source files.
+Flow: `config/*.yaml` is validated when Snakemake builds the DAG (`harness.workflow.validate`);
+`harness.workflow.grid.cell_params` cuts out what one training run depends on (a Snakemake `params`);
+`harness.method.build.resolve_run` turns it into a validated `RunConfig` with the method's own `Config` at job start.
 
 This module imports no torch so that the Snakefile can use it at DAG build time.
 """
@@ -34,16 +34,6 @@ PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
 DATA_FORMATS = ("la_h5", "pancreas_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
-#: Project files (besides `methods/<method>.py`) whose content decides a training run's numbers: inputs of the train
-#: and pretrain rules (so Snakemake reruns them when they change) and part of every checkpoint's code hash (so such a
-#: rerun never resumes from a checkpoint written by other code). Glob patterns relative to the project root.
-NUMERIC_SOURCES = ("harness/loop.py", "harness/losses.py", "harness/method.py", "harness/data/dataset.py",
-                   "harness/data/splits.py", "harness/config.py", "harness/seeding.py", "harness/ema.py",
-                   "harness/ramps.py", "harness/sdf.py", "harness/contrastive.py", "harness/run_files.py",
-                   "harness/nets/*.py")  # fmt: skip
-#: Pre-training stages per method, in order (each `Method.STAGES`, repeated here so that the Snakefile needs no torch;
-#: a test keeps the two equal). Each stage is one rule `pretrain_<stage>` writing `<run>/<stage>/model.pt`.
-PRETRAINING_STAGES: dict[str, tuple[str, ...]] = {"sup_local_contrast": ("stage1", "stage2")}
 
 
 class ConfigError(ValueError):
@@ -223,10 +213,6 @@ class ProtocolConfig:
         if self.num_workers < 0 or self.lr <= 0:
             raise ConfigError("protocol.num_workers must be >= 0 and protocol.lr > 0")
 
-    def lr_at(self, it: int) -> float:
-        """Learning rate of 0-based step `it`: lr·gamma^(it // lr_step) (UA-MT updates after step lr_step·k)."""
-        return self.lr * self.lr_gamma ** (it // self.lr_step)
-
 
 @dataclass(frozen=True)
 class RunConfig:
@@ -261,50 +247,6 @@ def sha256_of(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def resolve_run(params: dict[str, Any]) -> RunConfig:
-    """Merge dataclass defaults ← protocol ← the method's OFFICIAL_PROTOCOL (mode official) ← overrides; validate."""
-    from harness.registry import get_method  # imports torch: only at job time
-
-    method_cls = get_method(params["method"])
-    protocol = dict(params.get("protocol", {}))
-    if params.get("protocol_mode", "unified") == "official":
-        protocol.update(getattr(method_cls, "OFFICIAL_PROTOCOL", {}))
-    if not method_cls.needs_unlabeled:
-        protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
-    method_cfg = from_dict(
-        method_cls.Config, params.get("method_overrides", {}), f"method_overrides.{params['method']}"
-    )
-    cfg = RunConfig(
-        dataset=params["dataset"],
-        method=params["method"],
-        n_labeled=params["n_labeled"],
-        seed=params["seed"],
-        data=from_dict(DataConfig, params["data"], f"data.{params['dataset']}"),
-        protocol=from_dict(ProtocolConfig, protocol, "protocol"),
-        method_config=to_dict(method_cfg),
-    )
-    if cfg.is_upper_bound and method_cls.needs_unlabeled:
-        raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
-    return cfg
-
-
-def numeric_sources(root: Path, method: str) -> list[Path]:
-    """The method's file and the existing `NUMERIC_SOURCES` under the project `root`, in a fixed order."""
-    files = [Path(root) / "methods" / f"{method}.py"]
-    for pattern in NUMERIC_SOURCES:
-        files += sorted(Path(root).glob(pattern))
-    return [f for f in files if f.is_file()]
-
-
-def code_sha256(root: Path, method: str) -> str:
-    """sha256 over (relative path, content sha256) of `numeric_sources`: the code version of a training run."""
-    root = Path(root)
-    entries = [
-        (str(f.relative_to(root)), hashlib.sha256(f.read_bytes()).hexdigest()) for f in numeric_sources(root, method)
-    ]
-    return sha256_of(entries)
-
-
 def write_yaml(data: Any, path: Path) -> None:
     """Write YAML atomically (temporary name, then rename)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -319,10 +261,3 @@ def load_run_config(path: Path) -> RunConfig:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: not a run config mapping")
     return from_dict(RunConfig, raw, str(path))
-
-
-def method_config(cfg: RunConfig) -> Any:
-    """The method's `Config` dataclass instance for this run."""
-    from harness.registry import get_method
-
-    return from_dict(get_method(cfg.method).Config, cfg.method_config, f"method_overrides.{cfg.method}")

@@ -1,3 +1,2 @@
-"""Every method of the benchmark, one module each; importing this package registers them (DESIGN.md §2)."""
-
-from . import cvrl, dtc, mean_teacher, simcvd, sup_local_contrast, supervised, ua_mt  # noqa: F401
+"""Every method of the benchmark, one module each: `harness.method.registry` imports every module of this package,
+so adding a method is adding one file (contract: `harness/method/contract.py`, docs: README "Adding a method")."""

@@ -29,12 +29,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contrastive import VolumeQueue, elastic_interaction_loss, info_nce_masked
-from harness.ema import freeze_teacher, update_ema
-from harness.losses import add_input_noise, softmax_mse, supervised_loss
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.ramps import consistency_weight
-from harness.registry import register_method
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.numerics.contrastive import VolumeQueue, elastic_interaction_loss, info_nce_masked
+from harness.numerics.ema import freeze_teacher, update_ema
+from harness.numerics.losses import add_input_noise, softmax_mse, supervised_loss
+from harness.numerics.ramps import consistency_weight
 
 EI_MODES = ("slice2d", "off")
 

@@ -11,13 +11,13 @@ Implementation details (permalinks: github.com/HiLab-git/DTC/blob/2525b9c/code/<
    networks/vnet_sdf.py#L181-L183, #L235-L238] (harness.nets "vnet_sdf").
 2. Ground-truth SDM of each labeled patch: negdis/max − posdis/max, negative inside, inner boundary 0, empty patch
    zeros (`compute_sdf`, utils/util.py#L123-L150; called at train_la_dtc.py#L176-L179). Computed in the
-   data-loader workers from the augmented label patch (`label_transforms`, harness.sdf.signed_distance_map).
+   data-loader workers from the augmented label patch (`label_transforms`, harness.numerics.sdf.signed_distance_map).
 3. L_sdf = MSE(tanh head on L, SDM) (#L180); L_dice = Dice_fg(σ(o_L), y_L), squared denominators (#L183-L184,
-   utils/losses.py `dice_loss`) [harness.losses.dice_fg].
+   utils/losses.py `dice_loss`) [harness.numerics.losses.dice_fg].
 4. BCE is computed by the reference but not added to the loss (#L181-L182, #L188): `use_bce: false`.
 5. L_sup = L_dice + 0.3·L_sdf (`--beta 0.3`, #L50, #L188).
 6. Dual-task consistency on all 4 samples: mean of (σ(−1500·s) − σ(o))², no stop-gradient on either side
-   (#L185-L187) [harness.losses.dual_task_consistency].
+   (#L185-L187) [harness.numerics.losses.dual_task_consistency].
 7. Weight λ(t) = 1.0·r(⌊t/150⌋, 40) with the 0-based step t (`--consistency 1.0`, #L60-L63, #L92-L94, #L189); the
    `--consistency_weight 0.1` argument (#L47) is unused by the reference.
 8. Test: σ(o) > 0.5 after window averaging (`output_kind = "sigmoid"`; `eval_network` returns the segmentation
@@ -37,11 +37,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.losses import dice_fg, dual_task_consistency, require_labels
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.ramps import consistency_weight
-from harness.registry import register_method
-from harness.sdf import signed_distance_map
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.nets.heads import SegmentationHead
+from harness.numerics.losses import dice_fg, dual_task_consistency, require_labels
+from harness.numerics.ramps import consistency_weight
+from harness.numerics.sdf import signed_distance_map
 
 
 @dataclass(frozen=True)
@@ -64,17 +64,6 @@ class Config:
     def __post_init__(self) -> None:
         if self.ramp[0] < 1 or self.ramp[1] < 0:
             raise ValueError(f"ramp must be (iterations per epoch >= 1, length >= 0); got {self.ramp}")
-
-
-class SegmentationHead(nn.Module):
-    """Adapter: forward(x) of a dual-head network returns its segmentation logits `[B, 1, X, Y, Z]` only."""
-
-    def __init__(self, net: nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)[1]
 
 
 @register_method("dtc")

@@ -9,18 +9,18 @@ Implementation details (permalinks: github.com/yulequan/UA-MT/blob/88ed29a/code/
 1. Student and teacher: VNet(n_classes=2, batchnorm, has_dropout=True), built separately, so the teacher starts
    from its own random initialisation [train_LA_meanteacher_certainty_unlabel.py#L87-L97].
 2. Teacher parameters take no gradients (`param.detach_()`, #L91-L93); the teacher runs in train mode, dropout on
-   and BatchNorm batch statistics (#L120) [harness.ema.freeze_teacher; the loop calls train() on every module].
+   and BatchNorm batch statistics (#L120) [harness.numerics.ema.freeze_teacher; the loop calls train() on every module].
 3. EMA after every optimiser step: a_t = min(1 − 1/(t + 1), 0.99), parameters only (#L68-L72, #L182, `--ema_decay`
-   #L36) [harness.ema.update_ema with progress.it].
+   #L36) [harness.numerics.ema.update_ema with progress.it].
 4. Teacher input noise ξ(x) = x + clip(0.1·N(0, 1), −0.2, 0.2), drawn before the student's forward (#L146-L150)
-   [harness.losses.add_input_noise, torch RNG only].
+   [harness.numerics.losses.add_input_noise, torch RNG only].
 5. The student sees the whole clean batch of 4 (BatchNorm statistics over labeled + unlabeled, #L148); the teacher
    sees ξ(x_U), the 2 unlabeled samples (#L144-L150).
-6. Supervised loss 0.5·(CE + Dice_fg) on the 2 labeled samples (#L166-L169) [harness.losses.supervised_loss].
+6. Supervised loss 0.5·(CE + Dice_fg) on the 2 labeled samples (#L166-L169) [harness.numerics.losses.supervised_loss].
 7. Consistency: mean over the unlabeled samples, voxels and both channels of (softmax(student) − softmax(teacher))²
-   (`losses.softmax_mse_loss`, utils/losses.py#L56-L69) [harness.losses.softmax_mse].
+   (`losses.softmax_mse_loss`, utils/losses.py#L56-L69) [harness.numerics.losses.softmax_mse].
 8. Weight λ(t) = 0.1·r(⌊t/150⌋, 40) with the 0-based step t (#L64-L66, #L171; ramps.py#L19-L26)
-   [harness.ramps.consistency_weight].
+   [harness.numerics.ramps.consistency_weight].
 9. Test: the student, softmax, argmax (`eval_network` = student).
 
 Known deviations: none in the arithmetic. `consistency_on: all` (the sibling script
@@ -36,11 +36,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.ema import freeze_teacher, update_ema
-from harness.losses import add_input_noise, softmax_mse, supervised_loss
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.ramps import consistency_weight
-from harness.registry import register_method
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.numerics.ema import freeze_teacher, update_ema
+from harness.numerics.losses import add_input_noise, softmax_mse, supervised_loss
+from harness.numerics.ramps import consistency_weight
 
 CONSISTENCY_ON = ("unlabeled", "all")
 

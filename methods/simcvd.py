@@ -8,7 +8,8 @@ Reference code: none public; every detail the paper leaves open is a labelled ha
 Implementation details:
 1. Student and EMA teacher (a_max 0.999, warm-up of §0) are dual-head V-Nets (tanh SDM, 1-channel logit) [P, §1.2].
 2. Student input: x_L clean, x_U + η_s; teacher input x_U + η_t (independent draws of ξ, §0) [P form, H values].
-3. L_sup = 0.5·(BCE + Dice_fg) on σ(o_L) + α·MSE(q_L, SDF(y_L)); SDF from the loader (harness.sdf) [P, H weights].
+3. L_sup = 0.5·(BCE + Dice_fg) on σ(o_L) + α·MSE(q_L, SDF(y_L)); SDF from the loader (harness.numerics.sdf)
+   [P, H weights].
 4. L_contrast: boundary-aware volumes x_U + q (clean x) through the slice projection head (AlphaDropout, pool per
    z-slice, MLP, L2) of student and EMA teacher; symmetric InfoNCE over all B_U·Z slices at τ [P, H].
 5. L_pd: softmax over the teacher bottleneck positions of the same volume of cos(v^s_j, v^t_k) [P]; reduction
@@ -29,14 +30,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contrastive import REDUCTIONS, SliceProjectionHead, pairwise_distillation, symmetric_info_nce
-from harness.ema import freeze_teacher, update_ema
-from harness.losses import add_input_noise, dice_fg, require_labels
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.ramps import consistency_weight, sigmoid_rampup
-from harness.registry import register_method
-from harness.sdf import signed_distance_map
-from methods.dtc import SegmentationHead
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.nets.heads import SegmentationHead
+from harness.numerics.contrastive import REDUCTIONS, SliceProjectionHead, pairwise_distillation, symmetric_info_nce
+from harness.numerics.ema import freeze_teacher, update_ema
+from harness.numerics.losses import add_input_noise, dice_fg, require_labels
+from harness.numerics.ramps import consistency_weight, sigmoid_rampup
+from harness.numerics.sdf import signed_distance_map
 
 RAMP_MODES = ("stepped", "continuous")
 

@@ -36,10 +36,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.contrastive import local_supcon, nt_xent, position_groups
-from harness.losses import supervised_loss
-from harness.method import Batch, BuildNet, Method, Progress, StageSpec, StepOutput
-from harness.registry import register_method
+from harness.method import Batch, BuildNet, Method, Progress, StageSpec, StepOutput, register_method
+from harness.numerics.contrastive import local_supcon, nt_xent, position_groups
+from harness.numerics.losses import supervised_loss
 
 #: V-Net modules of the encoder (stages 1–5 and their down-sampling), the part stage 1 trains and hands on.
 ENCODER = ("block_one", "block_one_dw", "block_two", "block_two_dw", "block_three", "block_three_dw",
@@ -163,15 +162,16 @@ class SupLocalContrast(Method):
             raise ValueError(f"sup_local_contrast has stages {self.STAGES}; got {stage!r}")
         self.stage = stage
 
-    def stage_spec(self, stage: str) -> StageSpec:
+    @classmethod
+    def stage_spec(cls, cfg: Config, stage: str) -> StageSpec:
         if stage == "stage1":
-            s = self.cfg.stage1
+            s = cfg.stage1
             return StageSpec("stage1", s.iterations, s.batch_volumes, 2, "images", "adam", s.lr, s.weight_decay,
                              "warmup_cosine", s.warmup_fraction)  # fmt: skip
         if stage == "stage2":
-            s = self.cfg.stage2
+            s = cfg.stage2
             return StageSpec("stage2", s.iterations, s.batch_volumes, 1, "labeled", "adam", s.lr, s.weight_decay)
-        raise ValueError(f"sup_local_contrast has stages {self.STAGES}; got {stage!r}")
+        raise ValueError(f"sup_local_contrast has stages {cls.STAGES}; got {stage!r}")
 
     def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
         """Stage 2 takes stage 1's encoder (decoder random); stage 3 takes stage 2's network but its output conv."""

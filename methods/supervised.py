@@ -25,9 +25,8 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.losses import supervised_loss
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.registry import register_method
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.numerics.losses import supervised_loss
 
 
 @dataclass(frozen=True)

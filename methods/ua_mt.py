@@ -12,12 +12,12 @@ Implementation details (line numbers #L<n> of that file at that commit unless an
 3. Uncertainty: T = 8 stochastic teacher passes; x_U is repeated into a batch of 2·n_U (4), which runs T/2 = 4
    times with fresh noise and fresh dropout each (#L151-L158) [`_uncertainty`].
 4. Softmax of each pass, mean over the T passes per voxel, entropy in nats with +1e-6 inside the log:
-   u = −Σ_c p̄_c·log(p̄_c + 1e−6) (#L159-L162) [harness.losses.predictive_entropy].
+   u = −Σ_c p̄_c·log(p̄_c + 1e−6) (#L159-L162) [harness.numerics.losses.predictive_entropy].
 5. Threshold τ(t) = (0.75 + 0.25·r(t, max_it))·ln 2 on the raw 0-based step t (#L173)
-   [harness.ramps.uncertainty_threshold].
+   [harness.numerics.ramps.uncertainty_threshold].
 6. Mask 1[u < τ] (strict), the same for both channels; L_cons = Σ(mask·d)/(2·Σ mask + 1e−16) with
-   d = (softmax(student) − softmax(teacher))² (#L172-L175) [harness.losses.masked_mse, softmax_mse].
-7. Total = L_sup + 0.1·r(⌊t/150⌋, 40)·L_cons (#L171, #L176-L177) [harness.ramps.consistency_weight].
+   d = (softmax(student) − softmax(teacher))² (#L172-L175) [harness.numerics.losses.masked_mse, softmax_mse].
+7. Total = L_sup + 0.1·r(⌊t/150⌋, 40)·L_cons (#L171, #L176-L177) [harness.numerics.ramps.consistency_weight].
 8. Test: the student, softmax, argmax.
 
 Known deviations: none in the arithmetic; only torch's RNG is used for noise and dropout (as in the reference).
@@ -32,11 +32,10 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.ema import freeze_teacher, update_ema
-from harness.losses import add_input_noise, masked_mse, predictive_entropy, softmax_mse, supervised_loss
-from harness.method import Batch, BuildNet, Method, Progress, StepOutput
-from harness.ramps import consistency_weight, uncertainty_threshold
-from harness.registry import register_method
+from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
+from harness.numerics.ema import freeze_teacher, update_ema
+from harness.numerics.losses import add_input_noise, masked_mse, predictive_entropy, softmax_mse, supervised_loss
+from harness.numerics.ramps import consistency_weight, uncertainty_threshold
 
 CONSISTENCY_ON = ("unlabeled", "all")
 

@@ -26,7 +26,7 @@ def harness(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedPr
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> Path:
-    """make-synthetic -> resolve-run -> train -> predict -> evaluate -> aggregate -> figures, in one folder."""
+    """make-synthetic, resolve-run, train, predict, evaluate, report-tables, report-figures in one folder."""
     work = tmp_path_factory.mktemp("cli")
     harness("make-synthetic", "--out", "resources/tiny", "--seed", "2", "--n-train", "4", "--n-test", "2", cwd=work)
     params = {
@@ -44,8 +44,10 @@ def pipeline(tmp_path_factory) -> Path:
     harness("evaluate", *common, "--predictions", str(run / "predictions"), "--run-info", str(run / "run_info.json"),
             "--empty-pred", "worst_case", "--out-csv", str(run / "metrics_per_case.csv"),
             "--out-json", str(run / "metrics.json"), cwd=work)  # fmt: skip
-    harness("aggregate", "--name", "cli", "--out", "out", "--inputs", str(run / "metrics_per_case.csv"), cwd=work)
-    harness("figures", "--out", "out/figures", "--inputs", str(run / "metrics_per_case.csv"), cwd=work)
+    harness("report-tables", "--name", "cli", "--out", "out", "--inputs", str(run / "metrics_per_case.csv"),
+            "--published-source", "none", "--bootstrap-samples", "100", cwd=work)  # fmt: skip
+    harness("report-figures", "--out", "out/figures", "--inputs", str(run / "metrics_per_case.csv"),
+            "--published-source", "none", cwd=work)  # fmt: skip
     return work
 
 
@@ -100,7 +102,7 @@ def test_aggregate_and_figures(pipeline):
 
 
 def test_check_config(tmp_path):
-    from harness.grid import grid_cells
+    from harness.workflow.grid import grid_cells
 
     ok = harness("check-config", str(REPO / "config" / "smoke.yaml"), cwd=tmp_path)
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))

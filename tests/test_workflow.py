@@ -41,7 +41,7 @@ def test_lint_is_clean():
 def test_dry_run_of_the_smoke_grid():
     import yaml
 
-    from harness.grid import grid_cells
+    from harness.workflow.grid import grid_cells
 
     jobs = planned(snakemake("-n", "--configfile", "config/smoke.yaml", "--directory", "/tmp/harness-dry-smoke"))
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))
@@ -55,13 +55,13 @@ def paper_grid_counts() -> dict[str, int]:
     """Training and pre-training jobs the paper grid must plan (from the config, not hard-coded)."""
     import yaml
 
-    from harness.config import PRETRAINING_STAGES
-    from harness.grid import grid_cells
+    from harness.workflow.grid import grid_cells
+    from harness.workflow.method_table import read_methods
 
     cells = grid_cells(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
     counts = {"train": len(cells)}
     for c in cells:
-        for stage in PRETRAINING_STAGES.get(c.method, ()):
+        for stage in read_methods(REPO)[c.method].stages:
             counts[f"pretrain_{stage}"] = counts.get(f"pretrain_{stage}", 0) + 1
     return counts
 
@@ -90,7 +90,7 @@ def test_schema_rejects_unknown_keys(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "config refused: the configuration has 1 problem:\n  - top level: unknown key 'iterations'" in out
-    assert "$schema" not in out and len(out.splitlines()) < 20  # harness.validate's lines, not a schema dump
+    assert "$schema" not in out and len(out.splitlines()) < 20  # harness.workflow.validate's lines, not a schema dump
 
 
 @pytest.mark.slow
@@ -136,6 +136,7 @@ def test_dry_run_prints_a_labelled_cost_estimate(tmp_path):
     run = tmp_path / "results" / "smoke" / "runs" / "synthetic" / "supervised" / "labeled~2" / "seed~1"
     (run / "benchmarks").mkdir(parents=True)
     (run / "benchmarks" / "train.tsv").write_text("s\th:m:s\n12.0\t0:00:12\n")
+    (run / "run_info.json").write_text('{"iterations": 10}')
     protocol = {"iterations": 10, "n_filters": 8}
     (run / "run_config.yaml").write_text(yaml.safe_dump({"method": "supervised", "protocol": protocol,
                                                          "data": {"patch_size": [32, 32, 32]}}))  # fmt: skip

@@ -39,7 +39,7 @@ from harness.data.download import (
 )
 from harness.data.prepared import load_case
 from harness.data.tcia import CtSeries, case_number, read_ct_series
-from harness.grid import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
+from harness.workflow.grid import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 
 logger = logging.getLogger(__name__)
 
@@ -345,7 +345,7 @@ def write_manifest(root: str | Path, *, split: str, policy: str, lists: dict[str
 
     Args:
         root: the dataset root (h5/, qa/, raw/labels/index.json, raw/series.json).
-        split: the split tag resolved from the policy (`harness.grid.pancreas_split`).
+        split: the split tag resolved from the policy (`harness.workflow.grid.pancreas_split`).
         policy: the configured `duplicates` value (recorded).
         lists: override the lists (tests); default `split_lists(split)`.
 

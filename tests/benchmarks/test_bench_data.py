@@ -1,8 +1,8 @@
 """Benchmarks: the signed distance map and the LA data pipeline, per core (PERFORMANCE.md).
 
-* "sdf-la-patch": `harness.sdf.signed_distance_map` vs the straightforward reference (two scipy EDTs on the full patch
-  and skimage `find_boundaries`) on LA-sized 112×112×80 label patches cropped from a real LA label; goal ≥ 5×,
-  identical to 1e-6.
+* "sdf-la-patch": `harness.numerics.sdf.signed_distance_map` vs the straightforward reference (two scipy EDTs on the
+  full patch and skimage `find_boundaries`) on LA-sized 112×112×80 label patches cropped from a real LA label; goal
+  ≥ 5×, identical to 1e-6.
 * "data-pipeline-la": `PatchDataset.__getitem__` on real LA volumes (RandomRotFlip + RandomCrop 112×112×80),
   labeled samples, in-process, with and without the SDF label transform; samples/s per core = PATCHES / mean.
 
@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from harness.data.dataset import PatchDataset, la_case_path, load_case
-from harness.sdf import reference_signed_distance_map, signed_distance_map
+from harness.numerics.sdf import reference_signed_distance_map, signed_distance_map
 
 PATCH = (112, 112, 80)
 PATCHES = 4  # patches per benchmark call

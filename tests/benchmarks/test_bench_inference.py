@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.inference import count_windows, sliding_window, window_starts
+from harness.evaluate.inference import count_windows, sliding_window, window_starts
 from harness.nets import build_net
 
 SHAPE = (64, 64, 40)

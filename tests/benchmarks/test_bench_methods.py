@@ -16,9 +16,9 @@ import torch
 
 from harness.config import from_dict
 from harness.method import Batch, Progress
+from harness.method.registry import get_method, list_methods
 from harness.nets import build_net
-from harness.registry import get_method, list_methods
-from harness.sdf import signed_distance_map
+from harness.numerics.sdf import signed_distance_map
 
 CPU = torch.device("cpu")
 
@@ -33,7 +33,7 @@ def make_batch(method, stage: str | None) -> Batch:
     g = torch.Generator().manual_seed(0)
     n, n_l = 4, 2 if method.needs_unlabeled else 4
     if stage is not None:
-        spec = method.stage_spec(stage)
+        spec = type(method).stage_spec(method.cfg, stage)
         n = spec.batch_volumes * spec.views
         n_l = 0 if spec.data == "images" else n
     x = torch.randn(n, 1, 16, 16, 16, generator=g)
@@ -41,7 +41,7 @@ def make_batch(method, stage: str | None) -> Batch:
     y[:, 4:12, 4:12, 4:12] = 1
     if method.needs_case_id:
         return Batch(x=x, y=y, n_labeled=n_l, extras={"case_id": torch.arange(n)})
-    if not hasattr(method, "label_transforms"):
+    if method.label_transforms() is None:
         return Batch(x=x, y=y, n_labeled=n_l)
     sdf = torch.stack([torch.from_numpy(signed_distance_map(v.numpy().astype("uint8"))) for v in y])
     return Batch(x=x, y=y, n_labeled=n_l, extras={"sdf": sdf})

@@ -1,4 +1,4 @@
-"""Benchmarks: harness.metrics.case_metrics vs medpy 0.5.2 (dc, jc, hd95, asd) on a real LA label.
+"""Benchmarks: harness.evaluate.metrics.case_metrics vs medpy 0.5.2 (dc, jc, hd95, asd) on a real LA label.
 
 PERFORMANCE.md goals: ≥ 20× faster on the label padded into a 256×256×88 canvas ("metrics-la-canvas") and ≥ 10× at the
 case's own size ("metrics-la-case"), identical to 1e-9. The prediction is the label eroded once (6-connected) plus a
@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from harness.metrics import case_metrics
+from harness.evaluate.metrics import case_metrics
 
 LA_MINI = Path(__file__).resolve().parents[3] / "shared" / "data" / "la-mini"
 LA_DIR = (

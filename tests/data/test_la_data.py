@@ -12,12 +12,12 @@ import pytest
 import torch
 from data_fakes import LA_PREFIX, SHARED, need
 
-from harness.config import resolve_run
 from harness.data import la
 from harness.data.dataset import la_case_path
 from harness.data.download import ChecksumError, DataError, DownloadError, sha256_file, write_list
 from harness.data.splits import read_list
-from harness.grid import Cell, cell_params
+from harness.method.build import resolve_run
+from harness.workflow.grid import Cell, cell_params
 
 # -- the project's manifest --------------------------------------------------------------------------------------
 
@@ -145,8 +145,9 @@ def test_a_complete_root_gets_a_manifest_and_a_flipped_file_is_caught(fetched, t
 
 # -- the downloaded cases train and evaluate -------------------------------------------------------------------
 def test_downloaded_cases_train_and_evaluate_end_to_end(fetched, tmp_path):
-    from harness.evaluate import evaluate_cases, predict_cases
-    from harness.loop import train
+    from harness.evaluate.predict import predict_cases
+    from harness.evaluate.score import evaluate_cases
+    from harness.train.loop import train
 
     root, ids = fetched
     run_root = tmp_path / "data"

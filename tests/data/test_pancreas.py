@@ -24,13 +24,14 @@ from data_fakes import (
     write_non_ct,
 )
 
-from harness.config import ConfigError, DataConfig, resolve_run
+from harness.config import ConfigError, DataConfig
 from harness.data import pancreas
 from harness.data.dataset import pancreas_case_path
 from harness.data.download import DataError, sha256_file
 from harness.data.prepared import PreparedData
 from harness.data.tcia import read_ct_series
-from harness.grid import Cell, cell_params, check_grid, data_block, grid_cells, pancreas_split
+from harness.method.build import resolve_run
+from harness.workflow.grid import Cell, cell_params, check_grid, data_block, grid_cells, pancreas_split
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -338,8 +339,9 @@ def test_a_prepared_pancreas_root_trains_and_evaluates(two_cases, tmp_path):
     """The `pancreas_h5` format through the training loop and evaluation (tiny: 2 iterations, 16³ patches)."""
     import torch
 
-    from harness.evaluate import evaluate_cases, predict_cases
-    from harness.loop import train
+    from harness.evaluate.predict import predict_cases
+    from harness.evaluate.score import evaluate_cases
+    from harness.train.loop import train
 
     pancreas.write_manifest(two_cases, split="mcnet", policy="require", lists=LISTS)
     config = {

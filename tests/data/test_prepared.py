@@ -89,7 +89,7 @@ def test_prepared_data_is_read_only_and_pickles(root: Path) -> None:
     data = PreparedData.open(root, "la_h5")
     with pytest.raises(TypeError):
         data.case_sha256["X"] = "0" * 64  # type: ignore[index]
-    again = pickle.loads(pickle.dumps(data))  # process pools (harness.sensitivity) send it to workers
+    again = pickle.loads(pickle.dumps(data))  # process pools (harness.report.sensitivity) send it to workers
     assert again == data and dict(again.case_sha256) == dict(data.case_sha256)
     case = data.test_ids[0]
     np.testing.assert_array_equal(again.load(case, with_label=True)[1], data.load(case, with_label=True)[1])

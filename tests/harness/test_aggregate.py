@@ -1,4 +1,4 @@
-"""Tests for harness.aggregate: hand-computed per-run means, seed mean ± sample std, order, renderers, summary.json."""
+"""harness.report.aggregate: hand-computed per-run means, seed mean ± sample std, order, renderers, summary.json."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.aggregate import PER_CASE_COLUMNS, load_per_case, per_cell, per_run
-from harness.table_model import format_labeled, format_mean_std, render_latex, render_markdown
-from harness.tables import build_table, write_tables
+from harness.report.aggregate import PER_CASE_COLUMNS, load_per_case, per_cell, per_run
+from harness.report.table_model import format_labeled, format_mean_std, render_latex, render_markdown
+from harness.report.tables import build_table, write_tables
 
 NAN = float("nan")
 SPACING_MM = 0.5  # per-case *_mm values = voxel values * 0.5 in these fixtures

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict, load_run_config, resolve_run, write_yaml
-from harness.grid import Cell, cell_params, check_grid, grid_cells
+from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict, load_run_config, write_yaml
+from harness.method import main_stage
+from harness.method.build import resolve_run
+from harness.workflow.grid import Cell, cell_params, check_grid, grid_cells
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -42,7 +44,7 @@ def test_cross_field_checks():
 
 
 def test_lr_schedule_matches_ua_mt_steps():
-    p = ProtocolConfig()
+    p = main_stage(ProtocolConfig(), needs_unlabeled=True)
     # 1-based iterations 1..2500 use 0.01, 2501..5000 use 1e-3, 5001..6000 use 1e-4 (protocol §3.3)
     assert p.lr_at(0) == pytest.approx(0.01) and p.lr_at(2499) == pytest.approx(0.01)
     assert p.lr_at(2500) == pytest.approx(1e-3) and p.lr_at(4999) == pytest.approx(1e-3)
@@ -121,7 +123,7 @@ def test_n_labeled_out_of_range():
 
 def test_smoke_cases_need_several_sliding_windows():
     from harness.data.synthetic import write_synthetic_la
-    from harness.inference import count_windows
+    from harness.evaluate.inference import count_windows
 
     cfg = smoke()["data"]["synthetic"]
     import inspect

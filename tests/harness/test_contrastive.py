@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from harness.contrastive import (
+from harness.numerics.contrastive import (
     SliceProjectionHead,
     info_nce,
     local_supcon,
@@ -104,7 +104,7 @@ def test_slice_projection_head_train_mode_gives_independent_dropout_masks():
 
 
 def test_queue_is_fifo_and_excludes_same_case_and_empty_slots():
-    from harness.contrastive import VolumeQueue
+    from harness.numerics.contrastive import VolumeQueue
 
     q = VolumeQueue(size=3, dim=2)
     assert not q.negative_mask(torch.tensor([0])).any()  # all slots empty
@@ -118,7 +118,7 @@ def test_queue_is_fifo_and_excludes_same_case_and_empty_slots():
 
 
 def test_info_nce_masked_hand_computed():
-    from harness.contrastive import info_nce_masked
+    from harness.numerics.contrastive import info_nce_masked
 
     a = torch.tensor([[1.0, 0.0]])
     p = torch.tensor([[1.0, 0.0]])
@@ -132,7 +132,7 @@ def test_info_nce_masked_hand_computed():
 
 
 def test_elastic_energy_zero_for_perfect_prediction_and_grows_with_boundary_displacement():
-    from harness.contrastive import elastic_energy, elastic_interaction_loss
+    from harness.numerics.contrastive import elastic_energy, elastic_interaction_loss
 
     y = torch.zeros(1, 16, 16, 1)
     y[0, 4:10, 4:10, 0] = 1

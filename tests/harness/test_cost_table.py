@@ -1,4 +1,5 @@
-"""Cost table (harness.cost_table): benchmark files + run_info.json → wall time, peak RSS, device, GPU-/core-hours."""
+"""Cost table (harness.report.cost_table): benchmark files + run_info.json → wall time, peak RSS, device, GPU-hours,
+core-hours."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
-from harness.cost_table import (
+from harness.report.cost_table import (
     attach_run_info,
     build_cost_table,
     device_label,
@@ -17,7 +18,7 @@ from harness.cost_table import (
     load_run_info,
     write_cost_tables,
 )
-from harness.table_model import render_latex
+from harness.report.table_model import render_latex
 
 HEAD = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 A100 = "NVIDIA A100-SXM4-40GB"

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import yaml
 
-from harness.costs import describe, estimate, step_work, unit_costs
+from harness.report.cost_estimate import describe, estimate, step_work, unit_costs
+from harness.workflow.method_table import read_methods
+
+METHODS = read_methods(Path(__file__).resolve().parents[2])
 
 
 def fake_run(root, method, seconds, iterations=100, patch=(32, 32, 32), n_filters=8, seed=1):
@@ -14,6 +20,7 @@ def fake_run(root, method, seconds, iterations=100, patch=(32, 32, 32), n_filter
     cfg = {"method": method, "data": {"patch_size": list(patch)}, "protocol": {"iterations": iterations,
            "n_filters": n_filters}}  # fmt: skip
     (run / "run_config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "run_info.json").write_text(json.dumps({"iterations": iterations}))
     (run / "benchmarks" / "train.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:10\t100\n")
 
 
@@ -40,7 +47,7 @@ def test_estimate_scales_to_the_target_grid(tmp_path):
         "data": {"la": {"n_train": 80, "patch_size": [112, 112, 80]}},
         "protocol": {"iterations": 6000, "n_filters": 16},
     }
-    est = estimate(config, units)
+    est = estimate(config, units, METHODS)
     one_run_h = 1e-9 * 6000 * 112 * 112 * 80 * 256 / 3600
     # supervised: labeled~8 x 2 seeds + upper bound x 2 seeds = 4 runs; simcvd was never measured
     assert est["hours_per_method"]["supervised"] == pytest.approx(4 * one_run_h)
@@ -52,9 +59,9 @@ def test_estimate_scales_to_the_target_grid(tmp_path):
 def test_pretraining_stages_have_their_own_unit_cost_and_count_towards_their_method(tmp_path):
     fake_run(tmp_path, "sup_local_contrast", 20.0)  # fine-tuning: 100 iterations
     run = tmp_path / "runs" / "synthetic" / "sup_local_contrast" / "labeled~2" / "seed~1"
-    cfg = yaml.safe_load((run / "run_config.yaml").read_text())
-    cfg["method_config"] = {"stage1": {"iterations": 40}, "stage2": {"iterations": 50}}
-    (run / "run_config.yaml").write_text(yaml.safe_dump(cfg))
+    for stage, iterations in (("stage1", 40), ("stage2", 50)):  # each stage's run_info.json records its iterations
+        (run / stage).mkdir()
+        (run / stage / "run_info.json").write_text(json.dumps({"iterations": iterations}))
     (run / "benchmarks" / "pretrain_stage1.tsv").write_text("s\tmax_rss\n8.0\t100\n")
     (run / "benchmarks" / "pretrain_stage2.tsv").write_text("s\tmax_rss\n5.0\t100\n")
     units = unit_costs(tmp_path)
@@ -69,5 +76,5 @@ def test_pretraining_stages_have_their_own_unit_cost_and_count_towards_their_met
         "protocol": {"iterations": 200, "n_filters": 8},
         "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 400}}},  # stage2: default 2000
     }
-    hours = estimate(config, units)["hours_per_method"]["sup_local_contrast"]
+    hours = estimate(config, units, METHODS)["hours_per_method"]["sup_local_contrast"]
     assert hours == pytest.approx((20.0 * 2 + 8.0 * 10 + 5.0 * 40) / 3600)

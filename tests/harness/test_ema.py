@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from harness.ema import ema_alpha, freeze_teacher, update_ema
+from harness.numerics.ema import ema_alpha, freeze_teacher, update_ema
 
 
 def test_ema_alpha_by_hand():

@@ -1,4 +1,4 @@
-"""Tests for harness.inference: window placement, coverage and averaging, padding, batching and decision rules."""
+"""harness.evaluate.inference: window placement, coverage and averaging, padding, batching and decision rules."""
 
 import csv
 import os
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.inference import count_windows, sliding_window, window_starts
+from harness.evaluate.inference import count_windows, sliding_window, window_starts
 
 LA_MANIFEST = Path(__file__).resolve().parents[3] / "shared" / "spec" / "la_manifest.csv"
 

@@ -1,4 +1,4 @@
-"""harness.lineage: what a starting job invalidates, the journal, and the check that refuses stale results."""
+"""harness.workflow.lineage: what a starting job invalidates, the journal, and the check that refuses stale results."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.lineage import (
+from harness.workflow.lineage import (
     JOURNAL,
     describe,
     downstream,

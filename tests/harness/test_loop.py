@@ -10,9 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import ConfigError, resolve_run
-from harness.grid import Cell, cell_params
-from harness.loop import Precision, load_trained, split_threads, train
+from harness.config import ConfigError
+from harness.method.build import load_trained, resolve_run
+from harness.train.loop import train
+from harness.train.optim import Precision, split_threads
+from harness.workflow.grid import Cell, cell_params
 
 CPU = torch.device("cpu")
 
@@ -76,28 +78,28 @@ def test_checkpoint_of_another_config_is_set_aside_not_resumed(tiny_dataset, tmp
 
 def test_checkpoint_of_other_code_is_set_aside_not_resumed(tiny_dataset, tmp_path, monkeypatch):
     """A rerun after a numeric source file changed (Snakemake reruns the job) must not finish from the old weights."""
-    import harness.config
-    import harness.loop
+    import harness.train.loop
+    import harness.workflow.code
 
     cfg = run_config(tiny_dataset)
     train(cfg, tmp_path / "r", device=CPU)  # complete: checkpoint_last.pt holds the final iteration
     assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 6  # same code: nothing to recompute
-    real = harness.config.code_sha256
-    monkeypatch.setattr(harness.loop, "code_sha256", lambda root, method: real(root, method)[::-1])
+    real = harness.workflow.code.code_sha256
+    monkeypatch.setattr(harness.train.loop, "code_sha256", lambda root, method: real(root, method)[::-1])
     info = train(cfg, tmp_path / "r", device=CPU)
     assert info["resumed_from"] == 0 and len(losses(tmp_path / "r")) == 6
     assert len(list((tmp_path / "r").glob("checkpoint_stale_*.pt"))) == 1
-    assert info["code_sha256"] == real(harness.loop.PROJECT_ROOT, "supervised")[::-1]
+    assert info["code_sha256"] == real(harness.train.loop.PROJECT_ROOT, "supervised")[::-1]
 
 
 def test_code_hash_covers_the_method_file_and_numeric_sources(tmp_path):
-    from harness.config import code_sha256, numeric_sources
+    from harness.workflow.code import code_sha256, numeric_sources
 
-    for rel in ("methods/supervised.py", "methods/dtc.py", "harness/loop.py", "harness/nets/vnet.py"):
+    for rel in ("methods/supervised.py", "methods/dtc.py", "harness/train/loop.py", "harness/nets/vnet.py"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text("x = 1\n")
     names = [str(p.relative_to(tmp_path)) for p in numeric_sources(tmp_path, "supervised")]
-    assert names == ["methods/supervised.py", "harness/loop.py", "harness/nets/vnet.py"]
+    assert names == ["methods/supervised.py", "harness/train/loop.py", "harness/nets/vnet.py"]
     before = code_sha256(tmp_path, "supervised")
     (tmp_path / "methods/dtc.py").write_text("x = 2\n")  # another method's file: same code version
     assert code_sha256(tmp_path, "supervised") == before
@@ -261,7 +263,7 @@ def test_unreadable_checkpoint_is_set_aside_and_training_restarts(tiny_dataset, 
 
 
 def test_stop_request_checkpoints_the_current_iteration_and_resume_is_exact(tiny_dataset, tmp_path):
-    from harness.job_control import JobStopped, StopRequest
+    from harness.workflow.job_control import JobStopped, StopRequest
 
     class StopAfter(StopRequest):
         """Asks to stop once `n` log lines were written (as SIGTERM would, mid-run)."""

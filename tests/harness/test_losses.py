@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from harness.losses import (
+from harness.numerics.losses import (
     add_input_noise,
     dice_fg,
     dual_task_consistency,

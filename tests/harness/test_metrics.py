@@ -1,4 +1,4 @@
-"""Tests for harness.metrics: hand-computed cases and an oracle comparison with medpy 0.5.2."""
+"""Tests for harness.evaluate.metrics: hand-computed cases and an oracle comparison with medpy 0.5.2."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from harness import metrics
-from harness.metrics import case_metrics, secondary_metrics
+from harness.evaluate import metrics
+from harness.evaluate.metrics import case_metrics, secondary_metrics
 
 KEYS = ("dice", "jaccard", "hd95", "asd")
 

@@ -1,4 +1,4 @@
-"""Tests for harness.plots: the figure files exist, are valid PNGs, scale with the panels, and figures get closed."""
+"""harness.report.plots: the figure files exist, are valid PNGs, scale with the panels, and figures get closed."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.aggregate import PER_CASE_COLUMNS, per_run
-from harness.plots import (
+from harness.report.aggregate import PER_CASE_COLUMNS, per_run
+from harness.report.plots import (
     _draw_published,
     _key_order,
     axial_slices,
@@ -80,7 +80,7 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 def published_rows() -> pd.DataFrame:
-    from harness.published import load_published
+    from harness.report.published import load_published
 
     table = load_published()
     return table[table["source_id"] == "simcvd"]
@@ -250,7 +250,7 @@ def test_write_figures_validates_columns(tmp_path):
 def test_import_has_no_pyplot_side_effect():
     import subprocess
 
-    code = "import sys, harness.plots; assert 'matplotlib.pyplot' not in sys.modules"
+    code = "import sys, harness.report.plots; assert 'matplotlib.pyplot' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 

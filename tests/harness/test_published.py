@@ -1,4 +1,4 @@
-"""Tests for harness.published and the published-comparison table: right source, right row, missing stays empty."""
+"""harness.report.published and the published-comparison table: right source, right row, missing stays empty."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.aggregate import load_per_case, per_cell, per_run
-from harness.comparison_tables import TableOptions, build_published_table
-from harness.published import (
+from harness.report.aggregate import load_per_case, per_cell, per_run
+from harness.report.comparison_tables import TableOptions, build_published_table
+from harness.report.published import (
     DATA_FILE,
     SOURCES,
     extract_rows,
@@ -22,8 +22,8 @@ from harness.published import (
     published_rows,
     source_ids,
 )
-from harness.stats import cell_intervals
-from harness.table_model import render_latex, render_markdown
+from harness.report.stats import cell_intervals
+from harness.report.table_model import render_latex, render_markdown
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_aggregate import run_rows, write_runs  # noqa: E402

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from harness.ramps import consistency_weight, sigmoid_rampup, uncertainty_threshold
+from harness.numerics.ramps import consistency_weight, sigmoid_rampup, uncertainty_threshold
 
 LN2 = 0.6931471805599453
 

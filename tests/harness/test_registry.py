@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from harness.method import Method
-from harness.registry import get_method, list_methods, register_method
+from harness.method.registry import get_method, list_methods, register_method
 
 REPO = Path(__file__).resolve().parents[2]
 

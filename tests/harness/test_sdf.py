@@ -10,7 +10,7 @@ import pytest
 from skimage.segmentation import find_boundaries
 
 from harness.data.dataset import PatchDataset, la_case_path, load_case
-from harness.sdf import reference_signed_distance_map, signed_distance_map
+from harness.numerics.sdf import reference_signed_distance_map, signed_distance_map
 
 BOTH = pytest.mark.parametrize("sdf", [signed_distance_map, reference_signed_distance_map], ids=["fast", "reference"])
 
@@ -65,7 +65,7 @@ def test_diagonal_background_neighbour_is_not_boundary(sdf):
 def test_empty_and_full_patches_give_zeros(sdf, caplog):
     empty = sdf(np.zeros((4, 5, 6), np.uint8))
     assert empty.shape == (4, 5, 6) and not empty.any()
-    with caplog.at_level(logging.INFO, logger="harness.sdf"):
+    with caplog.at_level(logging.INFO, logger="harness.numerics.sdf"):
         full = sdf(np.ones((4, 5, 6), np.uint8))
     assert not full.any() and "entirely foreground" in caplog.text
 

@@ -1,5 +1,5 @@
-"""Tests for harness.sensitivity: the largest component, every evaluation variant against harness.metrics, and the
-table recomputed from saved predictions (its primary variant equals what the evaluate step writes)."""
+"""harness.report.sensitivity: the largest component, every evaluation variant against harness.evaluate.metrics, and
+the table recomputed from saved predictions (its primary variant equals what the evaluate step writes)."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 
 from harness.config import DataConfig, ProtocolConfig, RunConfig, write_yaml
 from harness.data.prepared import PreparedData
-from harness.metrics import case_metrics, secondary_metrics
-from harness.predictions import make_record, save_nifti, write_record
-from harness.sensitivity import (
+from harness.evaluate.metrics import case_metrics, secondary_metrics
+from harness.evaluate.predictions import make_record, save_nifti, write_record
+from harness.report.sensitivity import (
     VARIANTS,
     build_sensitivity_table,
     case_variants,
@@ -139,7 +139,7 @@ def runs(tmp_path, tiny_dataset) -> list[Path]:
 
 def test_primary_variant_equals_the_evaluate_step(runs):
     from harness.config import load_run_config
-    from harness.evaluate import evaluate_cases
+    from harness.evaluate.score import evaluate_cases
 
     per_case = sensitivity_per_case(runs, spacing_mm=SPACING, policy="worst_case")
     assert len(per_case) == 3 * 2 * (len(VARIANTS) - 1)

@@ -1,4 +1,4 @@
-"""Tests for harness.stats: paired tests against hand-computed values and scipy, Holm, the crossed bootstrap."""
+"""Tests for harness.report.stats: paired tests against hand-computed values and scipy, Holm, the crossed bootstrap."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from harness.stats import (
+from harness.report.stats import (
     bootstrap_mean_ci,
     cell_intervals,
     cell_rng,

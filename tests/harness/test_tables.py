@@ -1,6 +1,7 @@
-"""Tests for the table model and its four renderers, bold-best (harness.table_model), the statistics table
-(harness.comparison_tables) and the provenance page (harness.provenance_page); the results table (harness.tables) is
-tested in test_aggregate.py, the published comparison in test_published.py, the cost table in test_cost_table.py."""
+"""Tests for the table model and its four renderers, bold-best (harness.report.table_model), the statistics table
+(harness.report.comparison_tables) and the provenance page (harness.report.provenance_page); the results table
+(harness.report.tables) is tested in test_aggregate.py, the published comparison in test_published.py, the cost table
+in test_cost_table.py."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from harness.aggregate import load_per_case, per_cell, per_run
-from harness.comparison_tables import TableOptions, build_stats_table
-from harness.provenance_page import write_provenance
-from harness.table_model import (
+from harness.report.aggregate import load_per_case, per_cell, per_run
+from harness.report.comparison_tables import TableOptions, build_stats_table
+from harness.report.provenance_page import write_provenance
+from harness.report.table_model import (
     Entry,
     Table,
     format_p,

@@ -1,4 +1,4 @@
-"""harness.validate: the one config validator of the Snakefile and of `python -m harness check-config`."""
+"""harness.workflow.validate: the one config validator of the Snakefile and of `python -m harness check-config`."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import pytest
 import yaml
 
 from harness.config import ConfigError
-from harness.validate import SCHEMA_PATH, dotted, load_config_file, validate_config
+from harness.workflow.method_table import read_methods
+from harness.workflow.validate import SCHEMA_PATH, dotted, load_config_file, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 SHIPPED = ["config/smoke.yaml", "config/config.yaml", ".test/config/config.yaml"]
 #: Method names as the Snakefile sees them (file stems of methods/*.py), without importing torch.
-METHODS = sorted(p.stem for p in (REPO / "methods").glob("*.py") if not p.stem.startswith("_"))
+METHODS = read_methods(REPO)
 
 
 def smoke() -> dict:
@@ -142,14 +143,14 @@ def test_grid_problems_come_after_the_schema():
 
 def test_defaults_are_filled_in_nested_objects():
     config = smoke()
-    for key in ("compute", "protocol_mode"):
+    for key in ("compute", "report"):
         config.pop(key, None)
     config["eval"] = {}
     config["data"]["copy"] = copy.deepcopy(config["data"]["synthetic"])
     del config["data"]["synthetic"]["synthetic"], config["data"]["copy"]["synthetic"]
     validate_config(config, METHODS)
     assert config["eval"] == {"empty_pred": "worst_case", "windows_per_batch": 4}
-    assert config["compute"]["train_threads"] == 4 and config["protocol_mode"] == "unified"
+    assert config["compute"]["train_threads"] == 4 and config["report"]["reference_method"] == "simcvd"
     assert config["data"]["copy"]["format"] == "la_h5"  # an entry under additionalProperties
     assert config["data"]["synthetic"]["synthetic"] == {"seed": 0, "n_test": 4}
     config["data"]["copy"]["synthetic"]["seed"] = 9  # each default is a copy of its own

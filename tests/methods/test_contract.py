@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from harness.config import from_dict
-from harness.loop import backward_and_step
 from harness.method import Batch, Progress
+from harness.method.registry import get_method, list_methods
 from harness.nets import build_net
-from harness.registry import get_method, list_methods
+from harness.train.optim import backward_and_step
 
 CPU = torch.device("cpu")
 
@@ -32,7 +32,7 @@ def make_batch(method, seed: int = 0) -> Batch:
 
 def label_extras(method, y: torch.Tensor) -> dict[str, torch.Tensor]:
     """What the loader adds for a method with `label_transforms` (e.g. DTC's SDF), computed per labeled sample."""
-    transforms = method.label_transforms() if hasattr(method, "label_transforms") else {}
+    transforms = method.label_transforms() or {}
     return {
         name: torch.stack([torch.from_numpy(fn(label.numpy().astype("uint8"))) for label in y])
         for name, fn in transforms.items()

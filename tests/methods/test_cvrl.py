@@ -9,7 +9,7 @@ import torch
 
 from harness.method import Batch, Progress
 from harness.nets import build_net
-from harness.ramps import consistency_weight
+from harness.numerics.ramps import consistency_weight
 from methods.cvrl import CVRL, Config, sample_positions
 
 CPU = torch.device("cpu")
@@ -85,9 +85,9 @@ def test_ei_off_and_bad_config():
 def test_the_loop_feeds_case_ids_so_the_queue_is_used(tiny_dataset, tmp_path):
     import json
 
-    from harness.config import resolve_run
-    from harness.grid import Cell, cell_params
-    from harness.loop import train
+    from harness.method.build import resolve_run
+    from harness.train.loop import train
+    from harness.workflow.grid import Cell, cell_params
 
     config = {
         "datasets": {"tiny": {"labeled": [2]}},

@@ -12,7 +12,7 @@ from method_fakes import DualHead
 from harness.config import from_dict
 from harness.method import Batch, Progress
 from harness.nets import build_net
-from harness.sdf import signed_distance_map
+from harness.numerics.sdf import signed_distance_map
 from methods.dtc import DTC, Config
 
 CPU = torch.device("cpu")

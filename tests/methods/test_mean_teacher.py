@@ -10,9 +10,9 @@ import torch
 from method_fakes import ConstantLogits, LinearLogits
 
 from harness.config import from_dict
-from harness.losses import supervised_loss
 from harness.method import Batch, Progress
 from harness.nets import build_net
+from harness.numerics.losses import supervised_loss
 from methods.mean_teacher import Config, MeanTeacher
 
 CPU = torch.device("cpu")

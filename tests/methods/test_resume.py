@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import resolve_run
-from harness.grid import Cell, cell_params
-from harness.loop import train
-from harness.registry import get_method, list_methods
+from harness.method.build import resolve_run
+from harness.method.registry import get_method, list_methods
+from harness.train.loop import train
+from harness.workflow.grid import Cell, cell_params
 
 CPU = torch.device("cpu")
 #: Pre-training stages short enough for tests (2000 iterations each by default).

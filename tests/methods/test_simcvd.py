@@ -9,7 +9,7 @@ import torch
 
 from harness.method import Batch, Progress
 from harness.nets import build_net
-from harness.ramps import sigmoid_rampup
+from harness.numerics.ramps import sigmoid_rampup
 from methods.simcvd import Config, SimCVD, ramp_value
 
 CPU = torch.device("cpu")

@@ -9,17 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.config import PRETRAINING_STAGES, SAFE_NAME, from_dict, resolve_run
+from harness.config import SAFE_NAME, from_dict
 from harness.data.prepared import PreparedData
 from harness.data.splits import read_list
-from harness.grid import Cell, cell_params
-from harness.loop import train
 from harness.method import Batch, Progress, StageSpec
+from harness.method.build import resolve_run
+from harness.method.registry import get_method
 from harness.nets import build_net
-from harness.registry import get_method, list_methods
+from harness.train.loop import train
+from harness.workflow.grid import Cell, cell_params
+from harness.workflow.method_table import read_methods
 from methods.sup_local_contrast import ENCODER, Config, Intensity, intensity_view
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[2]
 SHORT = {"stage1": {"iterations": 3, "batch_volumes": 2}, "stage2": {"iterations": 2, "stride": 4}}
 
 
@@ -43,11 +46,9 @@ def make_method(stage: str | None, seed: int = 0):
     return method
 
 
-def test_snakefile_stage_table_matches_every_method():
-    for name in list_methods():
-        assert PRETRAINING_STAGES.get(name, ()) == get_method(name).STAGES, name
-    for stages in PRETRAINING_STAGES.values():  # rule names, folder names and a shell argument
-        assert all(SAFE_NAME.match(stage) for stage in stages), stages
+def test_stage_names_are_safe():
+    for entry in read_methods(REPO).values():  # rule names, folder names and a shell argument
+        assert all(SAFE_NAME.match(stage) for stage in entry.stages), entry
 
 
 def test_stage2_takes_only_the_encoder_of_stage1_and_stage3_all_but_the_output_conv():

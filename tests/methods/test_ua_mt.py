@@ -13,9 +13,9 @@ from torch import nn
 
 import methods.ua_mt as ua_mt
 from harness.config import from_dict
-from harness.losses import predictive_entropy
 from harness.method import Batch, Progress
 from harness.nets import build_net
+from harness.numerics.losses import predictive_entropy
 
 CPU = torch.device("cpu")
 LN3 = math.log(3)

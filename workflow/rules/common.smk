@@ -1,18 +1,14 @@
-# Config validation, the grid, paths and per-run parameters. All logic lives in harness.validate, harness.config and
-# harness.grid (no torch import).
+# Config validation, the grid, the method table, paths and per-run parameters. All logic lives in harness.config and
+# harness.workflow (no torch import).
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
-from harness.config import (
-    PRETRAINING_STAGES,
-    ConfigError,
-    numeric_sources,
-)  # noqa: E402
-from harness.grid import (
+from harness.config import ConfigError  # noqa: E402
+from harness.workflow.code import numeric_sources  # noqa: E402
+from harness.workflow.grid import (
     PANCREAS_DUPLICATES,
     SPLIT_MCNET_MINUS,
     Cell,
@@ -21,21 +17,17 @@ from harness.grid import (
     grid_cells,
     source_settings,
 )  # noqa: E402
-from harness.job_control import (
-    WORKFLOW_ENV,
-    forward_stop_signals,
-    workflow_token,
-)  # noqa: E402
-from harness.lineage import describe as describe_problems, find_inconsistencies  # noqa: E402
-from harness.validate import validate_config  # noqa: E402
+from harness.workflow.job_control import export_for_jobs, forward_stop_signals  # noqa: E402
+from harness.workflow.lineage import describe as describe_problems, find_inconsistencies  # noqa: E402
+from harness.workflow.method_table import read_methods  # noqa: E402
+from harness.workflow.validate import validate_config  # noqa: E402
 
-METHODS_AVAILABLE = sorted(
-    p.stem
-    for p in Path(workflow.basedir, "methods").glob("*.py")
-    if not p.stem.startswith("_")
-)
+# Jobs inherit: this Python first on PATH (the rules' `python -m harness`), and this process as their workflow.
+export_for_jobs()
 try:
-    validate_config(config, METHODS_AVAILABLE)  # schema + defaults + grid (harness.validate, as check-config)
+    #: The methods as read from methods/*.py without importing them: names, pre-training stages, Config keys.
+    METHODS = read_methods(workflow.basedir)
+    validate_config(config, METHODS)  # schema + defaults + grid + method_overrides (also `harness check-config`)
 except ConfigError as err:
     raise WorkflowError(f"config refused: {err}") from None
 
@@ -43,17 +35,20 @@ NAME = config["name"]
 GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
 CELLS = grid_cells(config)
 #: Every pre-training stage name of any method: one `pretrain_<stage>` rule each (workflow/rules/train.smk).
-STAGE_NAMES = sorted({s for stages in PRETRAINING_STAGES.values() for s in stages})
-# Jobs stop when this Snakemake process is gone (harness.job_control.watch_workflow); in a cluster job this is the
-# job's own Snakemake process.
-os.environ[WORKFLOW_ENV] = workflow_token()
+STAGE_NAMES = sorted({s for m in METHODS.values() for s in m.stages})
+
+
+def stages_of(method):
+    """The pre-training stages of `method`, in order (from its file, `harness.workflow.method_table`)."""
+    return METHODS[method].stages
+
 
 
 def check_results():
     """Refuse results that outlived the files they were computed from and that Snakemake would not redo
-    (harness.lineage: a run folder deleted by hand, a job killed before it invalidated its downstream)."""
+    (harness.workflow.lineage: a run folder deleted by hand, a job killed before it invalidated its downstream)."""
     runs = [
-        (Path(f"results/{NAME}/runs/{c.run_path}"), PRETRAINING_STAGES.get(c.method, ()))
+        (Path(f"results/{NAME}/runs/{c.run_path}"), stages_of(c.method))
         for c in CELLS
     ]
     problems = find_inconsistencies(Path(f"results/{NAME}"), runs)
@@ -71,13 +66,13 @@ onstart:
 
 def print_cost_estimate(measured=Path("results/smoke")):
     """On a dry run of a grid other than the smoke grid, print the training time scaled from the smoke run."""
-    from harness.costs import describe, estimate, unit_costs
+    from harness.report.cost_estimate import describe, estimate, unit_costs
 
     if NAME == "smoke" or not measured.exists():
         return
     units = unit_costs(measured)
     if units:
-        print(describe(estimate(config, units), measured), file=sys.stderr)
+        print(describe(estimate(config, units, METHODS), measured), file=sys.stderr)
 
 
 def is_dry_run():
@@ -171,7 +166,7 @@ def previous_stage_model(stage):
     """
 
     def get(wildcards):
-        stages = PRETRAINING_STAGES.get(wildcards.method, ())
+        stages = stages_of(wildcards.method)
         if stage is not None and stage not in stages:
             raise WorkflowError(
                 f"method {wildcards.method} has no pre-training stage {stage!r}"
@@ -205,7 +200,7 @@ def per_case_csvs():
 
 def run_barrier(wildcards=None):
     """Journals and metrics of every run: a report rule that reads runs takes them as inputs, so it reruns when a
-    job of one of them started (the journal changed) and runs after all their jobs (harness.lineage)."""
+    job of one of them started (the journal changed) and runs after all their jobs (harness.workflow.lineage)."""
     return run_files("journal.log") + run_files("metrics_per_case.csv")
 
 
@@ -336,7 +331,7 @@ def cost_inputs():
     for rule, pattern in cost_patterns().items():
         stage = rule.removeprefix("pretrain_") if rule.startswith("pretrain_") else None
         for c in CELLS:
-            if stage is None or stage in PRETRAINING_STAGES.get(c.method, ()):
+            if stage is None or stage in stages_of(c.method):
                 files.append(
                     pattern.format(
                         dataset=c.dataset, method=c.method, n=c.n_labeled, seed=c.seed
@@ -386,7 +381,7 @@ def raw_dir(wildcards):
 
 
 def source_setting(key):
-    """A setting of the dataset's source block `data.<ds>.<source>` (defaults: harness.grid.SOURCE_DEFAULTS)."""
+    """A setting of the dataset's source block `data.<ds>.<source>` (defaults: harness.workflow.grid.SOURCE_DEFAULTS)."""
 
     def get(wildcards):
         value = source_settings(config["data"][wildcards.dataset]).get(key)
@@ -427,7 +422,7 @@ def la_raw_file(name):
 
 
 def pancreas_split(wildcards):
-    """The split tag resolved from `tcia.duplicates` when the DAG is built (harness.grid.pancreas_split)."""
+    """The split tag resolved from `tcia.duplicates` when the DAG is built (harness.workflow.grid.pancreas_split)."""
     return data_block(config, wildcards.dataset)["split"]
 
 

@@ -2,7 +2,7 @@
 # figures, qualitative overlays, the protocol-sensitivity table (from saved predictions), the provenance page and,
 # when the per-run rules declare `benchmark:`, the cost table. Outputs flagged with report() form
 # `snakemake --report report.html` (docs/reporting.md). Every rule takes the `barrier` of the runs it reads (their
-# journals and metrics, harness.lineage): a job of those runs that started and did not finish makes it rerun.
+# journals and metrics, harness.workflow.lineage): a job of those runs that started and did not finish makes it rerun.
 
 
 rule aggregate:

@@ -5,7 +5,7 @@
 rule run_config:
     output:
         config=f"{RUN}/run_config.yaml",
-        journal=f"{RUN}/journal.log",  # every later job of the run appends to it (harness.lineage)
+        journal=f"{RUN}/journal.log",  # every later job of the run appends to it (harness.workflow.lineage)
     log:
         f"{RUN}/logs/run_config.log",
     localrule: True
@@ -43,7 +43,7 @@ rule train:
         " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"
 
 
-# One rule per pre-training stage name (harness.config.PRETRAINING_STAGES): sup_local_contrast runs as
+# One rule per pre-training stage name (STAGE_NAMES, read from the method files): sup_local_contrast runs as
 # pretrain_stage1 -> pretrain_stage2 -> train, each job taking the previous one's model.pt as input.
 for STAGE in STAGE_NAMES:
 

@@ -7,8 +7,9 @@ Snakemake report; `render_html_fragment` and `html_page` build larger pages). `R
 renderer; `write_table` writes a table in several formats with `write_text_atomic` / `atomic_write`.
 
 Also here: the cell formatting helpers (`format_number`, `format_mean_std`, `format_p`, `format_labeled`,
-`method_label`, `mean_std_entry`) and the per-cell rows that the results table (`harness.tables`) and the published
-comparison (`harness.comparison_tables`) share (`DISPLAY_METRICS`, `table_data`, `label_entries`, `dataset_cells`).
+`method_label`, `mean_std_entry`) and the per-cell rows that the results table (`harness.report.tables`) and the
+published comparison (`harness.report.comparison_tables`) share (`DISPLAY_METRICS`, `table_data`, `label_entries`,
+`dataset_cells`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import CELL_KEYS, MISSING, PROVENANCE_COLUMNS, REFERENCE_ZERO, UNITS
+from harness.report.aggregate import CELL_KEYS, MISSING, PROVENANCE_COLUMNS, REFERENCE_ZERO, UNITS
 
 #: Display metrics of every table (distances renamed from the unit's columns) and whether higher is better.
 DISPLAY_METRICS = (("dice", True), ("jaccard", True), ("hd95", False), ("asd", False))

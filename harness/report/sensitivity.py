@@ -15,7 +15,7 @@ Variants (`VARIANTS`), each a full set of per-case Dice, Jaccard, HD95 and ASD:
 * `assd`: symmetric ASSD (mean of the pooled distances) in the ASD column; other metrics as primary.
 
 For the two secondary distance variants an empty prediction gets the primary policy's value. The per-case rows carry
-the per-case file's identity and provenance columns, so `harness.aggregate.per_run`/`per_cell` aggregate each
+the per-case file's identity and provenance columns, so `harness.report.aggregate.per_run`/`per_cell` aggregate each
 variant exactly like the main table (mean over cases, then mean ± std over seeds).
 """
 
@@ -31,10 +31,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.aggregate import CELL_KEYS, MISSING, PER_CASE_COLUMNS, per_cell, per_run
 from harness.data.prepared import PreparedData
-from harness.metrics import EMPTY_PRED_POLICIES, case_metrics, secondary_metrics
-from harness.table_model import (
+from harness.evaluate.metrics import EMPTY_PRED_POLICIES, case_metrics, secondary_metrics
+from harness.report.aggregate import CELL_KEYS, MISSING, PER_CASE_COLUMNS, per_cell, per_run
+from harness.report.table_model import (
     Entry,
     Table,
     format_labeled,
@@ -154,7 +154,7 @@ def _run_entry(run_config: Path, data: PreparedData, spacing_mm: Sequence[float]
     import json
 
     from harness.config import load_run_config
-    from harness.predictions import check_record, provenance_columns, read_record
+    from harness.evaluate.predictions import check_record, provenance_columns, read_record
 
     cfg = load_run_config(run_config)
     info = json.loads((run_config.parent / "run_info.json").read_text(encoding="utf-8"))
@@ -221,7 +221,7 @@ def variant_cells(per_case: pd.DataFrame) -> pd.DataFrame:
         per_case: frame from `sensitivity_per_case`.
 
     Returns:
-        The `harness.aggregate.per_cell` columns plus `variant` and `unit`, in paper order within each variant.
+        The `harness.report.aggregate.per_cell` columns plus `variant` and `unit`, in paper order within each variant.
     """
     frames = []
     for variant in VARIANTS:

@@ -111,7 +111,7 @@ def new_journal(run_dir: str | Path) -> Path:
     path = Path(run_dir) / JOURNAL
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"journal": "one line per job started in this run folder (harness.lineage)"}) + "\n")
+    tmp.write_text(json.dumps({"journal": "one line per job started in this run folder"}) + "\n")
     tmp.replace(path)
     return path
 

@@ -1,6 +1,6 @@
 """Published numbers to compare with, one named source table at a time (protocol §4.8).
 
-The project ships `harness/data_files/published.csv`: the rows of `shared/spec/published.csv` that a results table can
+The project ships `harness/report/published.csv`: the rows of `shared/spec/published.csv` that a results table can
 use, i.e. rows of the source tables in `SOURCES` whose method maps to a harness method key (`METHOD_KEYS`) and whose
 dataset maps to a dataset key (`DATASET_KEYS`). The spec's columns are kept verbatim (source, table, dataset,
 n_labeled, n_unlabeled, method, dice, jaccard, hd95, asd, distance_unit, notes); four columns are added:
@@ -24,11 +24,11 @@ from types import MappingProxyType
 import numpy as np
 import pandas as pd
 
-from harness.aggregate import LOWER_BOUND, UPPER_BOUND
+from harness.report.aggregate import LOWER_BOUND, UPPER_BOUND
 
 logger = logging.getLogger(__name__)
 
-DATA_FILE = Path(__file__).resolve().parent / "data_files" / "published.csv"
+DATA_FILE = Path(__file__).resolve().parent / "published.csv"
 SPEC_COLUMNS = (
     "source", "table", "dataset", "n_labeled", "n_unlabeled", "method", "dice", "jaccard", "hd95", "asd",
     "distance_unit", "notes",
@@ -171,7 +171,7 @@ def join_published(cells: pd.DataFrame, published: pd.DataFrame, source_id: str)
     """Left-join one source's values onto table rows.
 
     Args:
-        cells: rows with `dataset`, `method`, `setting`, `n_labeled` (e.g. `harness.aggregate.per_cell`).
+        cells: rows with `dataset`, `method`, `setting`, `n_labeled` (e.g. `harness.report.aggregate.per_cell`).
         published: shipped rows (`load_published`).
         source_id: key of `SOURCES`, or 'none' (no values).
 

@@ -19,7 +19,7 @@ import nibabel as nib
 import numpy as np
 
 from harness.data.prepared import PreparedData
-from harness.lineage import LineageError
+from harness.workflow.lineage import LineageError
 
 RECORD = "predictions.json"
 
@@ -75,7 +75,7 @@ def check_record(
 
 
 def provenance_columns(record: dict[str, Any], run_info: dict[str, Any]) -> dict[str, Any]:
-    """The settings and hash columns of `metrics_per_case.csv` rows (harness.aggregate.PROVENANCE_COLUMNS)."""
+    """The settings and hash columns of `metrics_per_case.csv` rows (harness.report.aggregate.PROVENANCE_COLUMNS)."""
     return {
         "stride": "x".join(str(v) for v in record["settings"]["stride"]),
         "windows_per_batch": record["settings"]["windows_per_batch"],

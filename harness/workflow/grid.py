@@ -7,6 +7,7 @@ cells), and `data_block` / `source_settings` / `pancreas_split` resolve each dat
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -135,8 +136,10 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
             problems.append(f"name {name!r} must match {SAFE_NAME.pattern} (it becomes a path and reaches a shell)")
     missing = [m for m in config["methods"] if m not in available_methods]
     if missing:
+        hints = [difflib.get_close_matches(m, available_methods, n=1) for m in missing]
+        named = [f"{m} (did you mean {h[0]}?)" if h else m for m, h in zip(missing, hints, strict=True)]
         problems.append(
-            f"methods not implemented yet: {', '.join(missing)} (available: {', '.join(sorted(available_methods))})"
+            f"methods not implemented yet: {', '.join(named)} (available: {', '.join(sorted(available_methods))})"
         )
     for ds, spec in config["datasets"].items():
         if ds not in config["data"]:
@@ -170,6 +173,5 @@ def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
         "seed": cell.seed,
         "data": data,
         "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
-        "protocol_mode": config.get("protocol_mode", "unified"),
         "method_overrides": overrides,
     }

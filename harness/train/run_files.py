@@ -1,7 +1,7 @@
 """The files of a run folder: paths, atomic writes, checkpoints and the hand-off between pre-training stages.
 
 A checkpoint carries the job's `Identity`: the config hash of its job (`stage_sha256`), the code hash of the run's
-numeric source files (`harness.config.code_sha256`) and the sha256 of the prepared data's manifest.json. `resume`
+numeric source files (`harness.workflow.code.code_sha256`) and the sha256 of the prepared data's manifest.json. `resume`
 continues only from a checkpoint whose identity matches, so a job rerun because its parameters, its code or its data
 changed starts from scratch (the old checkpoint is kept aside, renamed). An unreadable checkpoint (truncated, or
 holding objects that `torch.load(weights_only=True)` refuses) is set aside too, never loaded.
@@ -15,18 +15,17 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
 from harness.config import RunConfig, sha256_of
-from harness.lineage import LineageError
 from harness.method import Method
+from harness.method.build import UnreadableWeights, load_weights
 from harness.provenance import file_sha256
-from harness.seeding import rng_state, set_rng_state
-
-if TYPE_CHECKING:
-    from harness.loop import Optimisation
+from harness.train.optim import Optimisation
+from harness.train.seeding import rng_state, set_rng_state
+from harness.workflow.lineage import LineageError
 
 logger = logging.getLogger(__name__)
 
@@ -116,27 +115,6 @@ def init_from_previous_stage(
     method.init_from_stage(previous, state["state"])
     logger.info("initialised from stage %s (%s)", previous, path)
     return file_sha256(path)
-
-
-class UnreadableWeights(RuntimeError):
-    """A weights file that `torch.load(weights_only=True)` cannot read; `reason` says why."""
-
-    def __init__(self, path: Path, reason: str) -> None:
-        super().__init__(
-            f"{path} cannot be loaded ({reason}): it is damaged or was not written by this harness (it is never "
-            f"unpickled beyond plain weights). Rerun the job that writes it: `snakemake --forcerun {path}` plus "
-            "your usual options."
-        )
-        self.path, self.reason = path, reason
-
-
-def load_weights(path: Path) -> dict[str, Any]:
-    """`torch.load(path, weights_only=True)`, raising `UnreadableWeights` (names the file and the way out)."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated archive, not a torch file, or objects weights_only refuses to unpickle
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        raise UnreadableWeights(path, f"{type(err).__name__}: {first_line}") from err
 
 
 def save_atomic(obj: Any, path: Path) -> None:

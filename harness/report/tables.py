@@ -1,13 +1,14 @@
-"""The paper-style results tables, summary.json and `write_tables`, from the cells of `harness.aggregate`.
+"""The paper-style results tables, summary.json and `write_tables`, from the cells of `harness.report.aggregate`.
 
 * `build_table`: one dataset and distance unit; methods × (Dice, Jaccard, 95HD, ASD) as mean ± std over seeds, with
   the numbers of seeds and of empty predictions;
 * `dataset_tables`: every table of one dataset: the results in voxels and in mm, the published comparison and the
-  statistics (`harness.comparison_tables`);
+  statistics (`harness.report.comparison_tables`);
 * `build_summary`: summary.json content (DVC metrics).
 
-`write_tables` writes all of them (Markdown, CSV, LaTeX, HTML; `harness.table_model`) with `runs.csv` and
-`summary.json`. The provenance page lives in `harness.provenance_page`, the cost table in `harness.cost_table`.
+`write_tables` writes all of them (Markdown, CSV, LaTeX, HTML; `harness.report.table_model`) with `runs.csv` and
+`summary.json`. The provenance page lives in `harness.report.provenance_page`, the cost table in
+`harness.report.cost_table`.
 Dice/Jaccard are in percent in every output written here.
 """
 
@@ -25,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from harness import __version__
-from harness.aggregate import (
+from harness.report.aggregate import (
     CELL_KEYS,
     METRICS,
     PERCENT_METRICS,
@@ -37,9 +38,9 @@ from harness.aggregate import (
     per_cell,
     per_run,
 )  # fmt: skip
-from harness.comparison_tables import TableOptions, build_published_table, build_stats_table
-from harness.stats import cell_intervals
-from harness.table_model import (
+from harness.report.comparison_tables import TableOptions, build_published_table, build_stats_table
+from harness.report.stats import cell_intervals
+from harness.report.table_model import (
     DISPLAY_METRICS,
     Entry,
     Table,
@@ -158,7 +159,7 @@ def build_summary(
     """summary.json content (DVC metrics): flat numeric leaves, Dice/Jaccard in percent, NaN as None.
 
     Layout: {"generated_by", "units", "provenance", "cells": {dataset: {"<method>@labeled~<n>": {...}}}, "runs": [...]}.
-    With `intervals` (`harness.stats.cell_intervals` of Dice, fractions), each cell also gets `dice_ci_low/high`.
+    With `intervals` (`harness.report.stats.cell_intervals` of Dice, fractions), each cell also gets `dice_ci_low/high`.
     """
     cell_fields = ["n_labeled", "n_train", "labeled_pct", "setting", "n_seeds", "n_cases", "n_empty_pred"]
     stat_fields = [f"{m}_{s}" for m in METRICS for s in ("mean", "std")]
@@ -172,7 +173,7 @@ def build_summary(
     run_records = [_percent_record(row, RUN_COLUMNS) for _, row in runs.iterrows()]
     units = {"dice": "percent", "jaccard": "percent", "hd95": "voxel", "asd": "voxel", "hd95_mm": "mm", "asd_mm": "mm"}
     return {
-        "generated_by": f"harness.tables.write_tables (harness {__version__})",
+        "generated_by": f"harness.report.tables.write_tables (harness {__version__})",
         "units": units,
         "statistic": "cells: mean and sample std (ddof=1) over seeds of per-run means over test cases",
         "provenance": dict(provenance or {}),

@@ -1,16 +1,25 @@
-"""Method registry: a plain dict filled by the `register_method` decorator (key = file stem of `methods/<name>.py`)."""
+"""Method registry: a plain dict filled by the `register_method` decorator (key = file stem of `methods/<name>.py`).
+
+Methods are found, not listed: `_load` imports every module of the `methods` package (each file registers its
+class when imported), so adding a method is adding one file. The DAG side reads the same files without importing
+them (`harness.workflow.method_table`).
+"""
 
 from __future__ import annotations
 
 import difflib
 import fnmatch
+import importlib
+import pkgutil
 from collections.abc import Callable
 from typing import TypeVar
 
-from harness.method import Method
+from harness.method.contract import Method
 
 _METHODS: dict[str, type[Method]] = {}
 M = TypeVar("M", bound=type[Method])
+#: The package whose modules are the methods (a directory of one file per method).
+METHODS_PACKAGE = "methods"
 
 
 def register_method(name: str) -> Callable[[M], M]:
@@ -20,7 +29,7 @@ def register_method(name: str) -> Callable[[M], M]:
         stem = cls.__module__.rsplit(".", 1)[-1]
         if name != stem:
             raise ValueError(f"method {name!r} must be registered from methods/{name}.py, not from {cls.__module__}")
-        if name in _METHODS:
+        if _METHODS.get(name, cls) is not cls:
             raise ValueError(f"method {name!r} is registered twice")
         cls.name = name
         _METHODS[name] = cls
@@ -30,7 +39,18 @@ def register_method(name: str) -> Callable[[M], M]:
 
 
 def _load() -> None:
-    import methods  # noqa: F401  (importing the package registers every method)
+    """Import every module of the methods package (each registers its method); a module that registers nothing is
+    refused by name."""
+    package = importlib.import_module(METHODS_PACKAGE)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):
+            continue
+        importlib.import_module(f"{METHODS_PACKAGE}.{info.name}")
+        if info.name not in _METHODS:
+            raise ValueError(
+                f"{METHODS_PACKAGE}/{info.name}.py registers no method: decorate its class with "
+                f"@register_method({info.name!r})"
+            )
 
 
 def get_method(name: str) -> type[Method]:

@@ -15,8 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import MISSING
-from harness.table_model import (
+from harness.report.aggregate import MISSING
+from harness.report.table_model import (
     Entry,
     Table,
     format_number,
@@ -51,7 +51,7 @@ def _run_record(run_info_path: Path) -> dict[str, Any]:
 
 def provenance_frame(run_info_paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
     """One provenance row per run (see `_run_record`), sorted by dataset, labeled count, method order and seed."""
-    from harness.aggregate import method_rank
+    from harness.report.aggregate import method_rank
 
     paths = [Path(p) for p in run_info_paths]
     if not paths:

@@ -1,9 +1,8 @@
-"""Test-set prediction (sliding window, NIfTI label maps) and per-case metrics (protocol §4).
+"""Per-case metrics of a run's saved predictions (protocol §4): `metrics_per_case.csv` and `metrics.json`.
 
-The predictions folder carries `predictions.json`: the sha256 of the model file and of the data manifest they come
-from and the evaluation settings (window, stride, windows per pass, voxel size). Evaluation refuses predictions whose
-record does not match the run's `run_info.json`, its data or its settings, and writes the settings and hashes into
-every row of `metrics_per_case.csv` and into `metrics.json`.
+Evaluation refuses predictions whose record (`harness.evaluate.predictions`) does not match the run's
+`run_info.json`, its data or its voxel size, and writes the settings and hashes into every row and into
+`metrics.json`.
 """
 
 from __future__ import annotations
@@ -12,81 +11,48 @@ import csv
 import json
 import logging
 import math
-import shutil
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
-import torch
-from tqdm import tqdm
 
-from harness.aggregate import PER_CASE_COLUMNS
 from harness.config import RunConfig
 from harness.data.prepared import PreparedData
-from harness.inference import sliding_window
-from harness.loop import load_trained
-from harness.metrics import case_metrics
-from harness.predictions import check_record, make_record, provenance_columns, read_record, save_nifti, write_record
-from harness.provenance import file_sha256
+from harness.evaluate.metrics import case_metrics
+from harness.evaluate.predictions import (
+    check_record,
+    provenance_columns,
+    read_record,
+)
 
 logger = logging.getLogger(__name__)
 
-
-def predict_cases(
-    cfg: RunConfig,
-    model_path: Path,
-    out_dir: Path,
-    *,
-    stride: tuple[int, int, int],
-    windows_per_batch: int,
-    spacing_mm: tuple[float, float, float],
-    device: torch.device,
-) -> dict[str, Any]:
-    """Predict every test case with the run's evaluation network; writes `<out_dir>/<case>.nii.gz` and
-    `<out_dir>/predictions.json`, atomically (the folder is replaced as a whole at the end).
-
-    Args:
-        cfg: the run's configuration (its patch size is the window size).
-        model_path: the run's model.pt (refused if trained with another configuration or on other data).
-        out_dir: the predictions folder.
-        stride: sliding-window stride (x, y, z) in voxels (LA 18/18/4, Pancreas 16; protocol §4.2).
-        windows_per_batch: windows per forward pass (batched inference; the same maths in eval mode).
-        spacing_mm: voxel size written into the NIfTI header.
-        device: where the network runs.
-
-    Returns:
-        The record written to predictions.json.
-    """
-    data = PreparedData.open(cfg.data.root, cfg.data.format)
-    method = load_trained(cfg, model_path, device, data.manifest_sha256)
-    net = method.eval_network().eval()
-    num_classes = 1 if method.output_kind == "sigmoid" else 2
-
-    def predict(x: torch.Tensor) -> torch.Tensor:
-        return net(x.to(device)).float().cpu()
-
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for case in tqdm(data.test_ids, desc="predict", unit="case", mininterval=2.0):
-        image, _ = data.load(case, with_label=False)
-        label, _ = sliding_window(
-            predict, image, cfg.data.patch_size, stride, num_classes, windows_per_batch=windows_per_batch
-        )
-        save_nifti(label, spacing_mm, tmp / f"{case}.nii.gz")
-    settings = {
-        "window": list(cfg.data.patch_size),
-        "stride": list(stride),
-        "windows_per_batch": windows_per_batch,
-        "spacing_mm": list(spacing_mm),
-        "aggregation": "mean of window probabilities",
-    }
-    record = make_record(model_sha256=file_sha256(model_path), config_sha256=cfg.sha256(), data=data, settings=settings)
-    write_record(tmp, record)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
-    return record
+#: The columns of `metrics_per_case.csv`, one row per test case (read by `harness.report.aggregate`).
+PER_CASE_COLUMNS = (
+    "dataset",
+    "method",
+    "n_labeled",
+    "n_train",
+    "seed",
+    "case",
+    "dice",
+    "jaccard",
+    "hd95",
+    "asd",
+    "hd95_mm",
+    "asd_mm",
+    "empty_pred",
+    "empty_pred_policy",
+    "stride",
+    "windows_per_batch",
+    "config_sha256",
+    "code_sha256",
+    "data_sha256",
+    "model_sha256",
+    "method_version",
+    "git_commit",
+)
 
 
 def evaluate_cases(

@@ -1,6 +1,6 @@
 """The method plug-in interface (DESIGN.md §2).
 
-A method computes losses; the loop (`harness.loop`) owns data, optimisers, schedules, checkpoints and logging.
+A method computes losses; the loop (`harness.train.loop`) owns data, optimisers, schedules, checkpoints and logging.
 """
 
 from __future__ import annotations
@@ -64,29 +64,38 @@ class StepOutput:
 
 BuildNet = Callable[..., nn.Module]
 
-#: Optimisers and LR schedules a pre-training stage can ask the loop for (`StageSpec`).
+#: Optimisers and LR schedules a stage can ask the loop for (`StageSpec`).
 STAGE_OPTIMIZERS = ("adam", "sgd")
-STAGE_SCHEDULES = ("constant", "warmup_cosine")
-#: What a stage trains on: every training image (labels never read) or the first N labeled cases (with labels).
-STAGE_DATA = ("images", "labeled")
+STAGE_SCHEDULES = ("constant", "warmup_cosine", "step")
+#: What a stage trains on: every training image (labels never read), the first N labeled cases (with labels), or
+#: both streams of the semi-supervised protocol (labeled cases with labels, the other training cases image only).
+STAGE_DATA = ("images", "labeled", "labeled+unlabeled")
+#: The name of the main training, the last stage of every run (`<run>/model.pt`; pre-training stages: `<run>/<s>/`).
+MAIN_STAGE = "train"
 
 
 @dataclass(frozen=True)
 class StageSpec:
-    """How the loop runs one pre-training stage of a method (its own DAG job; the hand-off is its model.pt).
+    """How the loop runs one stage of a run: a pre-training stage of a method or the main training (each its own DAG
+    job; a stage hands its model.pt to the next).
 
     Attributes:
-        name: stage name (a path component: `<run>/<name>/`).
+        name: stage name (a path component: `<run>/<name>/`; `MAIN_STAGE` for the main training).
         iterations: optimiser steps.
-        batch_volumes: distinct volumes per batch.
+        batch_volumes: distinct volumes per batch ("labeled+unlabeled": the labeled ones).
         views: copies of each volume in the batch, each with its own augmentation draw (2 = two random crops).
-        data: "images" (every training image, as unlabeled samples: no label is read) or "labeled" (the run's
-            first N labeled cases with their labels; no unlabeled or test case is loaded).
-        optimizer: "adam" or "sgd" (momentum 0.9).
+        data: "images" (every training image, as unlabeled samples: no label is read), "labeled" (the run's first N
+            labeled cases with their labels; no unlabeled or test case is loaded) or "labeled+unlabeled" (those plus
+            the other training cases, image only: `batch_volumes` labeled then `unlabeled_volumes` unlabeled samples
+            per batch, UA-MT's two-stream sampler).
+        optimizer: "adam" or "sgd".
         lr, weight_decay: the optimiser's values.
-        schedule: "constant" or "warmup_cosine" (linear warm-up over `warmup_fraction` of the iterations, then cosine
-            from lr to 0).
+        schedule: "constant", "warmup_cosine" (linear warm-up over `warmup_fraction` of the iterations, then cosine
+            from lr to 0) or "step" (lr · lr_gamma^(it // lr_step), UA-MT).
         warmup_fraction: share of the iterations spent warming up (warmup_cosine only).
+        momentum: SGD momentum (sgd only).
+        unlabeled_volumes: unlabeled samples per batch ("labeled+unlabeled" only).
+        lr_step, lr_gamma: the step schedule.
     """
 
     name: str
@@ -99,6 +108,10 @@ class StageSpec:
     weight_decay: float
     schedule: str = "constant"
     warmup_fraction: float = 0.0
+    momentum: float = 0.9
+    unlabeled_volumes: int = 0
+    lr_step: int = 1
+    lr_gamma: float = 1.0
 
     def __post_init__(self) -> None:
         choices = ((self.data, STAGE_DATA, "data"), (self.optimizer, STAGE_OPTIMIZERS, "optimizer"),
@@ -106,15 +119,19 @@ class StageSpec:
         for value, allowed, key in choices:
             if value not in allowed:
                 raise ValueError(f"stage {self.name!r}: {key} in {allowed}; got {value!r}")
-        if min(self.iterations, self.batch_volumes, self.views) < 1 or self.lr <= 0:
-            raise ValueError(f"stage {self.name!r}: iterations, batch_volumes, views >= 1 and lr > 0 required")
+        if min(self.iterations, self.batch_volumes, self.views, self.lr_step) < 1 or self.lr <= 0:
+            raise ValueError(f"stage {self.name!r}: iterations, batch_volumes, views, lr_step >= 1 and lr > 0 required")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ValueError(f"stage {self.name!r}: warmup_fraction must be in [0, 1); got {self.warmup_fraction}")
+        if (self.unlabeled_volumes > 0) != (self.data == "labeled+unlabeled"):
+            raise ValueError(f"stage {self.name!r}: unlabeled_volumes > 0 exactly when data is labeled+unlabeled")
 
     def lr_at(self, it: int) -> float:
         """Learning rate of 0-based step `it`."""
         if self.schedule == "constant":
             return self.lr
+        if self.schedule == "step":
+            return self.lr * self.lr_gamma ** (it // self.lr_step)
         warmup = int(self.warmup_fraction * self.iterations)
         if it < warmup:
             return self.lr * (it + 1) / warmup
@@ -122,17 +139,43 @@ class StageSpec:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
+def main_stage(protocol: Any, needs_unlabeled: bool) -> StageSpec:
+    """The main training of every method as a stage: the shared protocol (`harness.config.ProtocolConfig`), SGD with
+    the step schedule, two streams for semi-supervised methods, labeled batches for the others."""
+    p = protocol
+    unlabeled = p.batch_size - p.labeled_bs if needs_unlabeled else 0
+    return StageSpec(
+        name=MAIN_STAGE,
+        iterations=p.iterations,
+        batch_volumes=p.labeled_bs,
+        views=1,
+        data="labeled+unlabeled" if unlabeled else "labeled",
+        optimizer="sgd",
+        lr=p.lr,
+        weight_decay=p.weight_decay,
+        schedule="step",
+        momentum=p.momentum,
+        unlabeled_volumes=unlabeled,
+        lr_step=p.lr_step,
+        lr_gamma=p.lr_gamma,
+    )
+
+
 class Method:
-    """Base class of every method; subclasses live in `methods/<name>.py`, one per file.
+    """Base class of every method; subclasses live in `methods/<name>.py`, one per file. Everything the harness reads
+    or calls on a method is declared here, with its default; a method overrides some of it and adds nothing public
+    (the contract test fails on a public name the base does not declare).
 
     Class attributes:
         name: registry key, equal to the file stem (set by `register_method`).
         VERSION: bump whenever the numerics change; written into every result.
-        Config: frozen dataclass of the method's own hyperparameters.
+        Config: frozen dataclass of the method's own hyperparameters (its fields are the method's
+            `method_overrides` keys; `harness.workflow.method_table` reads them without importing the method).
         output_kind: "softmax" (2-class head, argmax) or "sigmoid" (1-channel head, p > 0.5) at test time.
-        needs_unlabeled: whether the batch carries unlabeled samples (two-stream sampler) or only labeled ones.
-        STAGES: names of pre-training stages run, in order, before the main training (each by its own DAG job;
-            `harness.config.PRETRAINING_STAGES` repeats them for the Snakefile). Empty for most methods.
+        needs_unlabeled: whether the main training's batches carry unlabeled samples (two-stream sampler).
+        STAGES: names of pre-training stages run, in order, before the main training, each by its own DAG job
+            (`pretrain_<stage>`). Write it as a literal tuple in the class body: the DAG reads it without importing
+            torch (`harness.workflow.method_table`). Empty for most methods.
         needs_case_id: whether batches carry `extras["case_id"]` `[B]` (which case each sample was cut from).
     """
 
@@ -167,15 +210,22 @@ class Method:
         """The module whose forward(x) returns segmentation logits `[B, C, X, Y, Z]` (C = 2 softmax, 1 sigmoid)."""
         return self.net
 
+    def label_transforms(self) -> dict[str, Callable] | None:
+        """Per-sample functions of the augmented label patch run in the loader workers, by `Batch.extras` key
+        (e.g. {"sdf": signed_distance_map}); None: the batches carry no extras from labels."""
+        return None
+
     # -- pre-training stages (methods with STAGES only) ------------------------------------------------------------
     def set_stage(self, stage: str | None) -> None:
         """Switch to pre-training `stage` (None: the main training). Called once, right after construction."""
         if stage is not None:
             raise ValueError(f"method {self.name} has no pre-training stage {stage!r}")
 
-    def stage_spec(self, stage: str) -> StageSpec:
-        """Data, optimiser and schedule of pre-training `stage`."""
-        raise ValueError(f"method {self.name} has no pre-training stage {stage!r}")
+    @classmethod
+    def stage_spec(cls, cfg: Any, stage: str) -> StageSpec:
+        """Data, optimiser and schedule of pre-training `stage` under the method's `Config` `cfg` (no networks are
+        needed: the cost estimate asks it too)."""
+        raise ValueError(f"method {cls.name} has no pre-training stage {stage!r}")
 
     def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
         """Initialise from the saved state (`state_dict()` output) of the previous stage `stage`."""

@@ -1,4 +1,5 @@
-"""Estimated cost of a grid from measured runs (issue #6): seconds per iteration, scaled to another protocol.
+"""Estimated cost of a grid from measured runs (issue #6): seconds per iteration, scaled to another protocol (the
+measured cost of finished runs is `harness.report.cost_table`).
 
 The smoke benchmark's Snakemake benchmark files give each method's training wall time; dividing by its iterations and
 by the work of one step (patch voxels × n_filters², the V-Net's convolution cost) gives a per-method unit cost that is
@@ -11,6 +12,7 @@ such; it is not a measurement.
 from __future__ import annotations
 
 import csv
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -18,8 +20,9 @@ from typing import Any
 
 import yaml
 
-from harness.config import PRETRAINING_STAGES
-from harness.grid import grid_cells
+from harness.config import from_dict
+from harness.workflow.grid import grid_cells
+from harness.workflow.method_table import MethodEntry
 
 
 def step_work(patch_size: list[int] | tuple[int, ...], n_filters: int) -> float:
@@ -35,28 +38,37 @@ def unit_costs(results_dir: Path) -> dict[str, float]:
         stage = bench.stem.removeprefix("pretrain_") if bench.stem.startswith("pretrain_") else None
         if bench.stem != "train" and stage is None:
             continue
-        cfg = yaml.safe_load((bench.parent.parent / "run_config.yaml").read_text())
+        run = bench.parent.parent
+        info_path = run / "run_info.json" if stage is None else run / stage / "run_info.json"
+        if not info_path.is_file():
+            continue  # a job still running, or killed
+        iterations = json.loads(info_path.read_text()).get("iterations")
+        if iterations is None:
+            continue  # written before run_info.json recorded its stage's iterations
+        cfg = yaml.safe_load((run / "run_config.yaml").read_text())
         with bench.open() as f:
             seconds = float(next(csv.DictReader(f, delimiter="\t"))["s"])
         p = cfg["protocol"]
-        iterations = p["iterations"] if stage is None else cfg["method_config"][stage]["iterations"]
         key = cfg["method"] if stage is None else f"{cfg['method']}/{stage}"
         per_key[key].append(seconds / (iterations * step_work(cfg["data"]["patch_size"], p["n_filters"])))
     return {k: sum(v) / len(v) for k, v in per_key.items()}
 
 
 def stage_iterations(config: dict[str, Any], method: str, stage: str) -> int:
-    """Iterations of a pre-training stage in `config`: its override, else the method's default (imports the method)."""
-    override = config.get("method_overrides", {}).get(method, {}).get(stage, {}).get("iterations")
-    if override is not None:
-        return int(override)
-    from harness.registry import get_method  # imports torch: only when a default is needed
+    """Iterations of a pre-training stage under `config`: the method's own stage spec (imports the method, so torch:
+    only on a dry run of a grid with pre-training stages)."""
+    from harness.method import get_method
 
-    return int(getattr(get_method(method).Config(), stage).iterations)
+    cls = get_method(method)
+    overrides = {k: v for k, v in config.get("method_overrides", {}).get(method, {}).items() if k != "protocol"}
+    return cls.stage_spec(from_dict(cls.Config, overrides, f"method_overrides.{method}"), stage).iterations
 
 
-def estimate(config: dict[str, Any], units: dict[str, float]) -> dict[str, Any]:
-    """Estimated training hours of every run of `config`, per method and in total; methods never measured are listed."""
+def estimate(config: dict[str, Any], units: dict[str, float], methods: dict[str, MethodEntry]) -> dict[str, Any]:
+    """Estimated training hours of every run of `config`, per method and in total; methods never measured are listed.
+
+    `methods` is the method table (`harness.workflow.method_table.read_methods`), for each method's stages.
+    """
     protocol = config.get("protocol", {})
     iterations, n_filters = protocol.get("iterations", 6000), protocol.get("n_filters", 16)
     hours: dict[str, float] = defaultdict(float)
@@ -67,7 +79,7 @@ def estimate(config: dict[str, Any], units: dict[str, float]) -> dict[str, Any]:
             continue
         work = step_work(config["data"][cell.dataset]["patch_size"], n_filters)
         hours[cell.method] += units[cell.method] * iterations * work / 3600
-        for stage in PRETRAINING_STAGES.get(cell.method, ()):
+        for stage in methods[cell.method].stages:
             key = f"{cell.method}/{stage}"
             if key not in units:
                 missing.add(key)

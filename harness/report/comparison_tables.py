@@ -1,11 +1,13 @@
 """The published-comparison table and the statistics table of one dataset, and their settings (`TableOptions`).
 
 * `build_published_table`: the voxel results beside one published source table, the difference and a flag where the
-  published value lies outside the reproduced 95% bootstrap interval (`harness.published`, `harness.stats`);
+  published value lies outside the reproduced 95% bootstrap interval (`harness.report.published`,
+  `harness.report.stats`);
 * `build_stats_table`: per-case paired Wilcoxon and t-tests against a reference method with Holm's correction, and
-  the 95% bootstrap CI of the mean Dice (`harness.stats`).
+  the 95% bootstrap CI of the mean Dice (`harness.report.stats`).
 
-Both return a `harness.table_model.Table`; `harness.tables.write_tables` writes them beside the results tables.
+Both return a `harness.report.table_model.Table`; `harness.report.tables.write_tables` writes them beside the results
+tables.
 Dice/Jaccard are in percent.
 """
 
@@ -16,10 +18,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import CELL_KEYS, MISSING, PERCENT_METRICS
-from harness.published import SOURCES, check_source, join_published, load_published, published_rows
-from harness.stats import ALTERNATIVES, cell_intervals, compare_to_reference
-from harness.table_model import (
+from harness.report.aggregate import CELL_KEYS, MISSING, PERCENT_METRICS
+from harness.report.published import SOURCES, check_source, join_published, load_published, published_rows
+from harness.report.stats import ALTERNATIVES, cell_intervals, compare_to_reference
+from harness.report.table_model import (
     DISPLAY_METRICS,
     Entry,
     Table,
@@ -41,7 +43,7 @@ class TableOptions:
     """Settings of the published comparison and the statistics (config `report.*`).
 
     Attributes:
-        published_source: key of `harness.published.SOURCES`, or 'none'.
+        published_source: key of `harness.report.published.SOURCES`, or 'none'.
         reference_method: method every other method is tested against (absent → no tests, said in the caption).
         n_resamples: bootstrap resamples per cell and metric.
         bootstrap_seed: base seed of the bootstrap generators.

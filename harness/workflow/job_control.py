@@ -21,6 +21,7 @@ import logging
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -192,6 +193,16 @@ def watch_workflow(env: dict[str, str] | None = None, interval_s: float = WATCH_
 
 
 # -- in the Snakemake process ----------------------------------------------------------------------------------------
+def export_for_jobs(environ: dict[str, str] | None = None) -> None:
+    """Set what the jobs of this Snakemake process inherit: `WORKFLOW_ENV` naming this process (jobs stop when it is
+    gone), and this Python's folder first on PATH, so the rules' `python -m harness` is the Python that runs
+    Snakemake (`.venv/bin/snakemake` works without activating the venv; with --use-conda the job's environment comes
+    first instead)."""
+    environ = os.environ if environ is None else environ
+    environ[WORKFLOW_ENV] = workflow_token()
+    environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+
+
 def job_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
     """The top harness process of every running job below `root` (default: this process).
 

@@ -225,7 +225,7 @@ def cell_intervals(
     """Bootstrap CI of the mean of each metric for every (dataset, method, n_labeled) cell.
 
     Args:
-        per_case: per-case frame (`harness.aggregate.load_per_case`), values in their file units.
+        per_case: per-case frame (`harness.report.aggregate.load_per_case`), values in their file units.
         metrics: columns to bootstrap, e.g. ("dice", "hd95").
         n_resamples: bootstrap resamples per cell and metric.
         seed: base seed; each cell and metric gets `cell_rng(seed, dataset, method, n_labeled, metric)`.
@@ -277,7 +277,7 @@ def compare_to_reference(
     """Per-case paired tests of every method against `reference` within each (dataset, n_labeled), Holm-corrected.
 
     Args:
-        per_case: per-case frame (`harness.aggregate.load_per_case`).
+        per_case: per-case frame (`harness.report.aggregate.load_per_case`).
         reference: the reference method key (e.g. "simcvd").
         metric: per-case column tested (Dice by default, as SimCVD).
         alternative: "two-sided", "less" or "greater" for d = method − reference.

@@ -6,9 +6,10 @@ Pipeline (`shared/spec/protocol.md` §4.8):
 2. `per_run`: mean over the test cases of each run (NaN distances skipped, empty predictions counted).
 3. `per_cell`: mean and sample std (ddof = 1) over seeds for each (dataset, method, n_labeled) cell, with the
    upper/lower-bound labels and the row order papers use.
-4. `harness.tables.write_tables` renders the cells as Markdown, CSV, LaTeX and HTML tables (the results table of
-   `harness.tables`; the published comparison and the statistics of `harness.stats` from `harness.comparison_tables`;
-   the table model and renderers of `harness.table_model`) and writes them with `runs.csv` and `summary.json`.
+4. `harness.report.tables.write_tables` renders the cells as Markdown, CSV, LaTeX and HTML tables (the results table
+   of `harness.report.tables`; the published comparison and the statistics of `harness.report.stats` from
+   `harness.report.comparison_tables`; the table model and renderers of `harness.report.table_model`) and writes
+   them with `runs.csv` and `summary.json`.
 
 Units: per-case files and `runs.csv` keep Dice/Jaccard as fractions in [0, 1]; every aggregated output (tables, their
 CSV files and `summary.json`) gives Dice/Jaccard in percent. HD95/ASD are in voxels, `*_mm` in millimetres. Column
@@ -28,32 +29,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.evaluate.score import PER_CASE_COLUMNS
+
 logger = logging.getLogger(__name__)
 
-PER_CASE_COLUMNS = (
-    "dataset",
-    "method",
-    "n_labeled",
-    "n_train",
-    "seed",
-    "case",
-    "dice",
-    "jaccard",
-    "hd95",
-    "asd",
-    "hd95_mm",
-    "asd_mm",
-    "empty_pred",
-    "empty_pred_policy",
-    "stride",
-    "windows_per_batch",
-    "config_sha256",
-    "code_sha256",
-    "data_sha256",
-    "model_sha256",
-    "method_version",
-    "git_commit",
-)
 RUN_KEYS = ("dataset", "method", "n_labeled", "n_train", "seed")
 CELL_KEYS = ("dataset", "method", "n_labeled")
 METRICS = ("dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm")

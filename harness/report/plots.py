@@ -29,8 +29,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from harness.aggregate import PER_CASE_COLUMNS, RUN_COLUMNS, UPPER_BOUND, method_rank, require_columns, setting_label
-from harness.table_model import atomic_write, format_labeled
+from harness.report.aggregate import (
+    PER_CASE_COLUMNS,
+    RUN_COLUMNS,
+    UPPER_BOUND,
+    method_rank,
+    require_columns,
+    setting_label,
+)
+from harness.report.table_model import atomic_write, format_labeled
 
 logger = logging.getLogger(__name__)
 
@@ -194,9 +201,10 @@ def plot_dice_vs_labeled(
     """Write the Dice-vs-labeled-count figure (one panel per dataset) as PNG (`path`) and PDF.
 
     Args:
-        runs: per-run frame (`harness.aggregate.per_run`; Dice as fractions, one row per seed).
+        runs: per-run frame (`harness.report.aggregate.per_run`; Dice as fractions, one row per seed).
         path: destination PNG.
-        published: rows of one source table (`harness.published.load_published` filtered to a `source_id`); Dice in %.
+        published: rows of one source table (`harness.report.published.load_published` filtered to a
+            `source_id`); Dice in %.
         published_label: the source's citation, for the legend.
 
     Returns:
@@ -250,7 +258,7 @@ def plot_per_case(per_case: pd.DataFrame, dataset: str, path: str | os.PathLike,
     """Write the per-case distribution of one metric of one dataset (one panel per labeled count) as PNG and PDF.
 
     Args:
-        per_case: per-case frame (`harness.aggregate.load_per_case`; Dice as fractions, HD95 in voxels).
+        per_case: per-case frame (`harness.report.aggregate.load_per_case`; Dice as fractions, HD95 in voxels).
         dataset: dataset to plot.
         path: destination PNG.
         metric: 'dice' (plotted in %) or 'hd95' (voxels; NaN distances of the nan policy are left out).
@@ -584,8 +592,8 @@ def write_figures(
     """Write all figures of `figure_names` (PNG and PDF) into `out_dir` (e.g. `results/<name>/figures/`).
 
     Args:
-        runs_df: per-run frame from `harness.aggregate.per_run` (columns `RUN_COLUMNS`).
-        per_case_df: per-case frame from `harness.aggregate.load_per_case` (columns `PER_CASE_COLUMNS`).
+        runs_df: per-run frame from `harness.report.aggregate.per_run` (columns `RUN_COLUMNS`).
+        per_case_df: per-case frame from `harness.report.aggregate.load_per_case` (columns `PER_CASE_COLUMNS`).
         out_dir: destination folder, created if needed.
         published: rows of one published source table (Dice in %) for the star markers; None = no markers.
         published_label: that source's citation (legend).

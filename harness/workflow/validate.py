@@ -3,8 +3,8 @@
 `load_config_file` reads a YAML config and turns every way it can be unreadable (missing, empty, a YAML syntax error,
 not a mapping) into a `ConfigError` naming the file (and the line). `validate_config` checks a config against
 `workflow/schemas/config.schema.yaml` (JSON Schema draft 2020-12), fills in the schema's `default`s as
-`snakemake.utils.validate(set_default=True)` does, and then runs `harness.grid.check_grid`. Every schema problem
-becomes one line of a single `ConfigError`, e.g.
+`snakemake.utils.validate(set_default=True)` does, then runs `harness.workflow.grid.check_grid` and checks the keys of
+`method_overrides` against the method table. Every problem becomes one line of a single `ConfigError`, e.g.
 
     the configuration has 2 problems:
       - data.synthetic: unknown key 'pach_size' (did you mean 'patch_size'?); allowed keys: augment, format, ...
@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import copy
 import difflib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -28,11 +29,14 @@ import yaml
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
-from harness.config import ConfigError
-from harness.grid import check_grid
+from harness.config import ConfigError, ProtocolConfig
+from harness.workflow.grid import check_grid
+from harness.workflow.method_table import MethodEntry
 
 #: The JSON schema of every benchmark config (its keys are explained in config/README.md).
-SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+#: Keys of `method_overrides.<method>.protocol` (the shared protocol, per method).
+PROTOCOL_KEYS = {f.name: None for f in fields(ProtocolConfig)}
 #: Longest repr of a config value quoted in a problem line.
 MAX_VALUE_CHARS = 80
 #: Longest schema description appended to a problem line as a hint.
@@ -111,18 +115,58 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
     return yaml.safe_load(path.read_text(encoding="utf-8"))
 
 
-def validate_config(config: dict[str, Any], available_methods: list[str]) -> dict[str, Any]:
-    """Check `config` against the schema (filling in its defaults, in place) and the grid; return it.
+def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) -> dict[str, Any]:
+    """Check `config` against the schema (filling in its defaults, in place), the grid and the methods; return it.
 
-    Raises one `ConfigError` listing every schema problem (one line each: key path, problem, fix), or the grid
-    problems of `harness.grid.check_grid` once the schema is satisfied.
+    `methods` is the method table (`harness.workflow.method_table.read_methods`). Raises one `ConfigError` listing
+    every schema problem (one line each: key path, problem, fix); once the schema is satisfied, the grid problems of
+    `harness.workflow.grid.check_grid`, then every unknown key of `method_overrides` (method names and each method's
+    `Config` keys, nested ones included, with did-you-mean), so a typo never passes `snakemake -n`.
     """
     problems = schema_problems(config, load_schema())
     if problems:
-        count = f"{len(problems)} problem" + ("s" if len(problems) > 1 else "")
-        raise ConfigError(f"the configuration has {count}:\n  - " + "\n  - ".join(problems))
-    check_grid(config, available_methods)
+        raise ConfigError(_problem_list(problems))
+    check_grid(config, sorted(methods))
+    problems = override_problems(config.get("method_overrides", {}), methods)
+    if problems:
+        raise ConfigError(_problem_list(problems))
     return config
+
+
+def _problem_list(problems: list[str]) -> str:
+    count = f"{len(problems)} problem" + ("s" if len(problems) > 1 else "")
+    return f"the configuration has {count}:\n  - " + "\n  - ".join(problems)
+
+
+def override_problems(overrides: Mapping[str, Any], methods: Mapping[str, MethodEntry]) -> list[str]:
+    """One line per unknown method or key in `method_overrides` (a method's `Config` keys plus `protocol`)."""
+    problems = []
+    for method, values in overrides.items():
+        where = f"method_overrides.{method}"
+        if method not in methods:
+            close = difflib.get_close_matches(str(method), list(methods), n=1)
+            suggestion = f"did you mean {close[0]!r}?" if close else "remove or rename it"
+            problems.append(f"{where}: unknown method ({suggestion}); methods: {', '.join(sorted(methods))}")
+            continue
+        allowed = {**methods[method].config_keys, "protocol": PROTOCOL_KEYS}
+        problems += _nested_key_problems(where, values, allowed)
+    return problems
+
+
+def _nested_key_problems(where: str, values: Any, allowed: Mapping[str, Any]) -> list[str]:
+    if not isinstance(values, Mapping):
+        return [f"{where}: expected a mapping of keys ({', '.join(sorted(allowed))}), got {_short(values)}"]
+    problems = []
+    for key, value in values.items():
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), list(allowed), n=1)
+            suggestion = f"did you mean {close[0]!r}?" if close else "remove or rename it"
+            names = sorted(allowed)
+            shown = ", ".join(names[:MAX_ALLOWED_KEYS]) + (", ..." if len(names) > MAX_ALLOWED_KEYS else "")
+            problems.append(f"{where}: unknown key {_short(key)} ({suggestion}); allowed keys: {shown}")
+        elif allowed[key] is not None:
+            problems += _nested_key_problems(f"{where}.{key}", value, allowed[key])
+    return problems
 
 
 def schema_problems(config: Any, schema: dict[str, Any]) -> list[str]:

@@ -7,7 +7,7 @@ Inputs:
   resident memory, MB); repeats are averaged. The plain TSV records no thread count (Snakemake puts `threads` only in
   the extended .jsonl format, as a list) and its `cpu_time` is consumed CPU time sampled by polling, not cores held,
   so neither is used.
-* each run's run_info.json (`harness.loop.finish`, fields of `harness.provenance.device_info`): `device` ('cpu',
+* each run's run_info.json (`harness.train.loop.finish`, fields of `harness.provenance.device_info`): `device` ('cpu',
   'cuda', 'cuda:1'), `gpu_model` on CUDA, `torch_threads` (intra-op threads) and `loader_workers` of the training
   process (`load_run_info`). Runs are matched to benchmark records by (dataset, method, n_labeled, seed) of the
   run_info's `config`.
@@ -25,9 +25,9 @@ One row per dataset and method, over all its labeled counts and seeds, then a to
   0.00 for CPU-only rows. Training only: predict runs with `--device auto` (the GPU when one is visible) but records
   no device, and evaluate runs on the CPU, so their time counts in Wall-hours only.
 * CPU-core-hours: Σ over the row's train jobs of `s` × cores / 3600, cores = `torch_threads` + `loader_workers` of
-  run_info.json (the intra-op threads and data-loader worker processes `harness.loop.split_threads` gave the job: on
-  the CPU exactly the rule's `threads`, on a GPU 1 + workers, the cores the job kept busy). Predict and evaluate record
-  no thread count and are not included. '–' when a run of the row lacks these fields.
+  run_info.json (the intra-op threads and data-loader worker processes `harness.train.optim.split_threads` gave the
+  job: on the CPU exactly the rule's `threads`, on a GPU 1 + workers, the cores the job kept busy). Predict and
+  evaluate record no thread count and are not included. '–' when a run of the row lacks these fields.
 
 GPU- and CPU-core-hours are '–' for a row without train records (train not benchmarked). Hours have two decimals in
 the rendered tables and full precision in the CSV.
@@ -46,8 +46,8 @@ from typing import Any
 
 import pandas as pd
 
-from harness.aggregate import method_rank
-from harness.table_model import Entry, Table, format_number, mean_std_entry, write_table
+from harness.report.aggregate import method_rank
+from harness.report.table_model import Entry, Table, format_number, mean_std_entry, write_table
 
 logger = logging.getLogger(__name__)
 

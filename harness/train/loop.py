@@ -1,0 +1,231 @@
+"""The single training loop: one stage of a run (a method's pre-training stage or the main training, each a
+`StageSpec`) with its data, optimiser, LR schedule, logging, checkpoints and resume (DESIGN.md §2). The run
+folder's files and the hand-off between stages are in `harness.train.run_files`, optimisation in
+`harness.train.optim`.
+
+Resume is exact on CPU: augmentation randomness is a pure function of (seed, iteration, batch slot), the batch plan is
+regenerated from the seed and skipped to the resumed iteration, and torch's RNG state (dropout, noise) is restored
+from the checkpoint together with the weights and the optimiser state.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from harness import provenance
+from harness.config import RunConfig
+from harness.data.dataset import PatchDataset, batch_plan, make_loader, stage_plan
+from harness.data.prepared import PreparedData
+from harness.data.splits import labeled_subset
+from harness.method import Method, Progress, StageSpec
+from harness.method.build import build_method, stage_spec
+from harness.train.optim import Optimisation, backward_and_step, compile_networks, make_optimisation
+from harness.train.run_files import (
+    Identity,
+    RunFiles,
+    init_from_previous_stage,
+    resume,
+    save_atomic,
+    save_checkpoint,
+    stage_dir,
+    stage_sha256,
+    truncate_log,
+)
+from harness.train.seeding import seed_everything
+from harness.workflow.code import code_sha256
+from harness.workflow.job_control import JobStopped, StopRequest
+
+logger = logging.getLogger(__name__)
+
+#: The project root (holds harness/ and methods/): the code hash of a run covers files below it.
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def _train_ids(cfg: RunConfig, data: PreparedData) -> list[str]:
+    if len(data.train_ids) != cfg.data.n_train:
+        raise ValueError(
+            f"{data.root / 'train.list'} has {len(data.train_ids)} IDs but data.n_train is {cfg.data.n_train}"
+        )
+    return list(data.train_ids)
+
+
+def stage_cases(cfg: RunConfig, spec: StageSpec, data: PreparedData) -> tuple[list[str], list[str]]:
+    """(labeled, unlabeled) case IDs a stage reads: "images" every training image without its label, "labeled" the
+    first N labeled cases, "labeled+unlabeled" those plus the rest of train.list (images only). Never a test case."""
+    labeled_ids, unlabeled_ids = labeled_subset(_train_ids(cfg, data), cfg.n_labeled)
+    if spec.data == "images":
+        return [], labeled_ids + unlabeled_ids
+    if spec.data == "labeled":
+        return labeled_ids, []
+    return labeled_ids, unlabeled_ids
+
+
+def training_data(cfg: RunConfig, method: Method, data: PreparedData, spec: StageSpec) -> tuple[PatchDataset, int, int]:
+    """Load the stage's labeled cases (image + label) and unlabeled ones (image only: their labels never enter
+    memory); every file is checked against the data's manifest (`PreparedData`)."""
+    labeled_ids, unlabeled_ids = stage_cases(cfg, spec, data)
+    labeled = [data.load(i, with_label=True) for i in labeled_ids]
+    unlabeled = [data.load(i, with_label=False)[0] for i in unlabeled_ids]
+    dataset = PatchDataset(
+        labeled,
+        unlabeled,
+        patch_size=cfg.data.patch_size,
+        augment_mode=cfg.data.augment,
+        seed=cfg.seed,
+        label_transforms=method.label_transforms(),
+        with_case_id=method.needs_case_id,
+    )
+    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), data.root)
+    return dataset, len(labeled), len(unlabeled)
+
+
+def make_plan(spec: StageSpec, n_l: int, n_u: int, seed: int, start_it: int) -> Iterator[list[Any]]:
+    """Sample keys of the stage from `start_it` on: two streams (labeled + unlabeled), or `batch_volumes` cases ×
+    `views` (labeled cases, or every image as unlabeled samples)."""
+    if spec.data == "labeled+unlabeled":
+        return batch_plan(n_l, n_u, spec.batch_volumes, spec.unlabeled_volumes, seed, start_it, spec.iterations)
+    kind, n = ("u", n_u) if spec.data == "images" else ("l", n_l)
+    return stage_plan(n, kind, spec.batch_volumes, spec.views, seed, start_it, spec.iterations)
+
+
+def train(
+    cfg: RunConfig,
+    run_dir: Path,
+    *,
+    device: torch.device,
+    workers: int | None = None,
+    stop_after: int | None = None,
+    stage: str | None = None,
+    stop: StopRequest | None = None,
+) -> dict[str, Any]:
+    """Train one run (or one pre-training stage of it); resume from its checkpoint_last.pt if it exists; write
+    model.pt and run_info.json last.
+
+    Args:
+        cfg: the validated run configuration.
+        run_dir: the run's folder (created if missing); a stage works in `<run_dir>/<stage>/`.
+        device: where the networks live.
+        workers: data-loader worker processes (None: protocol.num_workers). Batches do not depend on it.
+        stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
+        stage: a pre-training stage of the method (`Method.STAGES`), or None for the main training. Every job but
+            the first stage starts from the previous stage's model.pt.
+        stop: a signal-driven stop request (`harness.workflow.job_control.StopRequest`): when set, the loop writes a
+            checkpoint after the current iteration and raises `JobStopped`.
+
+    Returns:
+        The run-info record (also written to run_info.json when training completes).
+    """
+    files = RunFiles(stage_dir(run_dir, stage))
+    files.run_dir.mkdir(parents=True, exist_ok=True)
+    data = PreparedData.open(cfg.data.root, cfg.data.format)
+    identity = Identity(stage_sha256(cfg, stage), code_sha256(PROJECT_ROOT, cfg.method), data.manifest_sha256)
+    p, spec = cfg.protocol, stage_spec(cfg, stage)
+    seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
+    method = build_method(cfg, device, stage)
+    started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256)
+    dataset, n_l, n_u = training_data(cfg, method, data, spec)
+    optim = make_optimisation(method, spec, p.amp, device)
+    start_it = resume(files, identity, method, optim)
+    if p.compile:
+        compile_networks(method)
+    truncate_log(files.log, start_it)
+    plan = make_plan(spec, n_l, n_u, cfg.seed, start_it)
+    workers = p.num_workers if workers is None else workers
+    loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed)
+    t0, last_logs, n_it = time.time(), {}, spec.iterations
+    stage_label = f" stage {stage}" if stage else ""
+    bar = tqdm(
+        total=n_it,
+        initial=start_it,
+        desc=f"{cfg.method}{stage_label} {cfg.dataset} n={cfg.n_labeled}",
+        mininterval=2.0,
+        unit="it",
+    )
+    with files.log.open("a") as log, optim.precision.kernels():
+        for it, batch in zip(range(start_it, n_it), loader, strict=False):
+            last_logs = run_step(method, optim, batch.to(device), Progress(it, n_it, spec.lr_at(it)))
+            if (it + 1) % p.log_every == 0 or it + 1 == n_it:
+                log.write(json.dumps({"it": it, "lr": spec.lr_at(it), **last_logs}) + "\n")
+                log.flush()
+            if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
+                save_checkpoint(files, it + 1, identity, method, optim)
+            bar.update(1)
+            bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
+            if stop is not None and stop.requested and it + 1 < n_it:
+                bar.close()
+                save_checkpoint(files, it + 1, identity, method, optim)
+                raise JobStopped(
+                    f"{stop.reason}: stopped after iteration {it + 1} of {n_it}; {files.checkpoint} holds it and "
+                    "a rerun resumes from it (with the numbers of an uninterrupted run)"
+                )
+            if stop_after is not None and it + 1 >= stop_after:
+                bar.close()
+                return {"stopped_at": it + 1}
+    bar.close()
+    return finish(
+        files,
+        cfg,
+        method,
+        device,
+        identity,
+        {
+            "stage": stage,
+            "iterations": n_it,
+            "wall_time_s": time.time() - t0,
+            "resumed_from": start_it,
+            "previous_stage_model_sha256": started_from,
+            "final_logs": last_logs,
+            "loader_workers": workers,
+            "amp": p.amp,
+            "compile": p.compile,
+            "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
+            **seeds,
+        },
+    )
+
+
+def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress) -> dict[str, float]:
+    """One optimiser step: set the LR, compute the losses (under autocast if AMP), backward, step, post-step hook."""
+    for opt in optim.optimizers.values():
+        for group in opt.param_groups:
+            group["lr"] = progress.lr
+    method.train()
+    with optim.precision.autocast():
+        out = method.training_step(batch, progress)
+    backward_and_step(out.loss, optim.optimizers, optim.scaler)
+    method.after_optimizer_step(progress)
+    total = sum(v.item() for v in out.loss.values()) if isinstance(out.loss, dict) else out.loss.item()
+    return {"loss": total, **out.logs}
+
+
+def finish(
+    files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, identity: Identity, extra: dict
+) -> dict[str, Any]:
+    """Write model.pt (the method's state and its identity, for evaluation) and then run_info.json (provenance,
+    with the sha256 of the model file that predictions record), both atomically."""
+    weights = {"method": cfg.method, "version": method.VERSION, **identity.as_dict(), "state": method.state_dict()}
+    save_atomic(weights, files.model)
+    info = provenance.collect(
+        config=cfg.to_dict(),
+        config_sha256=identity.config_sha256,
+        code_sha256=identity.code_sha256,
+        data_manifest_sha256=identity.data_sha256,
+        model_sha256=provenance.file_sha256(files.model),
+        method=cfg.method,
+        method_version=method.VERSION,
+        **provenance.device_info(device),
+        **extra,
+    )
+    tmp = files.info.with_name(files.info.name + ".tmp")
+    tmp.write_text(json.dumps(info, indent=2, default=str))
+    tmp.replace(files.info)
+    logger.info("finished %s: model %s", files.run_dir, files.model)
+    return info
