@@ -1,4 +1,4 @@
-"""`python -m harness <subcommand>`: the only entry point the Snakemake rules call (DESIGN.md §3).
+"""`python -m harness <subcommand>`: the only entry point the Snakemake rules call (docs/architecture.md).
 
 Each subcommand parses its flags and calls one API function; the logic lives in the importable modules.
 """

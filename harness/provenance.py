@@ -1,4 +1,4 @@
-"""Provenance written beside every number: git commit, package versions, config hash, device (DESIGN.md §4.5)."""
+"""Provenance written beside every number: git commit, package versions, config hash, device (`run_info.json`)."""
 
 from __future__ import annotations
 

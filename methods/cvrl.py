@@ -2,7 +2,7 @@
 
 Paper: You, Zhao, Staib, Duncan, arXiv 2105.07059 v1 (2021; MICCAI 2022 under a later title). Only the abstract of v1
 was available: this is a **reconstruction from the abstract**, every detail is a harness choice [H] of
-`shared/spec/methods.md` §7 (docs/methods/cvrl.md).
+docs/methods/cvrl.md (§1.1 below: docs/methods/README.md).
 Reference code: none public.
 
 Implementation details:
@@ -40,10 +40,10 @@ EI_MODES = ("slice2d", "off")
 
 @dataclass(frozen=True)
 class Config:
-    """CVRL v1 reconstruction hyperparameters (`methods.md` §7.3); all [H]."""
+    """CVRL v1 reconstruction hyperparameters (docs/methods/cvrl.md); all [H]."""
 
     variant: str = "v1_geometric"
-    """Which arXiv version is reconstructed; only `v1_geometric` [H, §7]."""
+    """Which arXiv version is reconstructed; only `v1_geometric` [H, docs/methods/cvrl.md]."""
     ema_decay: float = 0.99
     """Momentum-teacher EMA ceiling [H, MT/UA-MT value]."""
     voxels_per_volume: int = 256

@@ -3,7 +3,7 @@
 Paper: Luo, Chen, Song, Wang, "Semi-supervised Medical Image Segmentation through Dual-task Consistency",
 AAAI 2021 (arXiv 2009.04448).
 Reference code: HiLab-git/DTC @ 2525b9ccba84d7872fe22328b8b3298e7eafdc12, `code/train_la_dtc.py`
-(`shared/spec/methods.md` §1.2, §1.3, §5).
+(docs/methods/dtc.md; the dual-head V-Net and the SDM: docs/methods/README.md §1.2, §1.3).
 
 Implementation details (permalinks: github.com/HiLab-git/DTC/blob/2525b9c/code/<file>#L<n>):
 1. One network, no teacher: the dual-head VNet built with n_classes = 1 (num_classes − 1), batchnorm,
@@ -26,7 +26,7 @@ Implementation details (permalinks: github.com/HiLab-git/DTC/blob/2525b9c/code/<
 Known deviations: the reference `test_LA.py` keeps the largest connected component by default (`--nms 1`); the harness
 evaluates without post-processing (protocol §4.4). The SDM is computed in float32 in the loader workers (identical to
 the float64 reference to 1e-6). `use_bce: true` adds the BCE term to L_sup [H].
-Sanity numbers (`shared/spec/published.csv`, LA): DTC Dice 89.42 (16 labels), 87.51 (8 labels, README).
+Sanity numbers (`harness/report/published.csv`, LA): DTC Dice 89.42 (16 labels), 87.51 (8 labels, README).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Paper: Tarvainen & Valpola, "Mean teachers are better role models", NeurIPS 2017 (arXiv 1703.01780), in the LA
 convention of UA-MT (Yu et al., MICCAI 2019, arXiv 1907.07034): UA-MT without the uncertainty mask.
 Reference code: yulequan/UA-MT @ 88ed29ad794f877122e542a7fa9505a76fa83515,
-`code/train_LA_meanteacher_certainty_unlabel.py` (the uncertainty lines left out; `shared/spec/methods.md` §3).
+`code/train_LA_meanteacher_certainty_unlabel.py` (the uncertainty lines left out; docs/methods/mean_teacher.md).
 
 Implementation details (permalinks: github.com/yulequan/UA-MT/blob/88ed29a/code/<file>#L<n>):
 1. Student and teacher: VNet(n_classes=2, batchnorm, has_dropout=True), built separately, so the teacher starts
@@ -27,7 +27,7 @@ Known deviations: none in the arithmetic. `consistency_on: all` (the sibling scr
 `train_LA_meanteacher_certainty.py` #L144-L168: teacher on ξ(x) for all 4 samples, consistency on all 4) is a
 configuration option [H]. Teacher parameters have requires_grad=False instead of the reference's `detach_()` (the
 same arithmetic).
-Sanity numbers (`shared/spec/published.csv`, SimCVD Table I, LA): MT Dice 88.42 (16 labels), 84.24 (8 labels).
+Sanity numbers (`harness/report/published.csv`, SimCVD Table I, LA): MT Dice 88.42 (16 labels), 84.24 (8 labels).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ class Config:
     ramp: tuple[int, float] = (150, 40.0)
     """(iterations per ramp epoch, ramp length in epochs): λ = w·r(t // 150, 40) [C: same file #L171, #L39]."""
     consistency_on: str = "unlabeled"
-    """`unlabeled` (main script, #L172) or `all` 4 samples (train_LA_meanteacher_certainty.py#L168) [H, §3]."""
+    """`unlabeled` (main script, #L172) or `all` 4 samples (train_LA_meanteacher_certainty.py#L168) [H]."""
     noise_std: float = 0.1
     """Std of the teacher's input noise before clipping [C: same file #L146]."""
     noise_clip: float = 0.2

@@ -3,7 +3,7 @@
 Paper: You, Zhou, Zhao, Staib, Duncan, "SimCVD: Simple Contrastive Voxel-Wise Representation Distillation for
 Semi-Supervised Medical Image Segmentation", IEEE TMI 2022 (arXiv 2108.06227 v4).
 Reference code: none public; every detail the paper leaves open is a labelled harness choice [H] of
-`shared/spec/methods.md` §6 (all listed in docs/methods/simcvd.md).
+docs/methods/simcvd.md, where all of them are listed; § numbers below refer to docs/methods/README.md.
 
 Implementation details:
 1. Student and EMA teacher (a_max 0.999, warm-up of §0) are dual-head V-Nets (tanh SDM, 1-channel logit) [P, §1.2].
@@ -43,7 +43,7 @@ RAMP_MODES = ("stepped", "continuous")
 
 @dataclass(frozen=True)
 class Config:
-    """SimCVD hyperparameters (`methods.md` §6.4); weight decay 5e-4 and lr_step 3000 are loop keys."""
+    """SimCVD hyperparameters (docs/methods/simcvd.md); weight decay 5e-4 and lr_step 3000 are loop keys."""
 
     alpha_sdf: float = 0.1
     """Weight α of the SDM regression in L_sup, constant [P]."""
@@ -70,7 +70,7 @@ class Config:
     l2_normalise: bool = True
     """L2-normalise the slice embeddings [H; NF]."""
     ema_decay: float = 0.999
-    """EMA ceiling a_max [P value; H warm-up formula of §0]."""
+    """EMA ceiling a_max [P value; H warm-up formula of docs/methods/README.md §0]."""
     ema_head: bool = True
     """Teacher projection head = EMA copy of the student head [H]; false: the student head without gradients."""
     student_noise_unlabeled: bool = True
@@ -86,7 +86,7 @@ class Config:
     noise_clip: float = 0.2
     """Clip bound of η [H, UA-MT value]."""
     has_dropout: bool = True
-    """Dropout3d(0.5) in student and teacher trunks during training [H, §1.2]."""
+    """Dropout3d(0.5) in student and teacher trunks during training [H, docs/methods/README.md §1.2]."""
 
     def __post_init__(self) -> None:
         if self.pd_reduction not in REDUCTIONS:

@@ -3,7 +3,7 @@
 Paper: Hu, Zeng, Xu, Shi, "Semi-supervised Contrastive Learning for Label-efficient Medical Image Segmentation",
 MICCAI 2021, arXiv 2109.07407. Reference code (2D): xhu248/semi_cotrast_seg. The 3D adaptation is the harness's.
 
-Implementation details (`shared/spec/methods.md` §8):
+Implementation details (docs/methods/sup_local_contrast.md):
 1. Stage 1 (`stage1`, DAG rule `pretrain_stage1`): the V-Net encoder (stages 1–5) and a global head
    GAP(x5) → Linear(16f → 16f) → Linear(16f → 128), no non-linearity [C], L2-normalised; NT-Xent at τ = 0.5 [C] over
    two views per volume, 8 volumes per batch [H]; views = two independent crops (LA: with RandomRotFlip) [H], then
@@ -23,8 +23,9 @@ Implementation details (`shared/spec/methods.md` §8):
 Known deviations: 3D V-Net with BatchNorm instead of the 2D U-Net with instance norm; no elastic, scaling or
 rotation-by-any-angle views (protocol augmentation only); stride s = 8 instead of 4 (memory); SupCon without the
 reference's base-temperature factor (a constant scale of the loss).
-Sanity numbers: published only for 2D Hippocampus and MMWHS (published.csv); users of the 2D code report results
-below the paper's random baseline (xhu248/semi_cotrast_seg issue #2), so no LA/Pancreas target exists.
+Sanity numbers: published only for 2D Hippocampus and MMWHS (secondary source; not in `harness/report/published.csv`);
+users of the 2D code report results below the paper's random baseline (xhu248/semi_cotrast_seg issue #2), so no
+LA/Pancreas target exists.
 """
 
 from __future__ import annotations

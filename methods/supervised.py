@@ -4,7 +4,7 @@ Paper: V-Net (Milletari et al., 3DV 2016, arXiv 1606.04797) as the labeled-only 
 MICCAI 2019, arXiv 1907.07034) and SimCVD Tables I/II.
 Reference code: yulequan/UA-MT @ 88ed29ad794f877122e542a7fa9505a76fa83515, `code/train_LA.py`.
 
-Implementation details (`shared/spec/methods.md` §2):
+Implementation details (docs/methods/supervised.md):
 1. Network: VNet(n_channels=1, n_classes=2, n_filters=16, batchnorm, has_dropout=True) [C: train_LA.py net = VNet(...)].
 2. Batch: 4 labeled samples; the harness draws them from a chain of permutations so every batch is full [C batch 4;
    H sampler, protocol §3.1].

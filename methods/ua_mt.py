@@ -3,7 +3,7 @@
 Paper: Yu, Wang, Li, Fu, Heng, "Uncertainty-aware Self-ensembling Model for Semi-supervised 3D Left Atrium
 Segmentation", MICCAI 2019 (arXiv 1907.07034).
 Reference code: yulequan/UA-MT @ 88ed29ad794f877122e542a7fa9505a76fa83515,
-`code/train_LA_meanteacher_certainty_unlabel.py` (the script named in the README; `shared/spec/methods.md` §4).
+`code/train_LA_meanteacher_certainty_unlabel.py` (the script named in the README; docs/methods/ua_mt.md).
 
 Implementation details (line numbers #L<n> of that file at that commit unless another file is named):
 1. Student, teacher, EMA (a_max 0.99, parameters only), teacher in train mode without gradients, input noise and
@@ -23,7 +23,7 @@ Implementation details (line numbers #L<n> of that file at that commit unless an
 Known deviations: none in the arithmetic; only torch's RNG is used for noise and dropout (as in the reference).
 `consistency_on: all` (the sibling script `train_LA_meanteacher_certainty.py` #L144-L171: target, uncertainty and
 consistency on all 4 samples) is a configuration option [H]. The reference's BraTS variant in SSL4MIS is not used.
-Sanity numbers (`shared/spec/published.csv`, LA): UA-MT Dice 88.88 (16 labels), 84.25 (8 labels).
+Sanity numbers (`harness/report/published.csv`, LA): UA-MT Dice 88.88 (16 labels), 84.25 (8 labels).
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class Config:
     ramp: tuple[int, float] = (150, 40.0)
     """(iterations per ramp epoch, ramp length in epochs): λ = w·r(t // 150, 40) [C: same file #L171, #L39]."""
     consistency_on: str = "unlabeled"
-    """`unlabeled` (this script) or `all` 4 samples (train_LA_meanteacher_certainty.py#L144-L171) [H, methods.md §4]."""
+    """`unlabeled` (this script) or `all` 4 samples (train_LA_meanteacher_certainty.py#L144-L171) [H]."""
     noise_std: float = 0.1
     """Std of the teacher's input noise before clipping [C: same file #L146, #L156]."""
     noise_clip: float = 0.2

@@ -30,11 +30,11 @@ def test_code_changes_rerun_only_affected_jobs(tmp_path):
     subprocess.run(snakemake_cmd(project, config, project=project), env=env(project), check=True, capture_output=True)
     assert planned_rules(project, config, project) == set()
     # a module that only draws figures: no training job reruns
-    with (project / "harness" / "plots.py").open("a") as f:
+    with (project / "harness" / "report" / "plots.py").open("a") as f:
         f.write("\n# a comment\n")
     assert "train" not in planned_rules(project, config, project)
     # a module with numerics: the training job reruns
-    with (project / "harness" / "losses.py").open("a") as f:
+    with (project / "harness" / "numerics" / "losses.py").open("a") as f:
         f.write("\n# a comment that changes the file's checksum\n")
     assert {"train", "predict", "evaluate"} <= planned_rules(project, config, project)
     # ... and retrains from scratch: the old checkpoint_last.pt was written by other code (code hash)

@@ -125,7 +125,7 @@ def test_random_faults_during_reruns_never_leave_stale_tables(tmp_path):
     assert tables(work) == expected and losses(work) == losses(tmp_path / "clean0")
 
     # B: a code change that alters the numbers; SIGKILL the training process at a random iteration
-    source = project / "harness" / "losses.py"
+    source = project / "harness" / "numerics" / "losses.py"
     source.write_text(source.read_text().replace("smooth: float = 1e-5", "smooth: float = 1.0"))
     proc = start_snakemake(work, config, project=project)
     wait_for_training(work, rng.randint(2, ITERATIONS - 2)).kill()

@@ -15,8 +15,13 @@ REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 
 
-def snakemake(*args: str, cwd: Path = REPO, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(*args: str, cwd: Path = REPO, check: bool = True, activated: bool = True) -> subprocess.CompletedProcess:
+    """`.venv/bin/snakemake ...`; with `activated=False` as from a shell that never activated the venv (no venv on
+    PATH, no PYTHONPATH): the rules must still run the venv's Python."""
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
+    if not activated:
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
     cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
     res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     if check and res.returncode != 0:
@@ -96,7 +101,7 @@ def test_schema_rejects_unknown_keys(tmp_path):
 @pytest.mark.slow
 def test_tiny_end_to_end_and_rerun_scope(tmp_path):
     cfg = ["--configfile", str(REPO / ".test" / "config" / "config.yaml")]
-    snakemake("--cores", "2", *cfg, "--directory", str(tmp_path))
+    snakemake("--cores", "2", *cfg, "--directory", str(tmp_path), activated=False)
     out = tmp_path / "results" / "ci"
     for f in ("summary.json", "runs.csv", "tables/synthetic_voxel.md", "figures/dice_vs_labeled.png"):
         assert (out / f).stat().st_size > 0, f

@@ -1,7 +1,7 @@
 """Case loading (re-exported from harness.data.prepared), augmentation, the batch plan (two-stream sampler) and the
 patch dataset.
 
-Sources: protocol.md §1.3 (file layout), §3.1 (batch composition, two-stream sampler, leakage guard), §3.2
+Sources: docs/protocol.md §1.3 (file layout), §3.1 (batch composition, two-stream sampler, leakage guard), §3.2
 (augmentation), §3.5 (worker seeding).
 
 Randomness is explicit: the batch plan of a run is drawn from `np.random.default_rng([seed, 0, 0, PLAN_STREAM])`,
@@ -49,7 +49,7 @@ Key = tuple[int, int, str, int]
 LabelTransform = Callable[[np.ndarray], np.ndarray]
 
 
-# -- augmentation (protocol.md §3.2) ---------------------------------------------------------------------------------
+# -- augmentation (docs/protocol.md §3.2) ----------------------------------------------------------------------------
 def _check_pair(image: np.ndarray, label: np.ndarray | None) -> None:
     if image.ndim != 3:
         raise ValueError(f"image must be 3D (x, y, z); got shape {image.shape}")
@@ -136,7 +136,7 @@ def augment(
     return random_crop(image, label, patch_size, rng)
 
 
-# -- samplers (protocol.md §3.1) -------------------------------------------------------------------------------------
+# -- samplers (docs/protocol.md §3.1) --------------------------------------------------------------------------------
 # The public functions validate their arguments eagerly and return generators.
 def _permutation_chain(n: int, rng: np.random.Generator) -> Iterator[int]:
     """Endless chain of fresh permutations of range(n), drawn lazily (one permutation when the previous runs out)."""
@@ -183,7 +183,7 @@ def _labeled_only(n_labeled: int, batch_size: int, rng: np.random.Generator) -> 
 def labeled_only_batches(n_labeled: int, batch_size: int, rng: np.random.Generator) -> Iterator[list[int]]:
     """Endless batches of `batch_size` labeled indices from a chain of permutations of range(n_labeled).
 
-    Batches cross permutation boundaries, so every batch is full (protocol.md §3.1 [H]).
+    Batches cross permutation boundaries, so every batch is full (docs/protocol.md §3.1 [H]).
     """
     if n_labeled < 1 or batch_size < 1:
         raise ValueError(f"need n_labeled >= 1 and batch_size >= 1; got n_labeled={n_labeled}, batch_size={batch_size}")
@@ -367,7 +367,7 @@ def collate(samples: list[dict[str, torch.Tensor]]) -> Batch:
 
 
 def _seed_worker(base_seed: int, worker_id: int) -> None:
-    """Seed Python `random` and NumPy's global state with base_seed + worker_id (protocol.md §3.5 [H])."""
+    """Seed Python `random` and NumPy's global state with base_seed + worker_id (docs/protocol.md §3.5 [H])."""
     random.seed(base_seed + worker_id)
     np.random.seed((base_seed + worker_id) % 2**32)
 

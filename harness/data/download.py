@@ -1,6 +1,6 @@
 """Verified downloads, safe archive extraction and atomic writes for the data preparation rules.
 
-Download semantics (protocol.md §1.2 [H]):
+Download semantics (docs/protocol.md §1.2 [H]):
 
 * HTTP(S) goes through pooch (retries with back-off, progress bar, download into a temporary file that is moved
   into place only when complete). A base URL may also be a local folder or a `file://` URL (a mirror on disk).

@@ -1,10 +1,10 @@
 """Left Atrium (2018 Atrial Segmentation Challenge): fetch the released h5 files, or preprocess the raw nrrd.
 
-Sources (protocol.md §1):
+Sources (docs/protocol.md §1):
 
 * `released_h5` (default, §1.2): the 100 `mri_norm2.h5` files and the two lists that yulequan/UA-MT committed at
   `88ed29ad794f877122e542a7fa9505a76fa83515`, each checked against the byte count and sha256 of the project's
-  manifest (`manifests/la_manifest.csv`, a copy of the spec's) and the pinned list sha256 values.
+  manifest (`manifests/la_manifest.csv`, see its README) and the pinned list sha256 values.
 * `raw_nrrd` (§1.5): `<raw_root>/<ID>/lgemri.nrrd` + `laendo.nrrd` preprocessed as UA-MT's
   `la_heart_processing.py` does (§1.4), except that the crop margins come from a generator seeded with a global seed
   and the case ID; the margins are written to `raw_margins/<ID>.json`. QA: z = 88 and the label sum equals

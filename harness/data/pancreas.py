@@ -1,4 +1,4 @@
-"""NIH Pancreas-CT: MC-Net preprocessing (protocol.md §2.3), checks, the 62/20 split and the 0025/0070 policy (§2.2).
+"""NIH Pancreas-CT: MC-Net preprocessing, checks, the 62/20 split and the 0025/0070 policy (docs/protocol.md §2).
 
 Per case (`prepare_case`):
 

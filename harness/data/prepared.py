@@ -100,7 +100,7 @@ def _check_arrays(path: Path, image: np.ndarray, label: np.ndarray | None) -> tu
 def parse_case(
     source: Path | BinaryIO, path: Path, *, with_label: bool, manifest: Path | None = None
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Parse one case h5 (protocol.md §1.3; Pancreas files of §2.3 store the label as float32 {0., 1.}).
+    """Parse one case h5 (docs/protocol.md §1.3; Pancreas files of §2.3 store the label as float32 {0., 1.}).
 
     Args:
         source: the file, or its bytes as a file object (`io.BytesIO`).

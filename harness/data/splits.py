@@ -1,4 +1,4 @@
-"""Train/test list files and the labeled subset (protocol.md §1.6, §2.5).
+"""Train/test list files and the labeled subset (docs/protocol.md §1.6, §2.5).
 
 The labeled subset is the first N entries of the training list; it never depends on the seed.
 """

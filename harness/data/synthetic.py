@@ -1,4 +1,4 @@
-"""Synthetic LA-like cases written in exactly the released LA on-disk format (protocol.md §1.3, §1.6).
+"""Synthetic LA-like cases written in exactly the released LA on-disk format (docs/protocol.md §1.3, §1.6).
 
 Used by CI, smoke runs and demos: the files are read by the same loader as the real data.
 
@@ -32,7 +32,7 @@ Generative model of one case of shape (X, Y, Z) ("a smooth irregular bright blob
    degree 2 in coordinates scaled to [−1, 1] (coefficients N(0, 0.15²) linear, N(0, 0.1²) quadratic), and Gaussian
    noise N(0, 0.18²) is added.
 4. **Normalisation**: z-score over the whole volume (mean and std over all voxels, as the LA preprocessing does,
-   protocol.md §1.4 step 5), cast to float32.
+   docs/protocol.md §1.4 step 5), cast to float32.
 
 An intensity threshold therefore picks up the distractors as well, so the best global threshold reaches a Dice of
 only about 0.6–0.85 (see tests/data/test_synthetic.py), while shape and context separate the target.

@@ -8,7 +8,7 @@ NBIA Search REST API v1 (public collections, no login; base URL = `data.<ds>.tci
   empty zip, so the file count is checked against `ImageCount`).
 
 A local copy (e.g. from the NBIA Data Retriever) is used instead where `dicom_root` holds `PANCREAS_<nnnn>/`
-(directly or under `Pancreas-CT/`). DICOM reading follows MC-Net's notebook (protocol.md §2.3 step A): keep
+(directly or under `Pancreas-CT/`). DICOM reading is MC-Net's step A (docs/protocol.md §2.3): keep
 `Modality == 'CT'`, sort by `InstanceNumber`, HU = pixel × RescaleSlope (only if ≠ 1) + RescaleIntercept, float32,
 stacked as (z, y, x); the harness adds checks for missing and irregular slices.
 """

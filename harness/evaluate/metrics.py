@@ -1,4 +1,4 @@
-"""Per-case segmentation metrics with medpy 0.5.2 semantics (protocol §4.5, §4.6; ecosystem §3).
+"""Per-case segmentation metrics with medpy 0.5.2 semantics (protocol §4.5, §4.6).
 
 Primary metrics (Dice, Jaccard, HD95, ASD) follow ``medpy.metric.binary`` 0.5.2 exactly:
 
@@ -12,7 +12,7 @@ Primary metrics (Dice, Jaccard, HD95, ASD) follow ``medpy.metric.binary`` 0.5.2 
 * ASD = mean of d(P→G), directed from prediction to ground truth.
 
 Instead of medpy's full-volume Euclidean distance transform, both masks are cropped to the bounding box of their union
-(grown by one voxel, clipped to the array; ecosystem §3.2) and the nearest surface voxel is found directly: distance 0
+(grown by one voxel, clipped to the array; protocol §4.5) and the nearest surface voxel is found directly: distance 0
 when the voxel is on the other surface, the smallest spacing when a neighbour along an axis of smallest spacing is
 (no other offset can be as close), and a k-d tree over the other surface's voxel coordinates × spacing for the rest.
 The EDT reads the exact distance to the nearest feature voxel and all surface voxels lie inside the box, so the values

@@ -1,4 +1,4 @@
-"""The method plug-in interface (DESIGN.md §2).
+"""The method plug-in interface (docs/architecture.md).
 
 A method computes losses; the loop (`harness.train.loop`) owns data, optimisers, schedules, checkpoints and logging.
 """

@@ -1,6 +1,7 @@
 """Network registry (`build_net`), parameter counting and loading of reference-code checkpoints.
 
-Networks: "vnet" (UA-MT VNet, `methods.md` §1.1) and "vnet_sdf" (DTC dual-head VNet, §1.2; pass n_classes=1).
+Networks: "vnet" (UA-MT VNet, `docs/methods/README.md` §1.1) and "vnet_sdf" (DTC dual-head VNet, §1.2; pass
+n_classes=1).
 """
 
 from __future__ import annotations

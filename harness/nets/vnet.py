@@ -1,4 +1,4 @@
-"""VNet backbones of the UA-MT / DTC line of work (`shared/spec/methods.md` §1.1, §1.2).
+"""VNet backbones of the UA-MT / DTC line of work (`docs/methods/README.md` §1.1, §1.2).
 
 Both networks keep the reference code's attribute names and registration order (yulequan/UA-MT
 `code/networks/vnet.py` class `VNet`; HiLab-git/DTC `code/networks/vnet_sdf.py` class `VNet_sdf`), so a reference
@@ -166,7 +166,7 @@ class _VNetTrunk(nn.Module):
 
 
 class VNet(_VNetTrunk):
-    """Plain VNet of UA-MT (`methods.md` §1.1): 9,448,866 parameters for (1, 2, 16, "batchnorm").
+    """Plain VNet of UA-MT (`docs/methods/README.md` §1.1): 9,448,866 parameters for (1, 2, 16, "batchnorm").
 
     Args:
         n_channels: input channels.
@@ -205,7 +205,7 @@ class VNet(_VNetTrunk):
 
 
 class VNetSDF(_VNetTrunk):
-    """Dual-head VNet of DTC (`methods.md` §1.2): `out_conv` → tanh SDM head, `out_conv2` → segmentation logit.
+    """Dual-head VNet of DTC (`docs/methods/README.md` §1.2): `out_conv` → tanh SDM head, `out_conv2` → seg. logit.
 
     Built with n_classes=1 as the reference does (9,448,866 parameters for (1, 1, 16, "batchnorm")). Arguments as
     in `VNet`; both heads read the same x9 (after dropout).

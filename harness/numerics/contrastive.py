@@ -1,4 +1,4 @@
-"""Contrastive building blocks shared by the contrastive methods (`shared/spec/methods.md` §6–8).
+"""Contrastive building blocks shared by the contrastive methods (`docs/methods/`: simcvd, cvrl, sup_local_contrast).
 
 All losses are vectorised: one similarity matrix per call, no Python loop over slices, voxels or positions.
 """
@@ -35,7 +35,7 @@ def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, tau: float) -> tor
 
 
 def symmetric_info_nce(h_s: torch.Tensor, h_t: torch.Tensor, tau: float) -> torch.Tensor:
-    """Mean over positives of ½·(ℓ_{t→s} + ℓ_{s→t}) (SimCVD L_contrast, `methods.md` §6.2 steps 3–4).
+    """Mean over positives of ½·(ℓ_{t→s} + ℓ_{s→t}) (SimCVD L_contrast, `docs/methods/simcvd.md` row 8).
 
     Args:
         h_s: student embeddings `[N, D]`; h_t: teacher embeddings `[N, D]`, row i of each forms a positive pair.
@@ -52,7 +52,7 @@ def pairwise_distillation(
 ) -> torch.Tensor:
     """SimCVD pair-wise distillation: softmax over the teacher positions of the same volume of cos(v^s_j, v^t_k)/T.
 
-    ℓ(i, j) = −log[exp(cos(v^s_ij, v^t_ij)/T) / Σ_k exp(cos(v^s_ij, v^t_ik)/T)] (`methods.md` §6.2).
+    ℓ(i, j) = −log[exp(cos(v^s_ij, v^t_ij)/T) / Σ_k exp(cos(v^s_ij, v^t_ik)/T)] (`docs/methods/simcvd.md` row 9).
 
     Args:
         v_s, v_t: feature maps `[B, C, *spatial]` (P = prod(spatial) positions per volume).
@@ -77,7 +77,7 @@ def pairwise_distillation(
 
 
 class SliceProjectionHead(nn.Module):
-    """SimCVD boundary-aware slice projection head (`methods.md` §6.2 step 2).
+    """SimCVD boundary-aware slice projection head (`docs/methods/simcvd.md` row 7).
 
     AlphaDropout(p) on the volume, AdaptiveAvgPool2d(pool × pool) per z-slice, MLP
     pool² → hidden… → out with ReLU between layers, optional L2 normalisation.
@@ -119,7 +119,7 @@ class SliceProjectionHead(nn.Module):
 
 
 class VolumeQueue(nn.Module):
-    """FIFO queue of teacher volume embeddings, each with the ID of its case (cvrl, `methods.md` §7.2).
+    """FIFO queue of teacher volume embeddings, each with the ID of its case (cvrl, `docs/methods/cvrl.md` row 5).
 
     State is kept in buffers (saved in checkpoints, so a resumed run sees the same queue).
 
@@ -194,7 +194,7 @@ def elastic_energy(d: torch.Tensor) -> torch.Tensor:
 
 
 def elastic_interaction_loss(p_fg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """L_ei = Σ_{b,z} E(p_fg − y) / (Σ_{b,z} E(y) + 1) over axial slices (`methods.md` §7.2, [H]).
+    """L_ei = Σ_{b,z} E(p_fg − y) / (Σ_{b,z} E(y) + 1) over axial slices (`docs/methods/cvrl.md` row 7, [H]).
 
     Args:
         p_fg: foreground probabilities `[B, X, Y, Z]`; y: labels `[B, X, Y, Z]` in {0, 1}.
@@ -212,7 +212,8 @@ def elastic_interaction_loss(p_fg: torch.Tensor, y: torch.Tensor) -> torch.Tenso
 def nt_xent(z: torch.Tensor, tau: float) -> torch.Tensor:
     """NT-Xent (SimCLR) over 2B view embeddings ordered view-major: row i and row (i + B) mod 2B are a positive pair.
 
-    L_g = mean_i −log[exp(z_i·z_j(i)/τ) / Σ_{k≠i} exp(z_i·z_k/τ)] (`methods.md` §8.1). Memory: one `[2B, 2B]` matrix.
+    L_g = mean_i −log[exp(z_i·z_j(i)/τ) / Σ_{k≠i} exp(z_i·z_k/τ)] (`docs/methods/sup_local_contrast.md` row 4).
+    Memory: one `[2B, 2B]` matrix.
 
     Args:
         z: `[2B, D]` embeddings (normally L2-normalised, so z_i·z_k is the cosine similarity).
@@ -233,7 +234,9 @@ def nt_xent(z: torch.Tensor, tau: float) -> torch.Tensor:
 
 
 def local_supcon(f: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
-    """Pixel supervised contrast of Hu et al. (`methods.md` §8.2, the reference code's form), per group of positions.
+    """Pixel supervised contrast of Hu et al. (the reference code's form), per group of positions.
+
+    Source: `docs/methods/sup_local_contrast.md` row 13.
 
     Within each group g, for every anchor a with a non-background label and at least one positive:
     ℓ_a = −(1/|P(a)|)·Σ_{p∈P(a)} log[exp(f_a·f_p/τ) / Σ_{n≠a} exp(f_a·f_n/τ)], with P(a) the other positions of the

@@ -1,4 +1,4 @@
-"""The EMA ("mean") teacher, written once (`shared/spec/methods.md` §0; DESIGN.md §6 rule 2).
+"""The EMA ("mean") teacher, written once for every method that has one (`docs/methods/README.md` §0).
 
 Source: yulequan/UA-MT code/train_LA_meanteacher_certainty_unlabel.py `update_ema_variables` (#L68-L72) and
 `create_model(ema=True)` (#L87-L94) @ 88ed29ad794f877122e542a7fa9505a76fa83515.

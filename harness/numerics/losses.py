@@ -50,9 +50,10 @@ def require_labels(target: torch.Tensor) -> None:
 
 
 def add_input_noise(x: torch.Tensor, std: float = 0.1, clip: float = 0.2) -> torch.Tensor:
-    """ξ(x) = x + clip(std·ε, −clip, clip), ε ~ N(0, I) per voxel, drawn from torch's RNG (`methods.md` §0).
+    """ξ(x) = x + clip(std·ε, −clip, clip), ε ~ N(0, I) per voxel, drawn from torch's RNG.
 
-    Source: yulequan/UA-MT code/train_LA_meanteacher_certainty_unlabel.py#L146@88ed29a (std 0.1, clip 0.2). Only
+    Conventions: docs/methods/README.md §0. Source: yulequan/UA-MT
+    code/train_LA_meanteacher_certainty_unlabel.py#L146@88ed29a (std 0.1, clip 0.2). Only
     torch's RNG is used, because it is the RNG the loop checkpoints (exact resume).
 
     Args:
@@ -103,7 +104,7 @@ def masked_mse(dist: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def predictive_entropy(p_mean: torch.Tensor) -> torch.Tensor:
-    """u = −Σ_c p̄_c·log(p̄_c + 1e−6) in nats, over the class dimension, kept (`methods.md` §4).
+    """u = −Σ_c p̄_c·log(p̄_c + 1e−6) in nats, over the class dimension, kept (docs/methods/ua_mt.md).
 
     Source: yulequan/UA-MT code/train_LA_meanteacher_certainty_unlabel.py#L162@88ed29a.
 
@@ -117,7 +118,7 @@ def predictive_entropy(p_mean: torch.Tensor) -> torch.Tensor:
 
 
 def dual_task_consistency(sdm: torch.Tensor, seg_logits: torch.Tensor, k: float = 1500.0) -> torch.Tensor:
-    """DTC's L_cons = mean over every sample and voxel of (σ(−k·s) − σ(o))² (`methods.md` §5).
+    """DTC's L_cons = mean over every sample and voxel of (σ(−k·s) − σ(o))² (docs/methods/dtc.md).
 
     σ(−k·s) turns the tanh signed distance map (negative inside) into a soft mask. Gradients flow into both sides
     (the reference does not detach either) [C: HiLab-git/DTC code/train_la_dtc.py#L185-L187@2525b9c].

@@ -1,4 +1,6 @@
-"""Ramp-up schedules of the consistency weights, in iterations (`shared/spec/protocol.md` §3.4, `methods.md` §0, §4).
+"""Ramp-up schedules of the consistency weights, in iterations (`docs/protocol.md` §3.4).
+
+Conventions: `docs/methods/README.md` §0; the UA-MT threshold: `docs/methods/ua_mt.md`.
 
 Every function takes the 0-based optimiser step `it` of the loop (`Progress.it`, before the reference's
 `iter_num = iter_num + 1`), so the first step uses it = 0, as UA-MT and DTC do.
@@ -53,9 +55,9 @@ def consistency_weight(it: int, weight: float, epoch: int = RAMP_EPOCH, length: 
 
 
 def uncertainty_threshold(it: int, max_it: int, start: float = 0.75, end: float = 1.0) -> float:
-    """UA-MT's entropy threshold τ(t) = (start + (end − start)·r(t, max_it))·ln 2, on the raw step (`methods.md` §4).
+    """UA-MT's entropy threshold τ(t) = (start + (end − start)·r(t, max_it))·ln 2, on the raw step.
 
-    With the defaults this is (0.75 + 0.25·r(t, max_it))·ln 2 [C: yulequan/UA-MT
+    See docs/methods/ua_mt.md. With the defaults this is (0.75 + 0.25·r(t, max_it))·ln 2 [C: yulequan/UA-MT
     code/train_LA_meanteacher_certainty_unlabel.py#L173@88ed29a]; note the raw t (not t // 150) and L = max_it.
 
     Args:

@@ -1,4 +1,4 @@
-"""Normalised signed distance map of a binary label patch (`shared/spec/methods.md` §1.3).
+"""Normalised signed distance map of a binary label patch (`docs/methods/README.md` §1.3).
 
 Semantics of HiLab-git/DTC code/utils/util.py `compute_sdf` (#L123-L150 @ 2525b9ccba84d7872fe22328b8b3298e7eafdc12),
 per patch: posdis = EDT of the foreground (each foreground voxel's distance to the nearest background voxel of the
@@ -7,7 +7,7 @@ boundary (skimage `find_boundaries(mode='inner')`) are 0. Negative inside, posit
 without foreground gives zeros; an all-foreground patch also gives zeros (the reference divides 0 by 0 there) and a
 log line.
 
-`signed_distance_map` is the fast implementation used in the data-loader workers (PERFORMANCE.md: ≥ 5× the
+`signed_distance_map` is the fast implementation used in the data-loader workers (docs/performance.md: ≥ 5× the
 straightforward version, identical to 1e-6):
 
 * one multi-label `edt` call on codes {1: foreground, 2: background} gives both maps at once, because the EDT of a

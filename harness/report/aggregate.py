@@ -1,6 +1,6 @@
 """Aggregate per-case metrics into per-run means, per-cell mean ± std over seeds, paper-style tables and summary.json.
 
-Pipeline (`shared/spec/protocol.md` §4.8):
+Pipeline (`docs/protocol.md` §4.8):
 
 1. `load_per_case`: read and validate the `metrics_per_case.csv` files (one per training run, one row per test case).
 2. `per_run`: mean over the test cases of each run (NaN distances skipped, empty predictions counted).

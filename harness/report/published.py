@@ -1,11 +1,13 @@
 """Published numbers to compare with, one named source table at a time (protocol §4.8).
 
-The project ships `harness/report/published.csv`: the rows of `shared/spec/published.csv` that a results table can
-use, i.e. rows of the source tables in `SOURCES` whose method maps to a harness method key (`METHOD_KEYS`) and whose
-dataset maps to a dataset key (`DATASET_KEYS`). The spec's columns are kept verbatim (source, table, dataset,
-n_labeled, n_unlabeled, method, dice, jaccard, hd95, asd, distance_unit, notes); four columns are added:
-`source_id` (the key of `SOURCES`), `dataset_key`, `method_key` and `setting` ('lower bound' / 'upper bound' for the
-supervised rows, else ''). `extract_rows` rebuilds the shipped file from the spec file.
+The project ships `harness/report/published.csv`, compiled from the papers' tables (and the results table of the
+DTC README). It holds the rows of the full compilation of published numbers (one row per
+source, table, dataset, labeled count and method) that a results table can use, i.e. rows of the source tables in
+`SOURCES` whose method maps to a harness method key (`METHOD_KEYS`) and whose dataset maps to a dataset key
+(`DATASET_KEYS`). The compilation's columns are kept verbatim (source, table, dataset, n_labeled, n_unlabeled, method,
+dice, jaccard, hd95, asd, distance_unit, notes); four columns are added: `source_id` (the key of `SOURCES`),
+`dataset_key`, `method_key` and `setting` ('lower bound' / 'upper bound' for the supervised rows, else '').
+`extract_rows` rebuilds the shipped file from the full compilation.
 
 A comparison never mixes sources: `published_rows(df, source_id, dataset)` returns the rows of one source, and the join
 key is (dataset key, method key, setting, n_labeled). Missing published values stay NaN (the DualFete table has no
@@ -43,8 +45,8 @@ class Source:
     """One published source table.
 
     Attributes:
-        source: the spec's `source` value, verbatim.
-        table: regular expression matched (from the start) against the spec's `table` value.
+        source: the compilation's `source` value, verbatim.
+        table: regular expression matched (from the start) against the compilation's `table` value.
         label: short citation used in captions and figure legends.
     """
 
@@ -96,7 +98,7 @@ def source_ids() -> tuple[str, ...]:
 
 
 def _source_id(source: str, table: str) -> str | None:
-    """Key of the source table a spec row belongs to, or None."""
+    """Key of the source table a row of the compilation belongs to, or None."""
     for key, spec in SOURCES.items():
         if source == spec.source and re.match(spec.table, table):
             return key
@@ -104,10 +106,10 @@ def _source_id(source: str, table: str) -> str | None:
 
 
 def extract_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
-    """The shippable rows of the spec's published.csv (see the module docstring), in the spec's row order.
+    """The shippable rows of the full compilation of published numbers (see the module docstring), in its row order.
 
     Args:
-        spec_csv: path of `shared/spec/published.csv`.
+        spec_csv: path of the full compilation, a CSV file with the columns `SPEC_COLUMNS`.
 
     Returns:
         Frame with `SPEC_COLUMNS` + `ADDED_COLUMNS`; Dice/Jaccard in percent, distances as printed.

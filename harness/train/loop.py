@@ -1,5 +1,5 @@
 """The single training loop: one stage of a run (a method's pre-training stage or the main training, each a
-`StageSpec`) with its data, optimiser, LR schedule, logging, checkpoints and resume (DESIGN.md §2). The run
+`StageSpec`) with its data, optimiser, LR schedule, logging, checkpoints and resume (docs/architecture.md). The run
 folder's files and the hand-off between stages are in `harness.train.run_files`, optimisation in
 `harness.train.optim`.
 

@@ -76,7 +76,7 @@ def make_optimisation(method: Method, spec: StageSpec, amp: str, device: torch.d
 def backward_and_step(
     loss: Any, optimizers: dict[str, torch.optim.Optimizer], scaler: torch.amp.GradScaler | None = None
 ) -> None:
-    """Backward each group's loss and step the optimisers in declaration order (DESIGN.md §2).
+    """Backward each group's loss and step the optimisers in declaration order (`Method.optim_groups`).
 
     With an enabled `scaler` (fp16), losses are scaled before backward and steps skip non-finite gradients.
     """

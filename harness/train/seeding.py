@@ -24,7 +24,7 @@ def seed_everything(seed: int, *, deterministic: bool = True) -> dict[str, objec
 
 
 def rng_state() -> dict[str, torch.Tensor]:
-    """torch's RNG states (CPU and, if present, CUDA): the only RNG a method may use (DESIGN.md §2)."""
+    """torch's RNG states (CPU and, if present, CUDA): the only RNG a method may use (docs/architecture.md)."""
     state = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["torch_cuda"] = torch.cuda.get_rng_state_all()

@@ -1,4 +1,4 @@
-"""Benchmarks: the signed distance map and the LA data pipeline, per core (PERFORMANCE.md).
+"""Benchmarks: the signed distance map and the LA data pipeline, per core (docs/performance.md).
 
 * "sdf-la-patch": `harness.numerics.sdf.signed_distance_map` vs the straightforward reference (two scipy EDTs on the
   full patch and skimage `find_boundaries`) on LA-sized 112×112×80 label patches cropped from a real LA label; goal

@@ -1,4 +1,4 @@
-"""Benchmark: sliding-window inference vs the sum of its window forward passes (PERFORMANCE.md: overhead ≤ 10 %).
+"""Benchmark: sliding-window inference vs the sum of its window forward passes (docs/performance.md: overhead ≤ 10 %).
 
 Both sides run the same V-Net (16 filters, as in the benchmark) on the same windows, batched ``WINDOWS_PER_BATCH``
 at a time; the baseline only runs the forward passes on pre-extracted window batches. Run with
@@ -24,7 +24,7 @@ NUM_CLASSES = 2
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
-    """One intra-op thread (the PERFORMANCE.md anchors are per core; less noise on shared 2-core machines)."""
+    """One intra-op thread (the docs/performance.md goals are per core; less noise on shared 2-core machines)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

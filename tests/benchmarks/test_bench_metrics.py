@@ -1,8 +1,9 @@
 """Benchmarks: harness.evaluate.metrics.case_metrics vs medpy 0.5.2 (dc, jc, hd95, asd) on a real LA label.
 
-PERFORMANCE.md goals: ≥ 20× faster on the label padded into a 256×256×88 canvas ("metrics-la-canvas") and ≥ 10× at the
-case's own size ("metrics-la-case"), identical to 1e-9. The prediction is the label eroded once (6-connected) plus a
-small false-positive cube. Run with ``pytest tests/benchmarks --benchmark-only --benchmark-group-by=group``.
+Goals (docs/performance.md): ≥ 20× faster on the label padded into a 256×256×88 canvas ("metrics-la-canvas") and
+≥ 10× at the case's own size ("metrics-la-case"), identical to 1e-9. The prediction is the label eroded once
+(6-connected) plus a small false-positive cube. Run with
+``pytest tests/benchmarks --benchmark-only --benchmark-group-by=group``.
 """
 
 import os

@@ -1,4 +1,4 @@
-"""Loading, augmentation, samplers, batch plan, patch dataset, collate and loader (protocol.md §1.3, §3.1, §3.2)."""
+"""Loading, augmentation, samplers, batch plan, patch dataset, collate, loader (docs/protocol.md §1.3, §3.1, §3.2)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ from harness.method import Batch
 
 SHARED = Path(__file__).resolve().parents[3] / "shared"
 LA_MINI = SHARED / "data" / "la-mini" / "yulequan" / "UA-MT" / "88ed29ad794f877122e542a7fa9505a76fa83515" / "data"
+# The same bytes as the project's harness/data/manifests/la_manifest.csv (tests/data/test_la_data.py compares them).
 LA_MANIFEST = SHARED / "spec" / "la_manifest.csv"
 
 

@@ -23,6 +23,7 @@ from harness.workflow.grid import Cell, cell_params
 
 
 def test_project_manifest_is_the_spec_manifest():
+    # harness/data/manifests/la_manifest.csv equals the manifest kept beside the checkout
     spec = need(SHARED / "spec" / "la_manifest.csv")
     assert la.MANIFEST_CSV.read_bytes() == spec.read_bytes()
     cases = la.read_manifest()

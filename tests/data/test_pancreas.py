@@ -38,6 +38,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 # -- split and policy --------------------------------------------------------------------------------------------
 def test_mcnet_lists_are_the_pinned_ones(tmp_path):
+    # the project's harness/data/manifests/pancreas_split.csv equals the copy kept beside the checkout
     assert pancreas.SPLIT_CSV.read_bytes() == need(SHARED / "spec" / "pancreas_split.csv").read_bytes()
     lists = pancreas.mcnet_lists()
     assert len(lists["train.list"]) == 62 and len(lists["test.list"]) == 20

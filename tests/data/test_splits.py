@@ -1,4 +1,4 @@
-"""Case lists and the first-N labeled subset (protocol.md §1.6)."""
+"""Case lists and the first-N labeled subset (docs/protocol.md §1.6)."""
 
 from __future__ import annotations
 

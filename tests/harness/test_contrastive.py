@@ -150,7 +150,7 @@ def test_elastic_energy_zero_for_perfect_prediction_and_grows_with_boundary_disp
     assert elastic_energy(d).item() == pytest.approx(4 * math.pi, rel=1e-5)
 
 
-# -- sup_local_contrast (methods.md §8) --------------------------------------------------------------------------------
+# -- sup_local_contrast (docs/methods/sup_local_contrast.md) --------------------------------------------------------
 def test_nt_xent_identical_views_orthogonal_negatives_hand_value():
     e1, e2 = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
     z = torch.stack([e1, e2, e1, e2])  # view-major: rows 0/2 and 1/3 are the positive pairs

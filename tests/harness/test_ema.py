@@ -1,4 +1,4 @@
-"""EMA teacher update: the a_t warm-up, parameters only, no gradients (methods.md §0)."""
+"""EMA teacher update: the a_t warm-up, parameters only, no gradients (docs/methods/README.md §0)."""
 
 from __future__ import annotations
 

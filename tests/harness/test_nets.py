@@ -1,6 +1,7 @@
-"""Tests of harness.nets: parameter counts (methods.md §1.1 table), shapes, dropout, feature taps, registry errors,
-and loading of reference-code checkpoints checked against an independent functional re-implementation of the
-reference architecture written from the spec (not from harness/nets/vnet.py).
+"""Tests of harness.nets: parameter counts (docs/methods/README.md §1.1 table), shapes, dropout, feature taps,
+registry errors, and loading of reference-code checkpoints checked against an independent functional
+re-implementation of the reference architecture written from docs/methods/README.md §1.1–1.2 (not from
+harness/nets/vnet.py).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def test_total_parameters_vnet_sdf() -> None:
     assert count_parameters(net.out_conv) == count_parameters(net.out_conv2) == 17
 
 
-METHODS_TABLE = {  # methods.md §1.1, block → parameters
+METHODS_TABLE = {  # docs/methods/README.md §1.1, block → parameters
     "block_one": 480,
     "block_one_dw": 4_192,
     "block_two": 55_488,
@@ -251,7 +252,8 @@ def test_wrong_input_rank_or_channels() -> None:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Independent functional reference of the UA-MT VNet / DTC VNet_sdf (methods.md §1.1–1.2), reference key names.
+# Independent functional reference of the UA-MT VNet / DTC VNet_sdf (docs/methods/README.md §1.1–1.2), reference key
+# names.
 # A conv block `name` holds a Sequential `conv`: per conv unit, conv at index 3i, BatchNorm at 3i + 1, ReLU at 3i + 2.
 # Down: conv.0 = Conv3d k2 s2, conv.1 = BN. Up: conv.0 = ConvTranspose3d k2 s2 (weight [in, out, 2, 2, 2]), conv.1 = BN.
 
@@ -278,7 +280,7 @@ def _conv_entries(prefix: str, shape: tuple[int, ...], fan_in: int, g: torch.Gen
 
 
 def _reference_state_dict(f: int, n_classes: int, dual: bool, seed: int) -> dict[str, torch.Tensor]:
-    """Random state_dict with the reference keys and shapes, built from the spec's table (n_channels = 1)."""
+    """Random state_dict with the reference keys and shapes, built from the §1.1 table (n_channels = 1)."""
     g = torch.Generator().manual_seed(seed)
     sd: dict[str, torch.Tensor] = {}
     for k, (name, units) in enumerate(ENCODER):  # stage k+1 has f * 2**k channels

@@ -1,4 +1,7 @@
-"""Ramp functions against hand-computed values (protocol §3.4, methods.md §0, §4)."""
+"""Ramp functions against hand-computed values.
+
+Sources: docs/protocol.md §3.4, docs/methods/README.md §0, docs/methods/ua_mt.md.
+"""
 
 from __future__ import annotations
 

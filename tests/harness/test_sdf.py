@@ -1,4 +1,5 @@
-"""Signed distance map (methods.md §1.3): hand-computed maps, skimage/scipy oracles, real LA patches, the loader."""
+"""Signed distance map (docs/methods/README.md §1.3): hand-computed maps, skimage/scipy oracles, real LA patches,
+the loader."""
 
 from __future__ import annotations
 

@@ -271,3 +271,22 @@ def test_snakemake_names_the_line_of_a_broken_default_config(tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode != 0
     assert "config refused: config/config.yaml, line 3, column 8: invalid YAML: " in out
+
+
+def schema_keys(schema: dict, prefix: str = "") -> list[str]:
+    """Every key path of the schema, `<ds>` standing for a dataset key (the entries under additionalProperties)."""
+    keys = []
+    for key, sub in schema.get("properties", {}).items():
+        path = f"{prefix}.{key}" if prefix else key
+        keys += [path, *schema_keys(sub, path)]
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict) and "properties" in extra:
+        keys += schema_keys(extra, f"{prefix}.<ds>")
+    return keys
+
+
+def test_config_readme_lists_every_key():
+    readme = (REPO / "config" / "README.md").read_text()
+    keys = schema_keys(yaml.safe_load(SCHEMA_PATH.read_text()))
+    assert len(keys) > 60 and "report.reference_method" in keys
+    assert [k for k in keys if f"| `{k}` |" not in readme] == []

@@ -1,25 +1,31 @@
-"""Contract test, parametrised over every registered method (DESIGN.md §5): tiny V-Net, 16³ patches, CPU."""
+"""Contract test, parametrised over every registered method: tiny V-Net, 16³ patches, CPU; and the contract itself
+(nothing undeclared, the DAG reads what the method declares, semi-supervised methods use their unlabeled samples)."""
 
 from __future__ import annotations
 
+import dataclasses
+import typing
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 
 from harness.config import from_dict
-from harness.method import Batch, Progress
+from harness.method import Batch, Method, Progress
 from harness.method.registry import get_method, list_methods
 from harness.nets import build_net
 from harness.train.optim import backward_and_step
+from harness.workflow.method_table import read_methods
 
 CPU = torch.device("cpu")
+REPO = Path(__file__).resolve().parents[2]
 
 
-def make_method(name: str, seed: int = 0):
+def make_method(name: str, seed: int = 0, normalization: str = "batchnorm"):
     torch.manual_seed(seed)
     cls = get_method(name)
-    return cls(from_dict(cls.Config, {}, name), partial(build_net, n_filters=2), CPU)
+    return cls(from_dict(cls.Config, {}, name), partial(build_net, n_filters=2, normalization=normalization), CPU)
 
 
 def make_batch(method, seed: int = 0) -> Batch:
@@ -101,3 +107,73 @@ def test_method_file_documents_itself(name):
     assert doc.startswith(f"{name}:"), "the docstring opens with the method name"
     assert "Reference code" in doc and "Implementation details" in doc and "deviations" in doc
     assert isinstance(get_method(name).VERSION, int)
+
+
+# -- the contract itself ----------------------------------------------------------------------------------------------
+BASE_NAMES = {n for n in dir(Method) if not n.startswith("_")}
+
+
+def added_public_names(cls: type) -> set[str]:
+    """Public names a method class (and its bases below `Method`) defines that the contract does not declare."""
+    own = {n for c in cls.__mro__ if c not in (Method, object) for n in vars(c) if not n.startswith("_")}
+    return own - BASE_NAMES
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_methods_use_only_what_the_contract_declares(name):
+    assert added_public_names(get_method(name)) == set(), "declare the hook in harness/method/contract.py"
+
+
+def test_an_undeclared_hook_is_caught():
+    class WithHook(get_method("supervised")):
+        def before_epoch(self) -> None:  # a hook the harness would never call
+            pass
+
+    assert added_public_names(WithHook) == {"before_epoch"}
+
+
+def dataclass_keys(cls: type) -> dict:
+    """{field: None or the nested dataclass's keys}, as `harness.workflow.method_table` reads them from source."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: dataclass_keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
+            for f in dataclasses.fields(cls)}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list_methods())
+def test_the_dag_reads_what_the_method_declares(name):
+    """The torch-free table the Snakefile uses equals the imported method: name, STAGES and Config keys."""
+    entry = read_methods(REPO)[name]
+    cls = get_method(name)
+    assert entry.stages == cls.STAGES and entry.config_keys == dataclass_keys(cls.Config)
+    assert set(read_methods(REPO)) == set(list_methods())
+
+
+# -- semi-supervised methods learn from the unlabeled half of the batch -----------------------------------------------
+def unlabeled_gradient(method: Method) -> float:
+    """Σ|∂ loss / ∂ x| over the unlabeled samples of a batch, at the end of training (every ramp at its maximum).
+
+    The networks have no normalisation layers (`make_method(..., normalization="none")`), so batch statistics cannot
+    carry a gradient from the unlabeled samples into a loss that ignores them.
+    """
+    batch = make_batch(method)
+    x = batch.x.clone().requires_grad_(True)
+    batch = Batch(x=x, y=batch.y, n_labeled=batch.n_labeled, extras=batch.extras)
+    method.train()
+    out = method.training_step(batch, Progress(5999, 6000, 1e-4))
+    total = sum(out.loss.values()) if isinstance(out.loss, dict) else out.loss
+    (grad,) = torch.autograd.grad(total, x, allow_unused=True)
+    return 0.0 if grad is None else float(grad[batch.n_labeled :].abs().sum())
+
+
+@pytest.mark.parametrize("name", [m for m in list_methods() if get_method(m).needs_unlabeled])
+def test_semi_supervised_methods_learn_from_unlabeled_samples(name):
+    assert unlabeled_gradient(make_method(name, normalization="none")) > 0
+
+
+def test_a_method_that_ignores_unlabeled_data_is_caught():
+    class LabeledOnly(get_method("supervised")):
+        needs_unlabeled = True  # says it is semi-supervised, trains on the labeled half only
+
+    method = LabeledOnly(from_dict(LabeledOnly.Config, {}, "x"), partial(build_net, n_filters=2, normalization="none"),
+                         CPU)  # fmt: skip
+    assert unlabeled_gradient(method) == 0.0

@@ -1,4 +1,7 @@
-"""dtc: the loss terms by hand with a stand-in dual-head network, the eval adapter, the loader hook (methods.md §5)."""
+"""dtc: the loss terms by hand with a stand-in dual-head network, the eval adapter, the loader hook.
+
+Source: docs/methods/dtc.md.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""mean_teacher: the training step's arithmetic by hand, teacher inputs, EMA wiring (methods.md §3)."""
+"""mean_teacher: the training step's arithmetic by hand, teacher inputs, EMA wiring (docs/methods/mean_teacher.md)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""ua_mt: uncertainty passes, threshold, strict mask and masked consistency by hand (methods.md §4)."""
+"""ua_mt: uncertainty passes, threshold, strict mask and masked consistency by hand (docs/methods/ua_mt.md)."""
 
 from __future__ import annotations
 

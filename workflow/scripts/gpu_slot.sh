@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Run a command on a GPU of its own: take the first free lock among the visible devices, export
 # CUDA_VISIBLE_DEVICES to it and exec the command, which keeps the lock until it exits (even after SIGKILL, the
-# kernel releases a flock when the last descriptor closes). Snakemake never assigns GPUs itself (ecosystem.md §1.2).
+# kernel releases a flock when the last descriptor closes). Snakemake never assigns GPUs itself: `--resources gpu=N`
+# only caps how many GPU jobs run at once, and Snakemake never sets CUDA_VISIBLE_DEVICES.
 # Which devices, in this order:
 #   - HARNESS_GPU_DEVICES set: that comma-separated list of device indices (tests use a fake list); an entry that is
 #     not a non-negative integer is an error (exit 2).
