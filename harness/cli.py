@@ -28,6 +28,22 @@ def _device(name: str):
     return torch.device(name)
 
 
+SPACING_HELP = "voxel size x y z in mm, or `data`: the prepared dataset's (manifest.json spacing_mm)"
+
+
+def _spacing(value: str) -> float | str:
+    return value if value == "data" else float(value)
+
+
+def spacing_arg(values: list) -> tuple[float, float, float] | None:
+    """`--spacing x y z` as a tuple, `--spacing data` as None (the prepared data's voxel size)."""
+    if values == ["data"]:
+        return None
+    if len(values) != 3 or any(isinstance(v, str) for v in values):
+        raise SystemExit(f"--spacing: give x y z in mm, or `data`; got {values}")
+    return tuple(values)
+
+
 def _threads(n: int | None) -> None:
     if n:
         import torch
@@ -176,6 +192,51 @@ def _data_parsers(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_pancreas_manifest)
 
 
+def cmd_nifti_plan(a: argparse.Namespace) -> None:
+    from harness.config import ConfigError
+    from harness.data import nifti
+
+    try:
+        block = json.loads(a.settings)
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"nifti-plan --settings: not JSON ({err}): {a.settings!r}") from err
+    nifti.plan_dataset(nifti.NiftiSettings.from_block(block), Path(a.out))
+
+
+def cmd_nifti_case(a: argparse.Namespace) -> None:
+    import SimpleITK as sitk
+
+    from harness.data import nifti
+
+    if a.threads:
+        sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(a.threads)
+    nifti.prepare_case(a.case, nifti.read_plan(Path(a.out)), Path(a.out))
+
+
+def cmd_nifti_manifest(a: argparse.Namespace) -> None:
+    from harness.data import nifti
+
+    nifti.write_manifest(Path(a.out))
+
+
+def _nifti_parsers(sub: argparse._SubParsersAction) -> None:
+    """Subcommands of the `nifti` source: an MSD or nnU-Net v2 raw dataset (harness/data/nifti.py)."""
+    p = sub.add_parser("nifti-plan", help="find the cases, fix the split, spacing and normalisation: ROOT/plan.json")
+    p.add_argument("--settings", required=True, help="the data.<dataset>.nifti block as JSON")
+    p.add_argument("--out", required=True, help="the prepared dataset's folder (ROOT)")
+    p.set_defaults(func=cmd_nifti_plan)
+
+    p = sub.add_parser("nifti-case", help="prepare one case of ROOT/plan.json: cases/<ID>.h5, qa/<ID>.{png,json}")
+    p.add_argument("--out", required=True, help="the prepared dataset's folder (ROOT, holds plan.json)")
+    p.add_argument("--case", required=True)
+    p.add_argument("--threads", type=int, default=None, help="SimpleITK threads (default: all cores)")
+    p.set_defaults(func=cmd_nifti_case)
+
+    p = sub.add_parser("nifti-manifest", help="check every case of ROOT/plan.json, write the lists and manifest.json")
+    p.add_argument("--out", required=True, help="the prepared dataset's folder (ROOT)")
+    p.set_defaults(func=cmd_nifti_manifest)
+
+
 def cmd_resolve_run(a: argparse.Namespace) -> None:
     from harness.config import write_yaml
     from harness.method.build import resolve_run
@@ -256,7 +317,7 @@ def cmd_predict(a: argparse.Namespace) -> None:
             out,
             stride=tuple(a.stride),
             windows_per_batch=a.windows,
-            spacing_mm=tuple(a.spacing),
+            spacing_mm=spacing_arg(a.spacing),
             device=_device(a.device),
         )
 
@@ -271,12 +332,14 @@ def cmd_evaluate(a: argparse.Namespace) -> None:
         from harness.evaluate.score import evaluate_cases, write_results
 
         run_info = json.loads(Path(a.run_info).read_text())
-        spacing, predictions = tuple(a.spacing), Path(a.predictions)
-        rows = evaluate_cases(cfg, predictions, spacing_mm=spacing, empty_pred=a.empty_pred, run_info=run_info)
+        predictions = Path(a.predictions)
+        rows = evaluate_cases(
+            cfg, predictions, spacing_mm=spacing_arg(a.spacing), empty_pred=a.empty_pred, run_info=run_info
+        )
         record = read_record(predictions)
         settings = {
             **record["settings"],
-            "spacing_mm": spacing,
+            "spacing_mm": record["settings"]["spacing_mm"],
             "empty_pred": a.empty_pred,
             "model_sha256": record["model_sha256"],
             "data_manifest_sha256": record["data_manifest_sha256"],
@@ -337,7 +400,7 @@ def cmd_sensitivity(a: argparse.Namespace) -> None:
         [Path(p) for p in a.run_configs],
         Path(a.out_csv),
         Path(a.tables),
-        spacing_mm=tuple(a.spacing),
+        spacing_mm=spacing_arg(a.spacing),
         policy=a.empty_pred,
         workers=a.workers,
     )
@@ -391,7 +454,7 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
 
     p = sub.add_parser("sensitivity", help="protocol-sensitivity table of one dataset from saved predictions")
     p.add_argument("--run-configs", nargs="+", required=True)
-    p.add_argument("--spacing", type=float, nargs=3, required=True, help="voxel size x y z in mm")
+    p.add_argument("--spacing", type=_spacing, nargs="+", required=True, help=SPACING_HELP)
     p.add_argument("--empty-pred", choices=["worst_case", "nan", "reference_zero"], required=True)
     p.add_argument("--out-csv", required=True)
     p.add_argument("--tables", required=True, help="folder of <dataset>_sensitivity.{md,csv,tex,html}")
@@ -413,7 +476,7 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
 
 def _eval_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-config", required=True, help="run_config.yaml of the run")
-    p.add_argument("--spacing", type=float, nargs=3, required=True, help="voxel size x y z in mm")
+    p.add_argument("--spacing", type=_spacing, nargs="+", required=True, help=SPACING_HELP)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -428,6 +491,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-test", type=int, required=True)
     p.set_defaults(func=cmd_make_synthetic)
     _data_parsers(sub)
+    _nifti_parsers(sub)
 
     p = sub.add_parser("resolve-run", help="merge and validate one grid cell's parameters into run_config.yaml")
     p.add_argument("--params", required=True, help="the cell's parameters as JSON")

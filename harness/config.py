@@ -28,11 +28,12 @@ IMPLEMENTED_SOURCES = {
     "released_h5": "la_h5",  # LA: UA-MT's released h5 files, sha256-verified (protocol §1.2; harness/data/la.py)
     "raw_nrrd": "la_h5",  # LA: the challenge's raw nrrd, UA-MT preprocessing with seeded margins (protocol §1.5)
     "tcia": "pancreas_h5",  # NIH Pancreas-CT from TCIA, MC-Net preprocessing (protocol §2; harness/data/pancreas.py)
+    "nifti": "case_h5",  # your own dataset in the MSD or nnU-Net v2 layout (harness/data/nifti.py)
 }
 #: Where each not-yet-implemented source will come from (shown in the refusal message).
 PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
-DATA_FORMATS = ("la_h5", "pancreas_h5")
+DATA_FORMATS = ("la_h5", "pancreas_h5", "case_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

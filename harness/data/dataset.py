@@ -19,6 +19,7 @@ import functools
 import logging
 import random
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -35,9 +36,40 @@ from harness.data.prepared import (  # noqa: F401
     load_case,
     pancreas_case_path,
 )
-from harness.method import Batch
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One training batch.
+
+    Attributes:
+        x: images `[B, 1, X, Y, Z]` float32, labeled samples first.
+        y: labels of the labeled samples `[n_labeled, X, Y, Z]` int64 in {0, 1}.
+        n_labeled: how many of the B samples are labeled (positions 0 .. n_labeled - 1).
+        extras: per-batch tensors that a method asked the data pipeline for (e.g. "sdf" `[n_labeled, X, Y, Z]`, or
+            "case_id" `[B]` int64 when the method sets `needs_case_id`).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    n_labeled: int
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def to(self, device: torch.device) -> Batch:
+        """The same batch on `device`."""
+        extras = {k: v.to(device) for k, v in self.extras.items()}
+        return Batch(x=self.x.to(device), y=self.y.to(device), n_labeled=self.n_labeled, extras=extras)
+
+    @property
+    def x_l(self) -> torch.Tensor:
+        return self.x[: self.n_labeled]
+
+    @property
+    def x_u(self) -> torch.Tensor:
+        return self.x[self.n_labeled :]
+
 
 #: Fourth seed word of the batch-plan generator. NumPy's SeedSequence ignores trailing zeros, so a plan seeded with
 #: `seed` alone would replay the augmentation stream of sample (it=0, slot=0); a non-zero fourth word keeps them apart.

@@ -21,7 +21,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from harness.data.case_files import write_case_h5, write_overlay
 from harness.data.download import (
     DataError,
     missing_case_files,
@@ -38,8 +38,8 @@ from harness.data.download import (
     write_list,
 )
 from harness.data.prepared import load_case
+from harness.data.splits import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 from harness.data.tcia import CtSeries, case_number, read_ct_series
-from harness.workflow.grid import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 
 logger = logging.getLogger(__name__)
 
@@ -219,44 +219,12 @@ def preprocess(image: Any, label: Any, what: str) -> Prepared:
     )  # fmt: skip
 
 
-def write_case_h5(path: str | Path, image: np.ndarray, label: np.ndarray, spacing: tuple[float, ...]) -> Path:
-    """MC-Net's h5 file (gzip `image`, `label` float32, (x, y, z)) plus the attribute `spacing` (x, y, z) mm."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
-        f.create_dataset("label", data=label.astype(np.float32), compression="gzip")
-        f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
-    os.replace(tmp, path)
-    return path
-
-
 def _qa_warnings(shape: tuple[int, ...]) -> list[str]:
     return [
         f"{axis} size {n} outside the {lo}-{hi} range of MC-Net's preprocessed cases"
         for axis, n, (lo, hi) in zip("xyz", shape, QA_RANGES, strict=True)
         if not lo <= n <= hi
     ]
-
-
-def _overlay(path: Path, prepared: Prepared, title: str) -> None:
-    """PNG of the central label slice (z) with the label contour, for a visual alignment check."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    z = int(np.flatnonzero(prepared.label.any(axis=(0, 1))).mean())
-    fig, ax = plt.subplots(figsize=(4, 4))
-    ax.imshow(prepared.image[:, :, z].T, cmap="gray")
-    ax.contour(prepared.label[:, :, z].T, levels=[0.5], colors="r", linewidths=0.8)
-    ax.set_title(f"{title} z={z}", fontsize=8)
-    ax.axis("off")
-    tmp = path.with_name(path.stem + ".tmp.png")
-    fig.savefig(tmp, dpi=80)
-    plt.close(fig)
-    os.replace(tmp, path)
 
 
 def prepare_case(case_id: str, dicom_dir: str | Path, labels_dir: str | Path, root: str | Path) -> dict[str, Any]:
@@ -276,13 +244,15 @@ def prepare_case(case_id: str, dicom_dir: str | Path, labels_dir: str | Path, ro
     series = read_ct_series(dicom_dir, what)
     geometry = check_geometry(label, series, what)
     prepared = preprocess(series_to_image(series, label), label, what)
-    h5 = write_case_h5(pancreas_case_path(root, case_id), prepared.image, prepared.label, prepared.spacing)
+    h5 = write_case_h5(
+        pancreas_case_path(root, case_id), prepared.image, prepared.label, prepared.spacing, label_dtype=np.float32
+    )
     warnings = _qa_warnings(prepared.image.shape)
     for w in warnings:
         logger.warning("%s: %s", what, w)
     qa = Path(root) / "qa"
     qa.mkdir(parents=True, exist_ok=True)
-    _overlay(qa / f"{case_id}.png", prepared, what)
+    write_overlay(qa / f"{case_id}.png", prepared.image, prepared.label, what)
     record = {
         "case": case_id, "dicom_shape_zyx": list(series.hu.shape), "skipped_files": series.skipped, **geometry,
         "resampled_shape": list(prepared.resampled_shape), "spacing": list(prepared.spacing),

@@ -3,9 +3,10 @@ files.
 
 Every data source ends its preparation with `<root>/manifest.json` (written last, atomically). Its common contract::
 
-    "format": "la_h5" | "pancreas_h5"
+    "format": "la_h5" | "pancreas_h5" | "case_h5"
     "lists":  {"train.list": <sha256 of the file>, "test.list": <sha256 of the file>}
     "cases":  {<ID>: {"split": "train" | "test", "sha256": <sha256 of the case file>, ...}}
+    "spacing_mm": [x, y, z]   (optional: the voxel size shared by every case, e.g. the `nifti` source's target spacing)
 
 with exactly the IDs of the two lists. `PreparedData.open` checks the lists against it (safe IDs, unchanged bytes, no
 ID in both lists, the same IDs per split) and `PreparedData.load` reads a case file only if its bytes still have the
@@ -36,7 +37,8 @@ TRAINING_DIR = "2018LA_Seg_Training Set"
 H5_NAME = "mri_norm2.h5"
 PANCREAS_DIR = "h5"
 PANCREAS_SUFFIX = "_norm.h5"
-FORMATS = ("la_h5", "pancreas_h5")
+CASE_H5_DIR = "cases"
+FORMATS = ("la_h5", "pancreas_h5", "case_h5")
 MANIFEST = "manifest.json"
 LISTS = {"train": "train.list", "test": "test.list"}
 _SHOWN_IDS = 10  # IDs named in an error message
@@ -53,19 +55,27 @@ def pancreas_case_path(root: str | Path, case_id: str) -> Path:
     return Path(root) / PANCREAS_DIR / f"{case_id}{PANCREAS_SUFFIX}"
 
 
+def case_h5_path(root: str | Path, case_id: str) -> Path:
+    """Path of a case file of the `case_h5` format: `<root>/cases/<case_id>.h5` (the `nifti` source)."""
+    return Path(root) / CASE_H5_DIR / f"{case_id}.h5"
+
+
 def case_path(root: str | Path, case_id: str, fmt: str) -> Path:
     """Path of a case file in the on-disk layout `fmt` of `DataConfig.format`.
 
     Args:
         root: the dataset root (holds `train.list` and `test.list` in every format).
         case_id: an ID from the lists.
-        fmt: `la_h5` (`<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5`) or `pancreas_h5` (`<root>/h5/<ID>_norm.h5`).
+        fmt: `la_h5` (`<root>/2018LA_Seg_Training Set/<ID>/mri_norm2.h5`), `pancreas_h5` (`<root>/h5/<ID>_norm.h5`)
+            or `case_h5` (`<root>/cases/<ID>.h5`).
     """
     if fmt == "la_h5":
         return la_case_path(root, case_id)
     if fmt == "pancreas_h5":
         return pancreas_case_path(root, case_id)
-    raise ValueError(f"fmt must be 'la_h5' or 'pancreas_h5'; got {fmt!r}")
+    if fmt == "case_h5":
+        return case_h5_path(root, case_id)
+    raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
 
 
 # -- h5 parsing ------------------------------------------------------------------------------------------------------
@@ -235,17 +245,32 @@ def _case_digests(manifest: Path, ids: list[str], cases: Mapping[str, Any]) -> d
     return {cid: cases[cid]["sha256"] for cid in ids}
 
 
+def _spacing_mm(manifest: Path, content: Mapping[str, Any]) -> tuple[float, float, float] | None:
+    """The manifest's optional `spacing_mm` (3 positive finite numbers, x y z), None when absent."""
+    value = content.get("spacing_mm")
+    if value is None:
+        return None
+    numbers = isinstance(value, list) and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    if not (numbers and len(value) == 3 and all(np.isfinite(v) and v > 0 for v in value)):
+        raise DataError(
+            f"{manifest}: 'spacing_mm' must be 3 positive numbers (x, y, z, mm); got {value!r}: {_reprepare(manifest)}"
+        )
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
 @dataclass(frozen=True)
 class PreparedData:
     """A prepared dataset whose lists were checked against its manifest; `load` verifies each case file's sha256.
 
     Attributes:
         root: the dataset root.
-        format: the on-disk layout, "la_h5" or "pancreas_h5" (see `case_path`).
+        format: the on-disk layout, "la_h5", "pancreas_h5" or "case_h5" (see `case_path`).
         manifest_sha256: sha256 of the manifest.json bytes (the data's identity in provenance).
         train_ids: train.list IDs in file order.
         test_ids: test.list IDs in file order.
         case_sha256: ID → sha256 of the case file recorded at preparation (read-only).
+        spacing_mm: the voxel size (x, y, z) in mm shared by every case, from the manifest's optional "spacing_mm"
+            (None when the manifest has none).
     """
 
     root: Path
@@ -254,17 +279,20 @@ class PreparedData:
     train_ids: tuple[str, ...]
     test_ids: tuple[str, ...]
     case_sha256: Mapping[str, str]
+    spacing_mm: tuple[float, float, float] | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "root", Path(self.root))
         object.__setattr__(self, "train_ids", tuple(self.train_ids))
         object.__setattr__(self, "test_ids", tuple(self.test_ids))
         object.__setattr__(self, "case_sha256", MappingProxyType(dict(self.case_sha256)))
+        if self.spacing_mm is not None:
+            object.__setattr__(self, "spacing_mm", tuple(float(v) for v in self.spacing_mm))
 
     def __reduce__(self) -> tuple[type, tuple]:
         """Pickle support (process pools): the read-only mapping travels as a plain dict."""
         fields = (self.root, self.format, self.manifest_sha256, self.train_ids, self.test_ids, dict(self.case_sha256))
-        return type(self), fields
+        return type(self), (*fields, self.spacing_mm)
 
     @classmethod
     def open(cls, root: str | Path, fmt: str) -> PreparedData:
@@ -277,7 +305,8 @@ class PreparedData:
         Raises:
             DataError: the manifest is missing, unreadable or of an older version; a list is missing, holds an unsafe
                 ID or changed after preparation; an ID is in both lists; the lists' IDs differ from the manifest's
-                cases per split; a case has no sha256; the formats differ. Each message names the file and the fix.
+                cases per split; a case has no sha256; the formats differ; `spacing_mm` is not 3 positive numbers.
+                Each message names the file and the fix.
         """
         if fmt not in FORMATS:
             raise ValueError(f"fmt must be one of {FORMATS}; got {fmt!r}")
@@ -293,7 +322,8 @@ class PreparedData:
         lists = _read_lists(root, manifest, content["lists"])
         _check_splits(manifest, lists, content["cases"])
         digests = _case_digests(manifest, lists["train"] + lists["test"], content["cases"])
-        return cls(root, fmt, digest, tuple(lists["train"]), tuple(lists["test"]), digests)
+        spacing = _spacing_mm(manifest, content)
+        return cls(root, fmt, digest, tuple(lists["train"]), tuple(lists["test"]), digests, spacing)
 
     def path(self, case_id: str) -> Path:
         """The case file of `case_id`; DataError if the manifest has no such case (unknown IDs never become paths)."""

@@ -17,6 +17,14 @@ SAFE_CASE_ID_RULE = (
     "at most 128 characters"
 )
 
+#: Training cases of the released LA list (protocol §1.6).
+LA_N_TRAIN = 80
+#: The two MC-Net Pancreas cases that today's TCIA download may lack, with their MC-Net list (protocol §2.2).
+PANCREAS_DUPLICATES = {"image0025": "test", "image0070": "train"}
+#: MC-Net train-list size (protocol §2.5) and the split tags of the two variants (protocol §2.2).
+PANCREAS_N_TRAIN = 62
+SPLIT_MCNET, SPLIT_MCNET_MINUS = "mcnet", "mcnet_minus_0025_0070"
+
 
 def _checked_ids(path: Path, text: str) -> list[str]:
     """The non-empty stripped lines of `text`; ValueError naming the file, line and rule for an unsafe ID."""

@@ -13,7 +13,7 @@ from tqdm import tqdm
 from harness.config import RunConfig
 from harness.data.prepared import PreparedData
 from harness.evaluate.inference import sliding_window
-from harness.evaluate.predictions import make_record, save_nifti, write_record
+from harness.evaluate.predictions import make_record, save_nifti, voxel_size, write_record
 from harness.method.build import load_trained
 from harness.provenance import file_sha256
 
@@ -25,7 +25,7 @@ def predict_cases(
     *,
     stride: tuple[int, int, int],
     windows_per_batch: int,
-    spacing_mm: tuple[float, float, float],
+    spacing_mm: tuple[float, float, float] | None,
     device: torch.device,
 ) -> dict[str, Any]:
     """Predict every test case with the run's evaluation network; writes `<out_dir>/<case>.nii.gz` and
@@ -37,13 +37,14 @@ def predict_cases(
         out_dir: the predictions folder.
         stride: sliding-window stride (x, y, z) in voxels (LA 18/18/4, Pancreas 16; protocol §4.2).
         windows_per_batch: windows per forward pass (batched inference; the same maths in eval mode).
-        spacing_mm: voxel size written into the NIfTI header.
+        spacing_mm: voxel size written into the NIfTI header (None: the prepared data's, `voxel_size`).
         device: where the network runs.
 
     Returns:
         The record written to predictions.json.
     """
     data = PreparedData.open(cfg.data.root, cfg.data.format)
+    spacing_mm = voxel_size(spacing_mm, data)
     method = load_trained(cfg, model_path, device, data.manifest_sha256)
     net = method.eval_network().eval()
     num_classes = 1 if method.output_kind == "sigmoid" else 2

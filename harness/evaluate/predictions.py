@@ -18,6 +18,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from harness.data.download import DataError
 from harness.data.prepared import PreparedData
 from harness.workflow.lineage import LineageError
 
@@ -29,6 +30,16 @@ def save_nifti(label: np.ndarray, spacing: Sequence[float], path: Path) -> None:
     img = nib.Nifti1Image(label.astype(np.uint8), np.diag([*spacing, 1.0]))
     img.header.set_zooms(tuple(spacing))
     nib.save(img, path)
+
+
+def voxel_size(spacing_mm: Sequence[float] | None, data: PreparedData) -> tuple[float, float, float]:
+    """The voxel size of the mm metrics and NIfTI headers: the configured one, or (None) the one the prepared data
+    records (source nifti: its target spacing)."""
+    if spacing_mm is not None:
+        return tuple(float(v) for v in spacing_mm)
+    if data.spacing_mm is None:
+        raise DataError(f"{data.root / 'manifest.json'} records no spacing_mm: set data.<dataset>.spacing_mm")
+    return tuple(float(v) for v in data.spacing_mm)
 
 
 def make_record(

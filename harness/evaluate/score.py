@@ -20,11 +20,7 @@ import numpy as np
 from harness.config import RunConfig
 from harness.data.prepared import PreparedData
 from harness.evaluate.metrics import case_metrics
-from harness.evaluate.predictions import (
-    check_record,
-    provenance_columns,
-    read_record,
-)
+from harness.evaluate.predictions import check_record, provenance_columns, read_record, voxel_size
 
 logger = logging.getLogger(__name__)
 
@@ -56,18 +52,24 @@ PER_CASE_COLUMNS = (
 
 
 def evaluate_cases(
-    cfg: RunConfig, pred_dir: Path, *, spacing_mm: tuple[float, float, float], empty_pred: str, run_info: dict[str, Any]
+    cfg: RunConfig,
+    pred_dir: Path,
+    *,
+    spacing_mm: tuple[float, float, float] | None,
+    empty_pred: str,
+    run_info: dict[str, Any],
 ) -> list[dict]:
     """Per-case Dice, Jaccard, HD95, ASD in voxels and mm, with run identity, settings and provenance columns.
 
     Args:
         cfg: the run's configuration.
         pred_dir: folder of `<case>.nii.gz` label maps and `predictions.json` written by `predict_cases`.
-        spacing_mm: voxel size for the mm columns.
+        spacing_mm: voxel size for the mm columns (None: the prepared data's, `voxel_size`).
         empty_pred: empty-prediction policy (worst_case | nan | reference_zero; protocol §4.6).
         run_info: the run's run_info.json (provenance columns; its model_sha256 must be the predictions').
     """
     data = PreparedData.open(cfg.data.root, cfg.data.format)
+    spacing_mm = voxel_size(spacing_mm, data)
     record = read_record(pred_dir)
     check_record(record, pred_dir, run_info, data, spacing_mm)
     provenance = provenance_columns(record, run_info)

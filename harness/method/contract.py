@@ -7,42 +7,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
-
-@dataclass(frozen=True)
-class Batch:
-    """One training batch.
-
-    Attributes:
-        x: images `[B, 1, X, Y, Z]` float32, labeled samples first.
-        y: labels of the labeled samples `[n_labeled, X, Y, Z]` int64 in {0, 1}.
-        n_labeled: how many of the B samples are labeled (positions 0 .. n_labeled - 1).
-        extras: per-batch tensors that a method asked the data pipeline for (e.g. "sdf" `[n_labeled, X, Y, Z]`, or
-            "case_id" `[B]` int64 when the method sets `needs_case_id`).
-    """
-
-    x: torch.Tensor
-    y: torch.Tensor
-    n_labeled: int
-    extras: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def to(self, device: torch.device) -> Batch:
-        """The same batch on `device`."""
-        extras = {k: v.to(device) for k, v in self.extras.items()}
-        return Batch(x=self.x.to(device), y=self.y.to(device), n_labeled=self.n_labeled, extras=extras)
-
-    @property
-    def x_l(self) -> torch.Tensor:
-        return self.x[: self.n_labeled]
-
-    @property
-    def x_u(self) -> torch.Tensor:
-        return self.x[self.n_labeled :]
+from harness.data.dataset import Batch
 
 
 @dataclass(frozen=True)

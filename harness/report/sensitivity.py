@@ -33,6 +33,7 @@ import pandas as pd
 
 from harness.data.prepared import PreparedData
 from harness.evaluate.metrics import EMPTY_PRED_POLICIES, case_metrics, secondary_metrics
+from harness.evaluate.predictions import voxel_size
 from harness.report.aggregate import CELL_KEYS, MISSING, PER_CASE_COLUMNS, per_cell, per_run
 from harness.report.table_model import (
     Entry,
@@ -179,7 +180,7 @@ def _data_of(run_configs: list[Path]) -> PreparedData:
 def sensitivity_per_case(
     run_configs: Iterable[str | os.PathLike],
     *,
-    spacing_mm: Sequence[float],
+    spacing_mm: Sequence[float] | None,
     policy: str,
     workers: int = 1,
 ) -> pd.DataFrame:
@@ -189,7 +190,7 @@ def sensitivity_per_case(
         run_configs: run_config.yaml of each run; run_info.json and predictions/<case>.nii.gz are read beside it.
             All runs must share one dataset root; its test cases come from `PreparedData` (the manifest's verified
             test.list, sha256-checked label files).
-        spacing_mm: voxel size (x, y, z) in mm for the `mm` variant.
+        spacing_mm: voxel size (x, y, z) in mm for the `mm` variant (None: the prepared data's).
         policy: the configured empty-prediction policy (the `primary` variant).
         workers: processes (one test case per task; 1 = in this process).
 
@@ -201,7 +202,7 @@ def sensitivity_per_case(
     if not paths:
         raise ValueError("run_configs: expected at least one run_config.yaml")
     data = _data_of(paths)
-    spacing = tuple(float(s) for s in spacing_mm)
+    spacing = voxel_size(spacing_mm, data)
     entries = [_run_entry(p, data, spacing) for p in paths]
     tasks = [(data, case, entries, spacing, policy) for case in data.test_ids]
     if workers > 1 and len(tasks) > 1:
@@ -322,7 +323,7 @@ def write_sensitivity(
     out_csv: str | os.PathLike,
     tables_dir: str | os.PathLike,
     *,
-    spacing_mm: Sequence[float],
+    spacing_mm: Sequence[float] | None,
     policy: str,
     workers: int = 1,
 ) -> dict[str, Path]:

@@ -8,18 +8,14 @@ cells), and `data_block` / `source_settings` / `pancreas_split` resolve each dat
 from __future__ import annotations
 
 import difflib
+import functools
+import json
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
 from harness.config import IMPLEMENTED_SOURCES, PLANNED_SOURCES, SAFE_NAME, ConfigError, DataConfig
-
-#: The two MC-Net Pancreas cases that today's TCIA download may lack, with their MC-Net list (protocol §2.2).
-PANCREAS_DUPLICATES = {"image0025": "test", "image0070": "train"}
-#: MC-Net train-list size (protocol §2.5) and the split tags of the two variants (protocol §2.2).
-PANCREAS_N_TRAIN = 62
-SPLIT_MCNET, SPLIT_MCNET_MINUS = "mcnet", "mcnet_minus_0025_0070"
-LA_N_TRAIN = 80
+from harness.data.splits import LA_N_TRAIN, PANCREAS_DUPLICATES, PANCREAS_N_TRAIN, SPLIT_MCNET, SPLIT_MCNET_MINUS
 
 #: Defaults of the source-specific blocks `data.<dataset>.<source>` (documented in workflow/schemas/config.schema.yaml).
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -39,8 +35,18 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
         "duplicates": "auto",
         "retries": 3,
     },
+    "nifti": {
+        "layout": "auto",
+        "foreground": [1],
+        "modality": "mri",
+        "target_spacing": None,
+        "test": {"fraction": 0.2, "seed": 0},
+        "channel": None,
+    },
 }
 DUPLICATE_POLICIES = ("auto", "require", "drop")
+#: Keys of a dataset block that source nifti derives from its data (the split, the resampled voxel size).
+NIFTI_DERIVED = ("n_train", "spacing_mm")
 
 
 @dataclass(frozen=True)
@@ -86,9 +92,27 @@ def pancreas_split(settings: dict[str, Any]) -> str:
     return SPLIT_MCNET_MINUS
 
 
+def nifti_split(settings: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(train IDs, test IDs) of a `nifti` dataset from its folder and split settings (files listed, none opened)."""
+    return _nifti_split(json.dumps(settings, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=16)
+def _nifti_split(settings_json: str) -> tuple[list[str], list[str]]:
+    from harness.data.nifti_layout import NiftiSettings, find_cases, split_cases
+
+    settings = NiftiSettings.from_block(json.loads(settings_json))
+    _, cases = find_cases(settings)
+    return split_cases([c.case_id for c in cases], settings)
+
+
 def data_block(config: dict[str, Any], ds: str) -> dict[str, Any]:
-    """`data.<ds>` with its derived keys: for Pancreas, `split` and the effective `n_train` (61 without image0070)."""
+    """`data.<ds>` with its derived keys: the format its source writes; for Pancreas, `split` and the effective
+    `n_train` (61 without image0070); for nifti, `n_train` from its split."""
     block = dict(config["data"][ds])
+    block.setdefault("format", IMPLEMENTED_SOURCES.get(block.get("source", ""), "la_h5"))
+    if block.get("source") == "nifti":
+        block["n_train"] = len(nifti_split(source_settings(block))[0])
     if block.get("source") == "tcia":
         block["split"] = pancreas_split(source_settings(block))
         if block["split"] == SPLIT_MCNET_MINUS and block.get("n_train") == PANCREAS_N_TRAIN:
@@ -99,7 +123,7 @@ def data_block(config: dict[str, Any], ds: str) -> dict[str, Any]:
 def _source_problems(ds: str, block: dict[str, Any]) -> list[str]:
     """Settings a dataset's source needs (list sizes, the source's format, raw_root, the duplicates policy)."""
     source, problems = block.get("source", ""), []
-    fmt = block.get("format", "la_h5")
+    fmt = block.get("format", IMPLEMENTED_SOURCES.get(source, "la_h5"))
     if source in IMPLEMENTED_SOURCES and IMPLEMENTED_SOURCES[source] != fmt:
         problems.append(f"data.{ds}.format: source {source!r} writes {IMPLEMENTED_SOURCES[source]!r}, not {fmt!r}")
     expected = {"released_h5": LA_N_TRAIN, "raw_nrrd": LA_N_TRAIN, "tcia": PANCREAS_N_TRAIN}.get(source)
@@ -113,6 +137,25 @@ def _source_problems(ds: str, block: dict[str, Any]) -> list[str]:
             problems.append(f"data.{ds}.tcia.duplicates: use one of {', '.join(DUPLICATE_POLICIES)}")
         if not settings["api_url"] and not settings["dicom_root"]:
             problems.append(f"data.{ds}.tcia: set api_url (TCIA download) or dicom_root (a local DICOM copy)")
+    if source == "nifti":
+        problems += _nifti_problems(ds, block, settings)
+    return problems
+
+
+def _nifti_problems(ds: str, block: dict[str, Any], settings: dict[str, Any]) -> list[str]:
+    """A `nifti` dataset's folder must be readable and its split possible; keys its data decides are refused."""
+    problems = [
+        f"data.{ds}.{key}: not set for source nifti (it comes from the data: the split gives n_train, "
+        f"nifti.target_spacing the voxel size); remove it"
+        for key in NIFTI_DERIVED
+        if key in block
+    ]
+    try:
+        train, _ = nifti_split(settings)
+    except (ValueError, OSError) as err:  # DataError is a ValueError; it names the file and the fix
+        return [*problems, f"data.{ds}.nifti: {err}"]
+    if len(train) < 2:
+        problems.append(f"data.{ds}.nifti: only {len(train)} training case(s) after the split; need at least 2")
     return problems
 
 

@@ -327,7 +327,7 @@ def test_prepared_files_load_through_the_training_loader(two_cases):
     from harness.data.dataset import case_path, load_case
 
     assert pancreas.pancreas_case_path("/r", "image0001") == case_path("/r", "image0001", "pancreas_h5")
-    with pytest.raises(ValueError, match="fmt must be 'la_h5' or 'pancreas_h5'; got 'nifti'"):
+    with pytest.raises(ValueError, match=r"fmt must be one of \('la_h5', 'pancreas_h5', 'case_h5'\); got 'nifti'"):
         case_path("/r", "image0001", "nifti")
 
     image, label = load_case(case_path(two_cases, "image0001", "pancreas_h5"), with_label=True)

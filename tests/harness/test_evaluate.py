@@ -112,3 +112,46 @@ def test_test_case_copied_into_train_list_is_refused(trained, tmp_path):
     with pytest.raises(DataError, match="train.list changed after the data was prepared"):
         train(other, tmp_path / "run", device=CPU)
     assert not (tmp_path / "run" / "model.pt").exists()
+
+
+def test_mm_metrics_use_the_voxel_size_the_prepared_data_records(tmp_path):
+    """A case_h5 dataset (source nifti) at 1.0 × 1.2 × 2.5 mm: a 6³ cube predicted one voxel too high in z has HD95
+    1 voxel = 2.5 mm (the shifted faces are more than 5 % of the surface voxels), taken from manifest.json."""
+    import h5py
+    import numpy as np
+
+    from harness.data.download import sha256_file, write_json_atomic, write_list
+    from harness.data.prepared import PreparedData
+    from harness.evaluate.predictions import make_record, save_nifti, write_record
+
+    root = tmp_path / "data"
+    label = np.zeros((20, 20, 20), np.uint8)
+    label[7:13, 7:13, 7:13] = 1
+    ids = {"case_a": "train", "case_b": "train", "case_t": "test"}
+    for case in ids:
+        (root / "cases").mkdir(parents=True, exist_ok=True)
+        with h5py.File(root / "cases" / f"{case}.h5", "w") as f:
+            f["image"], f["label"] = label.astype(np.float32), label
+    write_list(root / "train.list", ["case_a", "case_b"])
+    write_list(root / "test.list", ["case_t"])
+    cases = {c: {"split": s, "sha256": sha256_file(root / "cases" / f"{c}.h5")} for c, s in ids.items()}
+    lists = {n: sha256_file(root / n) for n in ("train.list", "test.list")}
+    write_json_atomic(root / "manifest.json", {"format": "case_h5", "lists": lists, "cases": cases,
+                                               "spacing_mm": [1.0, 1.2, 2.5]})  # fmt: skip
+    data = PreparedData.open(root, "case_h5")
+    assert data.spacing_mm == (1.0, 1.2, 2.5)
+    from test_loop import run_config
+
+    cfg = run_config(root)
+    cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, format="case_h5", source="nifti", n_train=2))
+    pred = np.roll(label, 1, axis=2)
+    (tmp_path / "pred").mkdir()
+    save_nifti(pred, data.spacing_mm, tmp_path / "pred" / "case_t.nii.gz")
+    settings = {"stride": [8, 8, 8], "windows_per_batch": 1, "spacing_mm": list(data.spacing_mm)}
+    info = {"model_sha256": "m" * 64, "config_sha256": cfg.sha256(), "code_sha256": "c" * 64, "method_version": 1,
+            "git_commit": "x"}  # fmt: skip
+    write_record(tmp_path / "pred", make_record(model_sha256="m" * 64, config_sha256=cfg.sha256(), data=data,
+                                                settings=settings))  # fmt: skip
+    [row] = evaluate_cases(cfg, tmp_path / "pred", spacing_mm=None, empty_pred="nan", run_info=info)
+    assert row["hd95"] == pytest.approx(1.0) and row["hd95_mm"] == pytest.approx(2.5)
+    assert row["dice"] == pytest.approx(2 * 5 * 36 / (2 * 6 * 36))  # 5 of the 6 slices overlap

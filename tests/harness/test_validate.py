@@ -147,11 +147,11 @@ def test_defaults_are_filled_in_nested_objects():
         config.pop(key, None)
     config["eval"] = {}
     config["data"]["copy"] = copy.deepcopy(config["data"]["synthetic"])
-    del config["data"]["synthetic"]["synthetic"], config["data"]["copy"]["synthetic"]
+    del config["data"]["synthetic"]["synthetic"], config["data"]["copy"]["synthetic"], config["data"]["copy"]["augment"]
     validate_config(config, METHODS)
     assert config["eval"] == {"empty_pred": "worst_case", "windows_per_batch": 4}
     assert config["compute"]["train_threads"] == 4 and config["report"]["reference_method"] == "simcvd"
-    assert config["data"]["copy"]["format"] == "la_h5"  # an entry under additionalProperties
+    assert config["data"]["copy"]["augment"] == "rotflip_crop"  # an entry under additionalProperties
     assert config["data"]["synthetic"]["synthetic"] == {"seed": 0, "n_test": 4}
     config["data"]["copy"]["synthetic"]["seed"] = 9  # each default is a copy of its own
     assert config["data"]["synthetic"]["synthetic"]["seed"] == 0

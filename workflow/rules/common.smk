@@ -15,6 +15,7 @@ from harness.workflow.grid import (
     cell_params,
     data_block,
     grid_cells,
+    nifti_split,
     source_settings,
 )  # noqa: E402
 from harness.workflow.job_control import export_for_jobs, forward_stop_signals  # noqa: E402
@@ -96,9 +97,11 @@ LA_RELEASED = [
 ]
 LA_RAW = [ds for ds, spec in config["data"].items() if spec.get("source") == "raw_nrrd"]
 TCIA = [ds for ds, spec in config["data"].items() if spec.get("source") == "tcia"]
+NIFTI = [ds for ds, spec in config["data"].items() if spec.get("source") == "nifti"]
 MANIFESTS = Path(workflow.basedir, "harness", "data", "manifests")
 LA_CASE = r"[0-9A-Z]{20}"  # LA case IDs (they reach shell commands)
 PANCREAS_CASE = r"image\d{4}"
+NIFTI_CASE = r"[A-Za-z0-9][A-Za-z0-9_-]*"  # harness.data.splits.SAFE_CASE_ID (no dots, no path separators)
 
 
 def one_of(names):
@@ -138,6 +141,15 @@ def data_setting(key):
         return " ".join(str(v) for v in config["data"][wildcards.dataset][key])
 
     return get
+
+
+def eval_spacing(wildcards):
+    """Voxel size of the mm metrics and NIfTI headers: `data.<ds>.spacing_mm`, or `data` for a source whose prepared
+    data records it (nifti: the target spacing, read from manifest.json by the job)."""
+    block = config["data"][wildcards.dataset]
+    if block.get("source") == "nifti":
+        return "data"
+    return " ".join(str(v) for v in block["spacing_mm"])
 
 
 def data_value(key):
@@ -419,6 +431,34 @@ def la_raw_file(name):
         return str(Path(raw_root, wildcards.case, name))
 
     return get
+
+
+def nifti_settings(wildcards):
+    """The `data.<ds>.nifti` block with its defaults, as JSON (a rerun trigger of the plan job)."""
+    return json.dumps(source_settings(config["data"][wildcards.dataset]), sort_keys=True)
+
+
+def nifti_source_files(case=False):
+    """Input function: the source image and label files of one case (`case=True`) or of every case and dataset.json
+    (the plan reads them all), so that an edited source file reruns what was prepared from it."""
+
+    def get(wildcards):
+        from harness.data.nifti_layout import NiftiSettings, find_cases
+
+        settings = NiftiSettings.from_block(source_settings(config["data"][wildcards.dataset]))
+        _, cases = find_cases(settings)
+        if case:
+            return [str(p) for c in cases if c.case_id == wildcards.case for p in (c.image, c.label)]
+        return [str(settings.root / "dataset.json")] + [str(p) for c in cases for p in (c.image, c.label)]
+
+    return get
+
+
+def nifti_case_files(wildcards):
+    """The h5 and QA files of every case of a nifti dataset (train and test, from its split)."""
+    train, test = nifti_split(source_settings(config["data"][wildcards.dataset]))
+    root = data_root(wildcards)
+    return [f"{root}/cases/{c}.h5" for c in train + test] + [f"{root}/qa/{c}.json" for c in train + test]
 
 
 def pancreas_split(wildcards):

@@ -238,3 +238,66 @@ rule pancreas_manifest:
     shell:
         "python -m harness pancreas-manifest --root {params.root} --split {params.split}"
         " --policy {params.policy} > {log} 2>&1"
+
+
+# -- your own dataset: MSD or nnU-Net v2 raw layout (docs/data.md "Your own dataset") --------------------------------
+rule nifti_plan:
+    input:
+        nifti_source_files(),
+    output:
+        "resources/{dataset}/plan.json",
+    log:
+        "logs/{dataset}/nifti_plan.log",
+    wildcard_constraints:
+        dataset=one_of(NIFTI),
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+        settings=nifti_settings,
+    shell:
+        "python -m harness nifti-plan --settings {params.settings:q} --out {params.root} > {log} 2>&1"
+
+
+rule nifti_case:
+    input:
+        plan="resources/{dataset}/plan.json",
+        source=nifti_source_files(case=True),
+    output:
+        h5="resources/{dataset}/cases/{case}.h5",
+        qa="resources/{dataset}/qa/{case}.json",
+        overlay="resources/{dataset}/qa/{case}.png",
+    log:
+        "logs/{dataset}/nifti_case/{case}.log",
+    wildcard_constraints:
+        dataset=one_of(NIFTI),
+        case=NIFTI_CASE,
+    conda:
+        "../../environment.yml"
+    resources:
+        mem_mb=4000,
+    params:
+        root=data_root,
+    shell:
+        "python -m harness nifti-case --out {params.root} --case {wildcards.case} > {log} 2>&1"
+
+
+rule nifti_manifest:
+    input:
+        cases=nifti_case_files,
+        plan="resources/{dataset}/plan.json",
+    output:
+        manifest="resources/{dataset}/manifest.json",
+        train="resources/{dataset}/train.list",
+        test="resources/{dataset}/test.list",
+    log:
+        "logs/{dataset}/nifti_manifest.log",
+    wildcard_constraints:
+        dataset=one_of(NIFTI),
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        root=data_root,
+    shell:
+        "python -m harness nifti-manifest --out {params.root} > {log} 2>&1"

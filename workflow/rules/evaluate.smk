@@ -22,7 +22,7 @@ rule predict:
         runtime=config["compute"]["predict_runtime_min"],
     params:
         stride=data_setting("stride"),
-        spacing=data_setting("spacing_mm"),
+        spacing=eval_spacing,
         windows=config["eval"]["windows_per_batch"],
     shell:
         "bash {input.gpu_slot:q} python -m harness predict --run-config {input.run_config}"
@@ -45,7 +45,7 @@ rule evaluate:
     conda:
         "../../environment.yml"
     params:
-        spacing=data_setting("spacing_mm"),
+        spacing=eval_spacing,
         empty_pred=config["eval"]["empty_pred"],
     shell:
         "python -m harness evaluate --run-config {input.run_config} --predictions {input.predictions}"

@@ -101,7 +101,7 @@ rule sensitivity:
         "../../environment.yml"
     threads: 4
     params:
-        spacing=data_setting("spacing_mm"),
+        spacing=eval_spacing,
         empty_pred=config["eval"]["empty_pred"],
     shell:
         "python -m harness sensitivity --run-configs {input.run_configs} --spacing {params.spacing}"
