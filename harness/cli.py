@@ -269,11 +269,12 @@ def _run_job(run_dir: Path, job: str, method: str) -> Iterator[None]:
     """What every job of a run does around its work: delete the results derived from what it recomputes and note its
     start in the run's journal (`harness.workflow.lineage`) before SIGINT/SIGTERM may stop it, then hold the run
     folder's lock (waiting for an orphaned writer to stop) and stop when its workflow is gone."""
+    from harness.config import VARIANT_SEPARATOR
     from harness.workflow.job_control import RunLock, release_stop_signals, watch_workflow
     from harness.workflow.lineage import start_job
     from harness.workflow.method_table import read_methods
 
-    deleted = start_job(run_dir, job, read_methods(PROJECT_ROOT)[method].stages)
+    deleted = start_job(run_dir, job, read_methods(PROJECT_ROOT)[method.split(VARIANT_SEPARATOR, 1)[0]].stages)
     release_stop_signals()
     if deleted:
         logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
@@ -299,7 +300,8 @@ def cmd_train(a: argparse.Namespace) -> None:
         intra_op, workers = split_threads(a.threads or torch.get_num_threads(), device, cfg.protocol.num_workers)
         torch.set_num_threads(intra_op)
         logger.info("device %s, %d intra-op threads, %d loader workers", device, intra_op, workers)
-        train(cfg, Path(a.run_dir), device=device, workers=workers, stage=a.stage, stop=stop)
+        previous = Path(a.previous_model) if a.previous_model else None
+        train(cfg, Path(a.run_dir), device=device, workers=workers, stage=a.stage, stop=stop, previous_model=previous)
 
 
 def cmd_predict(a: argparse.Namespace) -> None:
@@ -472,6 +474,12 @@ def _add_report_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-info", nargs="+", required=True, help="run_info.json of every benchmarked run (device)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_cost_table)
+    from harness.report import landing_page
+
+    landing_page.add_command(sub)  # the report's landing page: its own module
+    from harness.report import ablation
+
+    ablation.add_command(sub)  # ablation tables and sweep figures (docs/ablations.md)
 
 
 def _eval_flags(p: argparse.ArgumentParser) -> None:
@@ -508,6 +516,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     p.add_argument("--stage", default=None, help="a pre-training stage of the method (writes <run-dir>/<stage>/)")
+    p.add_argument("--previous-model", default=None, help="the previous stage's model.pt if not in <run-dir>")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("predict", help="sliding-window prediction of the test cases to NIfTI")
@@ -530,6 +539,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     _add_report_commands(sub)
+    from harness.evaluate import external
+
+    external.add_command(sub)  # evaluate-checkpoint: its own module
+    from harness.gpucheck import command as gpu_check
+
+    gpu_check.add_command(sub)  # gpu-check: its own package (docs/gpu.md)
     return parser
 
 

@@ -35,6 +35,8 @@ PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
 DATA_FORMATS = ("la_h5", "pancreas_h5", "case_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: Separates a method from its variant in grid entries, run folders and tables (`simcvd@no_sdm`).
+VARIANT_SEPARATOR = "@"
 
 
 class ConfigError(ValueError):
@@ -199,6 +201,13 @@ class ProtocolConfig:
     compile: bool = False
     """torch.compile the networks' forward passes (opt-in) [H]: same maths up to kernel rounding, but compiled
     dropout draws different random numbers than eager dropout, so compiled and eager runs are not interchangeable."""
+    tf32: bool = False
+    """TF32 in cuDNN convolutions and CUDA matmuls (`torch.backends.cudnn.allow_tf32`, `torch.backends.cuda.matmul.
+    allow_tf32`), set at the start of training and prediction [H]. Off: true fp32, as the reference ran (recent GPUs
+    otherwise run cuDNN convolutions in TF32 by default). No effect on the CPU."""
+    channels_last: bool = False
+    """Networks and input batches in `torch.channels_last_3d` memory format [H]: the same maths through other
+    kernels (faster on some GPUs, see docs/gpu.md); off keeps the contiguous layout of the reference."""
 
     def __post_init__(self) -> None:
         positive = ("iterations", "batch_size", "labeled_bs", "lr_step", "n_filters", "checkpoint_every", "log_every")
@@ -227,10 +236,17 @@ class RunConfig:
     protocol: ProtocolConfig
     method_config: dict[str, Any] = field(default_factory=dict)
     """The method's own hyperparameters (validated against the method's `Config` dataclass)."""
+    variant_overrides: dict[str, Any] = field(default_factory=dict)
+    """What makes this run a variant (`method` is then `<base>@<variant>`, docs/ablations.md); {} for a base method."""
 
     def __post_init__(self) -> None:
         if not (1 <= self.n_labeled <= self.data.n_train):
             raise ConfigError(f"n_labeled={self.n_labeled} must be between 1 and data.n_train={self.data.n_train}")
+
+    @property
+    def base_method(self) -> str:
+        """The method file stem (`simcvd` for the variant `simcvd@no_sdm`): what the registry builds."""
+        return self.method.split(VARIANT_SEPARATOR, 1)[0]
 
     @property
     def is_upper_bound(self) -> bool:

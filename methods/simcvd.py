@@ -24,6 +24,8 @@ correspondence) [H]; weight decay 5e-4 and the LR step at 3000 are loop keys (`p
 
 from __future__ import annotations
 
+import functools
+import operator
 from dataclasses import dataclass
 
 import torch
@@ -32,7 +34,13 @@ from torch import nn
 
 from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
 from harness.nets.heads import SegmentationHead
-from harness.numerics.contrastive import REDUCTIONS, SliceProjectionHead, pairwise_distillation, symmetric_info_nce
+from harness.numerics.contrastive import (
+    POOL_MODES,
+    REDUCTIONS,
+    SliceProjectionHead,
+    pairwise_distillation,
+    symmetric_info_nce,
+)
 from harness.numerics.ema import freeze_teacher, update_ema
 from harness.numerics.losses import add_input_noise, dice_fg, require_labels
 from harness.numerics.ramps import consistency_weight, sigmoid_rampup
@@ -87,12 +95,25 @@ class Config:
     """Clip bound of η [H, UA-MT value]."""
     has_dropout: bool = True
     """Dropout3d(0.5) in student and teacher trunks during training [H, docs/methods/README.md §1.2]."""
+    # -- ablation switches (the paper's ablation table; docs/methods/simcvd.md "Ablation switches") --
+    sdm_input: bool = True
+    """Projection heads see the boundary-aware volume x_U + q [P]; false: x_U alone ("w/o SDM" with use_sdm_loss)."""
+    use_contrast: bool = True
+    """L_contrast computed and added [P]; false: not computed ("w/o L_contrast")."""
+    use_pd: bool = True
+    """L_pd computed and added [P]; false: not computed ("w/o L_pd")."""
+    use_sdm_loss: bool = True
+    """α·L_sdm in L_sup [P]; false: not computed ("w/o L_sdm")."""
+    head_pool_mode: str = "avg"
+    """Per-slice pooling of the projection head: `avg` [P] or `max` ("w/ adaptive max pooling")."""
 
     def __post_init__(self) -> None:
         if self.pd_reduction not in REDUCTIONS:
             raise ValueError(f"pd_reduction must be one of {REDUCTIONS}; got {self.pd_reduction!r}")
         if self.ramp_mode not in RAMP_MODES:
             raise ValueError(f"ramp_mode must be one of {RAMP_MODES}; got {self.ramp_mode!r}")
+        if self.head_pool_mode not in POOL_MODES:
+            raise ValueError(f"head_pool_mode must be one of {tuple(POOL_MODES)}; got {self.head_pool_mode!r}")
         if self.con_target != "prob":
             raise ValueError(f"con_target must be 'prob'; got {self.con_target!r}")
         if not 0.0 <= self.ema_decay <= 1.0:
@@ -127,7 +148,9 @@ class SimCVD(Method):
 
     def _build_head(self) -> SliceProjectionHead:
         c = self.cfg
-        return SliceProjectionHead(c.head_pool, tuple(c.head_hidden), c.head_out, c.head_dropout, c.l2_normalise)
+        return SliceProjectionHead(
+            c.head_pool, tuple(c.head_hidden), c.head_out, c.head_dropout, c.l2_normalise, c.head_pool_mode
+        )
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"main": [*self.net.parameters(), *self.head.parameters()]}
@@ -140,9 +163,21 @@ class SimCVD(Method):
         n_l, logits = batch.n_labeled, out["logits"][: batch.n_labeled, 0]
         l_bce = F.binary_cross_entropy_with_logits(logits, batch.y.float())
         l_dice = dice_fg(torch.sigmoid(logits), batch.y)
-        l_sdf = F.mse_loss(out["sdm"][:n_l, 0], batch.extras["sdf"])
-        sup = 0.5 * (l_bce + l_dice) + self.cfg.alpha_sdf * l_sdf
-        return sup, {"loss/bce": l_bce.item(), "loss/dice": l_dice.item(), "loss/sdf": l_sdf.item()}
+        sup, logs = 0.5 * (l_bce + l_dice), {"loss/bce": l_bce.item(), "loss/dice": l_dice.item()}
+        if self.cfg.use_sdm_loss:
+            l_sdf = F.mse_loss(out["sdm"][:n_l, 0], batch.extras["sdf"])
+            sup, logs["loss/sdf"] = sup + self.cfg.alpha_sdf * l_sdf, l_sdf.item()
+        return sup, logs
+
+    def _contrast(self, x_u: torch.Tensor, sdm_s: torch.Tensor, sdm_t: torch.Tensor) -> torch.Tensor:
+        """L_contrast: symmetric InfoNCE of the student's and teacher's slice embeddings (boundary-aware input
+        x_U + q unless `sdm_input` is off); the teacher side without gradients."""
+        cfg = self.cfg
+        teacher_head = self.teacher_head if cfg.ema_head else self.head
+        with torch.no_grad():
+            h_t = teacher_head(x_u + sdm_t if cfg.sdm_input else x_u).flatten(0, 1)
+        h_s = self.head(x_u + sdm_s if cfg.sdm_input else x_u).flatten(0, 1)  # [B_U·Z, D]
+        return symmetric_info_nce(h_s, h_t, cfg.tau)
 
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
         cfg, n_l = self.cfg, batch.n_labeled
@@ -154,23 +189,23 @@ class SimCVD(Method):
         x_u = batch.x_u
         x_u_s = add_input_noise(x_u, cfg.noise_std, cfg.noise_clip) if cfg.student_noise_unlabeled else x_u
         out = self.net.forward_features(torch.cat([batch.x_l, x_u_s]))
-        teacher_head = self.teacher_head if cfg.ema_head else self.head
         with torch.no_grad():
             out_t = self.teacher.forward_features(add_input_noise(x_u, cfg.noise_std, cfg.noise_clip))
-            h_t = teacher_head(x_u + out_t["sdm"]).flatten(0, 1)
-        sup, logs = self._supervised(out, batch)
-        h_s = self.head(x_u + out["sdm"][n_l:]).flatten(0, 1)  # [B_U·Z, D]
-        l_contrast = symmetric_info_nce(h_s, h_t, cfg.tau)
-        l_pd = pairwise_distillation(
-            out["feat_bottleneck"][n_l:], out_t["feat_bottleneck"], cfg.pd_temperature, cfg.pd_reduction
-        )
-        l_con = F.mse_loss(torch.sigmoid(out["logits"][n_l:]), torch.sigmoid(out_t["logits"]))
+        sup, sup_logs = self._supervised(out, batch)
+        terms = {}  # name: (weight, loss), summed in this order; a switched-off term is never computed
+        if cfg.use_contrast:
+            terms["contrast"] = cfg.lambda_contrast, self._contrast(x_u, out["sdm"][n_l:], out_t["sdm"])
+        if cfg.use_pd:
+            l_pd = pairwise_distillation(
+                out["feat_bottleneck"][n_l:], out_t["feat_bottleneck"], cfg.pd_temperature, cfg.pd_reduction
+            )
+            terms["pd"] = cfg.beta_pd, l_pd
+        terms["con"] = cfg.gamma_con, F.mse_loss(torch.sigmoid(out["logits"][n_l:]), torch.sigmoid(out_t["logits"]))
+        weighted = [weight * term for weight, term in terms.values()]
+        unsup = functools.reduce(operator.add, weighted)
         r = ramp_value(cfg, progress.it)
-        unsup = cfg.lambda_contrast * l_contrast + cfg.beta_pd * l_pd + cfg.gamma_con * l_con
-        loss = sup + r * unsup
-        logs = {"loss/sup": sup.item(), **logs, "loss/contrast": l_contrast.item(), "loss/pd": l_pd.item(),
-                "loss/con": l_con.item(), "w/ramp": r}  # fmt: skip
-        return StepOutput(loss=loss, logs=logs)
+        logs = {"loss/sup": sup.item(), **sup_logs, **{f"loss/{k}": t.item() for k, (_, t) in terms.items()}}
+        return StepOutput(loss=sup + r * unsup, logs={**logs, "w/ramp": r})
 
     def after_optimizer_step(self, progress: Progress) -> None:
         update_ema(self.teacher, self.net, progress.it, self.cfg.ema_decay)

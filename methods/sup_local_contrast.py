@@ -144,6 +144,7 @@ class SupLocalContrast(Method):
     output_kind = "softmax"
     needs_unlabeled = False
     STAGES = ("stage1", "stage2")
+    SHARED_STAGES = ("stage1",)  # no labels: once per dataset and seed, shared by every labeled count
 
     def __init__(self, cfg: Config, build_net: BuildNet, device: torch.device) -> None:
         super().__init__(cfg, build_net, device)

@@ -148,3 +148,64 @@ def test_non_integer_device_override_is_refused(tmp_path):
     res, device = run_slot(tmp_path, HARNESS_GPU_DEVICES="0,gpu1")
     assert res.returncode == 2 and device == ""  # the command never ran
     assert "HARNESS_GPU_DEVICES" in res.stderr and "'gpu1'" in res.stderr
+
+
+# -- several runs per GPU (compute.runs_per_gpu -> HARNESS_RUNS_PER_GPU) ---------------------------------------------
+def test_two_slots_per_device_fill_every_device_before_stacking(tmp_path):
+    slots = {"HARNESS_GPU_DEVICES": "0,1", "HARNESS_RUNS_PER_GPU": "2"}
+    jobs, devices = [], []
+    for i in range(4):  # one after the other: each takes its slot before the next starts
+        jobs.append(start(tmp_path, f"job{i}", 4.0, **slots))
+        devices.append(read_device(tmp_path, f"job{i}"))
+    assert devices == ["0", "1", "0", "1"]
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == [
+        "gpu0.lock", "gpu0.slot1.lock", "gpu1.lock", "gpu1.slot1.lock"]  # fmt: skip
+    fifth = start(tmp_path, "fifth", 0, **slots)
+    assert read_device(tmp_path, "fifth", 1.0) == ""  # never a third job on a device: it waits
+    assert all(j.poll() is None for j in jobs) and fifth.poll() is None
+    for j in jobs:
+        assert j.wait(timeout=20) == 0
+    assert fifth.wait(timeout=20) == 0 and read_device(tmp_path, "fifth") in {"0", "1"}
+
+
+def test_jobs_starting_together_never_share_a_device_while_another_is_idle(tmp_path):
+    for round_ in range(3):
+        env = {"HARNESS_GPU_DEVICES": "0,1", "HARNESS_RUNS_PER_GPU": "3"}
+        jobs = [start(tmp_path, f"r{round_}j{i}", 1.0, **env) for i in range(2)]
+        assert sorted(read_device(tmp_path, f"r{round_}j{i}") for i in range(2)) == ["0", "1"]
+        for j in jobs:
+            assert j.wait(timeout=20) == 0
+
+
+def test_a_freed_slot_goes_to_the_least_busy_device(tmp_path):
+    slots = {"HARNESS_GPU_DEVICES": "0,1", "HARNESS_RUNS_PER_GPU": "2"}
+    short = [start(tmp_path, "a", 0.5, **slots)]
+    assert read_device(tmp_path, "a") == "0"
+    short.append(start(tmp_path, "b", 0.5, **slots))
+    assert read_device(tmp_path, "b") == "1"
+    long = start(tmp_path, "c", 30, **slots)
+    assert read_device(tmp_path, "c") == "0"  # device 0's second slot
+    for j in short:
+        assert j.wait(timeout=10) == 0
+    nxt = start(tmp_path, "d", 0, **slots)  # device 0 runs c, device 1 runs nothing
+    assert nxt.wait(timeout=10) == 0 and read_device(tmp_path, "d") == "1"
+    os.killpg(long.pid, signal.SIGKILL)
+    long.wait(timeout=10)
+
+
+def test_one_run_per_gpu_is_the_default_and_explicit_one_is_the_same(tmp_path):
+    for name, env in (("default", {}), ("explicit", {"HARNESS_RUNS_PER_GPU": "1"})):
+        first = start(tmp_path, f"{name}1", 2.0, HARNESS_GPU_DEVICES="4", **env)
+        assert read_device(tmp_path, f"{name}1") == "4"
+        second = start(tmp_path, f"{name}2", 0, HARNESS_GPU_DEVICES="4", **env)
+        assert read_device(tmp_path, f"{name}2", 1.0) == ""  # one slot: the second job waits
+        assert first.wait(timeout=20) == 0 and second.wait(timeout=20) == 0
+        assert read_device(tmp_path, f"{name}2") == "4"
+    assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == ["gpu4.lock"]
+
+
+def test_runs_per_gpu_that_is_not_a_positive_integer_is_refused(tmp_path):
+    for bad in ("0", "two", "-1"):
+        res, device = run_slot(tmp_path, HARNESS_GPU_DEVICES="0", HARNESS_RUNS_PER_GPU=bad)
+        assert res.returncode == 2 and device == ""  # the command never ran
+        assert "HARNESS_RUNS_PER_GPU" in res.stderr and "compute.runs_per_gpu" in res.stderr

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -149,3 +150,23 @@ def test_dry_run_prints_a_labelled_cost_estimate(tmp_path):
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path))
     assert "ESTIMATE (not a measurement)" in res.stderr and "supervised:" in res.stderr
+
+
+def test_label_free_stage1_is_trained_once_per_dataset_and_seed(tmp_path):
+    """sup_local_contrast's stage 1 reads no labels (SHARED_STAGES): one job per dataset and seed, in the smallest
+    labeled count's folder; the stage 2 of every labeled count starts from it."""
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg.update(methods=["sup_local_contrast"], seeds=[1, 2])
+    cfg["data"]["synthetic"]["n_train"] = 4
+    cfg["datasets"]["synthetic"]["labeled"] = [2, 3]
+    path = tmp_path / "shared.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = snakemake("-n", "--configfile", str(path), "--directory", str(tmp_path))
+    jobs = planned(res)
+    assert jobs["pretrain_stage1"] == 2 and jobs["pretrain_stage2"] == 4 and jobs["train"] == 4
+    text = res.stdout + res.stderr
+    stage1_outputs = re.findall(r"output: (\S+/stage1/model.pt)", text)
+    assert sorted(stage1_outputs) == [f"results/ci/runs/synthetic/sup_local_contrast/labeled~2/seed~{s}/stage1/model.pt"
+                                      for s in (1, 2)]  # fmt: skip
+    stage2_of_3 = re.search(r"rule pretrain_stage2:\n\s+input: ([^\n]*labeled~3/seed~1/run_config.yaml[^\n]*)", text)
+    assert stage2_of_3 and "labeled~2/seed~1/stage1/model.pt" in stage2_of_3.group(1)

@@ -57,10 +57,24 @@ class Batch:
     n_labeled: int
     extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
-    def to(self, device: torch.device) -> Batch:
-        """The same batch on `device`."""
-        extras = {k: v.to(device) for k, v in self.extras.items()}
-        return Batch(x=self.x.to(device), y=self.y.to(device), n_labeled=self.n_labeled, extras=extras)
+    def to(
+        self,
+        device: torch.device,
+        *,
+        non_blocking: bool = False,
+        memory_format: torch.memory_format = torch.preserve_format,
+    ) -> Batch:
+        """The same batch on `device`; `x` in `memory_format` (`torch.channels_last_3d` for `protocol.channels_last`).
+        `non_blocking` copies overlap with the GPU when the batch is pinned (`pin_memory`)."""
+        extras = {k: v.to(device, non_blocking=non_blocking) for k, v in self.extras.items()}
+        x = self.x.to(device, non_blocking=non_blocking, memory_format=memory_format)
+        y = self.y.to(device, non_blocking=non_blocking)
+        return Batch(x=x, y=y, n_labeled=self.n_labeled, extras=extras)
+
+    def pin_memory(self) -> Batch:
+        """The batch in page-locked memory (what `DataLoader(pin_memory=True)` calls on each batch; CUDA only)."""
+        extras = {k: v.pin_memory() for k, v in self.extras.items()}
+        return Batch(x=self.x.pin_memory(), y=self.y.pin_memory(), n_labeled=self.n_labeled, extras=extras)
 
     @property
     def x_l(self) -> torch.Tensor:
@@ -404,13 +418,31 @@ def _seed_worker(base_seed: int, worker_id: int) -> None:
     np.random.seed((base_seed + worker_id) % 2**32)
 
 
-def make_loader(dataset: PatchDataset, plan: Iterable[list[Key]], *, num_workers: int, seed: int) -> DataLoader:
+#: Batches each loader worker prepares ahead when feeding a GPU (DataLoader's default is 2).
+CUDA_PREFETCH_FACTOR = 4
+
+
+def loader_options(num_workers: int, cuda: bool) -> dict[str, object]:
+    """DataLoader options that only change speed: for a CUDA device pinned batches (copied with non_blocking), and
+    with workers, workers kept alive and `CUDA_PREFETCH_FACTOR` batches prepared ahead each. On the CPU: DataLoader's
+    defaults (no pinning, no persistent workers, default prefetching)."""
+    if not cuda:
+        return {"pin_memory": False, "persistent_workers": False}
+    if num_workers == 0:
+        return {"pin_memory": True, "persistent_workers": False}
+    return {"pin_memory": True, "persistent_workers": True, "prefetch_factor": CUDA_PREFETCH_FACTOR}
+
+
+def make_loader(
+    dataset: PatchDataset, plan: Iterable[list[Key]], *, num_workers: int, seed: int, cuda: bool = False
+) -> DataLoader:
     """DataLoader yielding one `Batch` per key list of `plan` (e.g. `batch_plan(...)`), in plan order.
 
     Workers seed `random` and `np.random` with seed + worker_id; torch's per-worker base seed comes from a
     `torch.Generator` seeded with `seed`, so iterating the loader never consumes the global torch RNG. With
-    num_workers=0 everything runs in-process. A generator `plan` can be iterated only once. Memory is not pinned:
-    DataLoader pinning skips unknown types such as `Batch` (it would need a `pin_memory()` method).
+    num_workers=0 everything runs in-process. A generator `plan` can be iterated only once. `cuda` (the batches
+    feed a CUDA device) adds `loader_options`: pinned memory (`Batch.pin_memory`), persistent workers, deeper
+    prefetching; the batches are the same.
     """
     if num_workers < 0:
         raise ValueError(f"num_workers must be >= 0; got {num_workers}")
@@ -421,5 +453,5 @@ def make_loader(dataset: PatchDataset, plan: Iterable[list[Key]], *, num_workers
         num_workers=num_workers,
         worker_init_fn=functools.partial(_seed_worker, int(seed)),
         generator=torch.Generator().manual_seed(int(seed)),
-        persistent_workers=False,
+        **loader_options(num_workers, cuda),
     )

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from harness.data.prepared import PreparedData
 from harness.evaluate.inference import sliding_window
 from harness.evaluate.predictions import make_record, save_nifti, voxel_size, write_record
 from harness.method.build import load_trained
+from harness.numerics.precision import memory_format, set_tf32, to_memory_format
 from harness.provenance import file_sha256
 
 
@@ -46,29 +48,59 @@ def predict_cases(
     data = PreparedData.open(cfg.data.root, cfg.data.format)
     spacing_mm = voxel_size(spacing_mm, data)
     method = load_trained(cfg, model_path, device, data.manifest_sha256)
-    net = method.eval_network().eval()
+    set_tf32(cfg.protocol.tf32)  # as in training (protocol.tf32; default off: true fp32)
+    to_memory_format(method.modules().values(), cfg.protocol.channels_last)
+    net, layout = method.eval_network().eval(), memory_format(cfg.protocol.channels_last)
     num_classes = 1 if method.output_kind == "sigmoid" else 2
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        return net(x.to(device)).float().cpu()
+        return net(x.to(device, memory_format=layout)).float().cpu()
 
+    return write_predictions(
+        predict,
+        data,
+        out_dir,
+        window=cfg.data.patch_size,
+        stride=stride,
+        windows_per_batch=windows_per_batch,
+        spacing_mm=spacing_mm,
+        num_classes=num_classes,
+        model_sha256=file_sha256(model_path),
+        config_sha256=cfg.sha256(),
+    )
+
+
+def write_predictions(
+    predict: Callable[[torch.Tensor], torch.Tensor],
+    data: PreparedData,
+    out_dir: Path,
+    *,
+    window: tuple[int, int, int],
+    stride: tuple[int, int, int],
+    windows_per_batch: int,
+    spacing_mm: tuple[float, float, float],
+    num_classes: int,
+    model_sha256: str,
+    config_sha256: str,
+) -> dict[str, Any]:
+    """The sliding window of `predict` (a batch of windows → logits on the CPU, network in eval mode) over every test
+    case of `data`: `<out_dir>/<case>.nii.gz` and `<out_dir>/predictions.json` recording the two hashes, written in a
+    temporary folder that replaces `out_dir` at the end (also used by `harness.evaluate.external`)."""
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     for case in tqdm(data.test_ids, desc="predict", unit="case", mininterval=2.0):
         image, _ = data.load(case, with_label=False)
-        label, _ = sliding_window(
-            predict, image, cfg.data.patch_size, stride, num_classes, windows_per_batch=windows_per_batch
-        )
+        label, _ = sliding_window(predict, image, window, stride, num_classes, windows_per_batch=windows_per_batch)
         save_nifti(label, spacing_mm, tmp / f"{case}.nii.gz")
     settings = {
-        "window": list(cfg.data.patch_size),
+        "window": list(window),
         "stride": list(stride),
         "windows_per_batch": windows_per_batch,
         "spacing_mm": list(spacing_mm),
         "aggregation": "mean of window probabilities",
     }
-    record = make_record(model_sha256=file_sha256(model_path), config_sha256=cfg.sha256(), data=data, settings=settings)
+    record = make_record(model_sha256=model_sha256, config_sha256=config_sha256, data=data, settings=settings)
     write_record(tmp, record)
     shutil.rmtree(out_dir, ignore_errors=True)
     tmp.replace(out_dir)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from harness.config import ConfigError, DataConfig, ProtocolConfig, RunConfig, from_dict, to_dict
+from harness.config import VARIANT_SEPARATOR, ConfigError, DataConfig, ProtocolConfig, RunConfig, from_dict, to_dict
 from harness.method.contract import MAIN_STAGE, Method, StageSpec, main_stage
 from harness.method.registry import get_method
 from harness.nets import build_net
@@ -21,7 +21,7 @@ from harness.workflow.lineage import LineageError
 def resolve_run(params: dict[str, Any]) -> RunConfig:
     """Merge dataclass defaults ← protocol ← overrides (`harness.workflow.grid.cell_params`) and validate them,
     the method's own hyperparameters against its `Config`."""
-    method_cls = get_method(params["method"])
+    method_cls = get_method(params["method"].split(VARIANT_SEPARATOR, 1)[0])
     protocol = dict(params.get("protocol", {}))
     if not method_cls.needs_unlabeled:
         protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
@@ -36,6 +36,7 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
         data=from_dict(DataConfig, params["data"], f"data.{params['dataset']}"),
         protocol=from_dict(ProtocolConfig, protocol, "protocol"),
         method_config=to_dict(method_cfg),
+        variant_overrides=dict(params.get("variant_overrides", {})),
     )
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
         raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
@@ -44,12 +45,12 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
 
 def method_config(cfg: RunConfig) -> Any:
     """The method's `Config` dataclass instance for this run."""
-    return from_dict(get_method(cfg.method).Config, cfg.method_config, f"method_overrides.{cfg.method}")
+    return from_dict(get_method(cfg.base_method).Config, cfg.method_config, f"method_overrides.{cfg.method}")
 
 
 def stage_spec(cfg: RunConfig, stage: str | None) -> StageSpec:
     """The run's stage `stage`: a pre-training stage of its method, or (None) the main training."""
-    method_cls = get_method(cfg.method)
+    method_cls = get_method(cfg.base_method)
     if stage is None or stage == MAIN_STAGE:
         return main_stage(cfg.protocol, method_cls.needs_unlabeled)
     if stage not in method_cls.STAGES:
@@ -59,7 +60,9 @@ def stage_spec(cfg: RunConfig, stage: str | None) -> StageSpec:
 
 def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None) -> Method:
     """The run's method with its networks (built with the protocol's V-Net width) on `device`, set to `stage`."""
-    method = get_method(cfg.method)(method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device)
+    method = get_method(cfg.base_method)(
+        method_config(cfg), partial(build_net, n_filters=cfg.protocol.n_filters), device
+    )
     method.set_stage(stage)
     return method
 

@@ -147,6 +147,9 @@ class Method:
         STAGES: names of pre-training stages run, in order, before the main training, each by its own DAG job
             (`pretrain_<stage>`). Write it as a literal tuple in the class body: the DAG reads it without importing
             torch (`harness.workflow.method_table`). Empty for most methods.
+        SHARED_STAGES: the first stages of STAGES that read no labels (their `StageSpec.data` is "images"): the DAG
+            runs each once per dataset, method and seed, in the run folder of the smallest labeled count, and the
+            runs of the other labeled counts start from it. A literal tuple, like STAGES.
         needs_case_id: whether batches carry `extras["case_id"]` `[B]` (which case each sample was cut from).
     """
 
@@ -156,6 +159,7 @@ class Method:
     output_kind: ClassVar[str] = "softmax"
     needs_unlabeled: ClassVar[bool] = True
     STAGES: ClassVar[tuple[str, ...]] = ()
+    SHARED_STAGES: ClassVar[tuple[str, ...]] = ()
     needs_case_id: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, build_net: BuildNet, device: torch.device) -> None:

@@ -76,11 +76,15 @@ def pairwise_distillation(
     return loss.mean() if reduction == "mean" else loss.sum(dim=1).mean()
 
 
+#: Per-slice pooling of the SimCVD projection head.
+POOL_MODES = {"avg": F.adaptive_avg_pool2d, "max": F.adaptive_max_pool2d}
+
+
 class SliceProjectionHead(nn.Module):
     """SimCVD boundary-aware slice projection head (`docs/methods/simcvd.md` row 7).
 
-    AlphaDropout(p) on the volume, AdaptiveAvgPool2d(pool × pool) per z-slice, MLP
-    pool² → hidden… → out with ReLU between layers, optional L2 normalisation.
+    AlphaDropout(p) on the volume, AdaptiveAvgPool2d(pool × pool) per z-slice (or AdaptiveMaxPool2d, the paper's
+    ablation), MLP pool² → hidden… → out with ReLU between layers, optional L2 normalisation.
 
     Args:
         pool: pooled (x, y) side (128 in the paper).
@@ -88,18 +92,21 @@ class SliceProjectionHead(nn.Module):
         out: embedding size.
         dropout: AlphaDropout probability.
         l2_normalise: L2-normalise the embeddings.
+        pool_mode: "avg" (the paper's head) or "max".
     """
 
     def __init__(
         self, pool: int = 128, hidden: tuple[int, ...] = (256, 256), out: int = 128, dropout: float = 0.1,
-        l2_normalise: bool = True,
+        l2_normalise: bool = True, pool_mode: str = "avg",
     ) -> None:  # fmt: skip
         super().__init__()
         if pool < 1 or out < 1 or any(h < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
             raise ValueError(
                 f"need pool, out, hidden >= 1 and dropout in [0, 1); got {pool}, {out}, {hidden}, {dropout}"
             )
-        self.pool, self.l2_normalise = pool, l2_normalise
+        if pool_mode not in POOL_MODES:
+            raise ValueError(f"pool_mode must be one of {tuple(POOL_MODES)}; got {pool_mode!r}")
+        self.pool, self.l2_normalise, self.pool_fn = pool, l2_normalise, POOL_MODES[pool_mode]
         self.dropout = nn.AlphaDropout(dropout)
         widths = [pool * pool, *hidden, out]
         layers: list[nn.Module] = []
@@ -113,7 +120,7 @@ class SliceProjectionHead(nn.Module):
             raise ValueError(f"vol must be [B, 1, X, Y, Z]; got {tuple(vol.shape)}")
         b, _, x, y, z = vol.shape
         slices = self.dropout(vol)[:, 0].permute(0, 3, 1, 2).reshape(b * z, 1, x, y)
-        pooled = F.adaptive_avg_pool2d(slices, self.pool).flatten(1)  # [B·Z, pool²]
+        pooled = self.pool_fn(slices, self.pool).flatten(1)  # [B·Z, pool²]
         h = self.mlp(pooled).view(b, z, -1)
         return F.normalize(h, dim=-1) if self.l2_normalise else h
 

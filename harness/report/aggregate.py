@@ -52,7 +52,7 @@ LOWER_BOUND = "lower bound"
 REFERENCE_ZERO = "reference_zero"
 MISSING = "–"
 TABLE_HEADER = ("Method", "Labeled", "Dice (%)", "Jaccard (%)", "95HD ({unit})", "ASD ({unit})", "Seeds", "Empty preds")
-_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+=@-]*$")  # `@` and `=`: method variants (simcvd@head_pool=64)
 
 
 # ----------------------------------------------------------------------------------------------------------- loading
@@ -194,8 +194,10 @@ def per_run(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_rank(method: str) -> int:
-    """Position of `method` in the paper row order; unknown methods share the last rank (then sort by name)."""
-    return METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
+    """Position of `method` in the paper row order (a variant `<method>@<name>`: its method's, then by name);
+    unknown methods share the last rank (then sort by name)."""
+    base = method.split("@", 1)[0]
+    return METHOD_ORDER.index(base) if base in METHOD_ORDER else len(METHOD_ORDER)
 
 
 def setting_label(method: str, n_labeled: int, n_train: int) -> str:

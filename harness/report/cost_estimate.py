@@ -23,6 +23,7 @@ import yaml
 from harness.config import from_dict
 from harness.workflow.grid import grid_cells
 from harness.workflow.method_table import MethodEntry
+from harness.workflow.variants import base_of, run_overrides
 
 
 def step_work(patch_size: list[int] | tuple[int, ...], n_filters: int) -> float:
@@ -59,8 +60,8 @@ def stage_iterations(config: dict[str, Any], method: str, stage: str) -> int:
     only on a dry run of a grid with pre-training stages)."""
     from harness.method import get_method
 
-    cls = get_method(method)
-    overrides = {k: v for k, v in config.get("method_overrides", {}).get(method, {}).items() if k != "protocol"}
+    cls = get_method(base_of(method))
+    overrides = {k: v for k, v in run_overrides(config, method).items() if k != "protocol"}
     return cls.stage_spec(from_dict(cls.Config, overrides, f"method_overrides.{method}"), stage).iterations
 
 
@@ -74,13 +75,18 @@ def estimate(config: dict[str, Any], units: dict[str, float], methods: dict[str,
     hours: dict[str, float] = defaultdict(float)
     missing: set[str] = set()
     for cell in grid_cells(config):
-        if cell.method not in units:
-            missing.add(cell.method)
+        base = base_of(cell.method)  # a variant costs what its base method costs per step (measured by the smoke run)
+        if base not in units:
+            missing.add(base)
             continue
         work = step_work(config["data"][cell.dataset]["patch_size"], n_filters)
-        hours[cell.method] += units[cell.method] * iterations * work / 3600
-        for stage in methods[cell.method].stages:
-            key = f"{cell.method}/{stage}"
+        hours[cell.method] += units[base] * iterations * work / 3600
+        for stage in methods[base].stages:
+            if stage in methods[base].shared_stages and cell.n_labeled != min(
+                config["datasets"][cell.dataset]["labeled"]
+            ):
+                continue  # trained once per dataset and seed, in the smallest labeled count's run
+            key = f"{base}/{stage}"
             if key not in units:
                 missing.add(key)
                 continue

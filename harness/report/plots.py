@@ -47,7 +47,7 @@ PER_CASE_METRICS = {"dice": ("dice_pct", "Dice (%)"), "hd95": ("hd95", "95HD (vo
 GT_COLOR = "#00e000"
 
 
-def _plotting_modules() -> tuple[ModuleType, ModuleType]:
+def plotting_modules() -> tuple[ModuleType, ModuleType]:
     """pyplot and seaborn, with matplotlib switched to the non-interactive Agg backend."""
     import matplotlib
 
@@ -210,7 +210,7 @@ def plot_dice_vs_labeled(
     Returns:
         The paths written (PNG, PDF).
     """
-    plt, sns = _plotting_modules()
+    plt, sns = plotting_modules()
     published = _empty_published() if published is None else published
     data = _with_setting(runs)
     datasets = sorted(data["dataset"].unique())
@@ -269,7 +269,7 @@ def plot_per_case(per_case: pd.DataFrame, dataset: str, path: str | os.PathLike,
     if metric not in PER_CASE_METRICS:
         raise ValueError(f"metric: expected one of {sorted(PER_CASE_METRICS)}, got {metric!r}")
     column, label = PER_CASE_METRICS[metric]
-    plt, sns = _plotting_modules()
+    plt, sns = plotting_modules()
     from matplotlib.lines import Line2D
 
     data = _with_setting(per_case[per_case["dataset"] == dataset])
@@ -388,7 +388,7 @@ def plot_training_curves(logs: pd.DataFrame, dataset: str, path: str | os.PathLi
     Returns:
         The paths written (PNG, PDF). With no logs for `dataset` the figure says so.
     """
-    plt, sns = _plotting_modules()
+    plt, sns = plotting_modules()
     data = logs[logs["dataset"] == dataset]
     keys = _key_order(data["key"]) or ["loss"]
     counts = sorted(data["n_labeled"].unique()) or [0]
@@ -496,7 +496,7 @@ def plot_qualitative(
     Returns:
         The paths written (PNG, PDF).
     """
-    plt, _ = _plotting_modules()
+    plt, _ = plotting_modules()
     slices, box = axial_slices(gt, n_slices), _view_box(np.asarray(gt).astype(bool))
     rows = [("ground truth", None), *predictions]
     fig, axes = plt.subplots(len(rows), len(slices), figsize=(2.4 * len(slices) + 2.8, 2.4 * len(rows)), squeeze=False)

@@ -22,11 +22,12 @@ from tqdm import tqdm
 
 from harness import provenance
 from harness.config import RunConfig
-from harness.data.dataset import PatchDataset, batch_plan, make_loader, stage_plan
+from harness.data.dataset import PatchDataset, batch_plan, loader_options, make_loader, stage_plan
 from harness.data.prepared import PreparedData
 from harness.data.splits import labeled_subset
 from harness.method import Method, Progress, StageSpec
 from harness.method.build import build_method, stage_spec
+from harness.numerics.precision import memory_format, set_tf32, to_memory_format
 from harness.train.optim import Optimisation, backward_and_step, compile_networks, make_optimisation
 from harness.train.run_files import (
     Identity,
@@ -40,6 +41,7 @@ from harness.train.run_files import (
     truncate_log,
 )
 from harness.train.seeding import seed_everything
+from harness.train.tensorboard import TrainBoard
 from harness.workflow.code import code_sha256
 from harness.workflow.job_control import JobStopped, StopRequest
 
@@ -105,6 +107,7 @@ def train(
     stop_after: int | None = None,
     stage: str | None = None,
     stop: StopRequest | None = None,
+    previous_model: Path | None = None,
 ) -> dict[str, Any]:
     """Train one run (or one pre-training stage of it); resume from its checkpoint_last.pt if it exists; write
     model.pt and run_info.json last.
@@ -119,6 +122,8 @@ def train(
             the first stage starts from the previous stage's model.pt.
         stop: a signal-driven stop request (`harness.workflow.job_control.StopRequest`): when set, the loop writes a
             checkpoint after the current iteration and raises `JobStopped`.
+        previous_model: the previous stage's model.pt when it is not in `run_dir` (a shared stage, trained in the run
+            folder of the smallest labeled count; `Method.SHARED_STAGES`).
 
     Returns:
         The run-info record (also written to run_info.json when training completes).
@@ -126,11 +131,13 @@ def train(
     files = RunFiles(stage_dir(run_dir, stage))
     files.run_dir.mkdir(parents=True, exist_ok=True)
     data = PreparedData.open(cfg.data.root, cfg.data.format)
-    identity = Identity(stage_sha256(cfg, stage), code_sha256(PROJECT_ROOT, cfg.method), data.manifest_sha256)
+    identity = Identity(stage_sha256(cfg, stage), code_sha256(PROJECT_ROOT, cfg.base_method), data.manifest_sha256)
     p, spec = cfg.protocol, stage_spec(cfg, stage)
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
+    precision = {"tf32": p.tf32, **set_tf32(p.tf32), "channels_last": p.channels_last}
     method = build_method(cfg, device, stage)
-    started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256)
+    to_memory_format(method.modules().values(), p.channels_last)
+    started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256, previous_model)
     dataset, n_l, n_u = training_data(cfg, method, data, spec)
     optim = make_optimisation(method, spec, p.amp, device)
     start_it = resume(files, identity, method, optim)
@@ -139,7 +146,8 @@ def train(
     truncate_log(files.log, start_it)
     plan = make_plan(spec, n_l, n_u, cfg.seed, start_it)
     workers = p.num_workers if workers is None else workers
-    loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed)
+    cuda, layout = device.type == "cuda", memory_format(p.channels_last)
+    loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed, cuda=cuda)
     t0, last_logs, n_it = time.time(), {}, spec.iterations
     stage_label = f" stage {stage}" if stage else ""
     bar = tqdm(
@@ -149,12 +157,16 @@ def train(
         mininterval=2.0,
         unit="it",
     )
-    with files.log.open("a") as log, optim.precision.kernels():
+    board = TrainBoard(files.run_dir, start_it, optim.optimizers)  # event files beside the log, truncated alike
+    with files.log.open("a") as log, board, optim.precision.kernels():
         for it, batch in zip(range(start_it, n_it), loader, strict=False):
-            last_logs = run_step(method, optim, batch.to(device), Progress(it, n_it, spec.lr_at(it)))
+            on_device = batch.to(device, non_blocking=cuda, memory_format=layout)
+            last_logs = run_step(method, optim, on_device, Progress(it, n_it, spec.lr_at(it)))
             if (it + 1) % p.log_every == 0 or it + 1 == n_it:
-                log.write(json.dumps({"it": it, "lr": spec.lr_at(it), **last_logs}) + "\n")
+                record = {"it": it, "lr": spec.lr_at(it), **last_logs}
+                log.write(json.dumps(record) + "\n")
                 log.flush()
+                board.log(record)
             if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
                 save_checkpoint(files, it + 1, identity, method, optim)
             bar.update(1)
@@ -186,6 +198,8 @@ def train(
             "loader_workers": workers,
             "amp": p.amp,
             "compile": p.compile,
+            **precision,
+            "loader_options": loader_options(workers, cuda),
             "peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
             **seeds,
         },

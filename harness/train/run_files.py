@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from harness.config import RunConfig, sha256_of
-from harness.method import Method
+from harness.method import Method, get_method
 from harness.method.build import UnreadableWeights, load_weights
 from harness.provenance import file_sha256
 from harness.train.optim import Optimisation
@@ -80,8 +80,15 @@ def stage_dir(run_dir: Path, stage: str | None) -> Path:
 
 
 def stage_sha256(cfg: RunConfig, stage: str | None) -> str:
-    """The hash a job's checkpoints and model carry: the run config's, combined with the stage name for a stage."""
-    return cfg.sha256() if stage is None else sha256_of({"run": cfg.sha256(), "stage": stage})
+    """The hash a job's checkpoints and model carry: the run config's, combined with the stage name for a stage.
+
+    A shared stage (`Method.SHARED_STAGES`: it reads no labels) hashes the config without `n_labeled`, so the runs
+    of every labeled count accept the one model the DAG trains for them."""
+    if stage is None:
+        return cfg.sha256()
+    shared = stage in get_method(cfg.base_method).SHARED_STAGES
+    run = sha256_of({**cfg.to_dict(), "n_labeled": None}) if shared else cfg.sha256()
+    return sha256_of({"run": run, "stage": stage})
 
 
 def previous_stage(method: Method, stage: str | None) -> str | None:
@@ -93,16 +100,17 @@ def previous_stage(method: Method, stage: str | None) -> str | None:
 
 
 def init_from_previous_stage(
-    cfg: RunConfig, run_dir: Path, method: Method, stage: str | None, data_sha256: str
+    cfg: RunConfig, run_dir: Path, method: Method, stage: str | None, data_sha256: str, path: Path | None = None
 ) -> str | None:
-    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs).
+    """Load the previous stage's model.pt (hash-checked) into `method` (the hand-off between stage jobs); `path`
+    overrides `<run_dir>/<previous stage>/model.pt` (a shared stage lives in another labeled count's run folder).
 
     Returns the sha256 of the model file it started from (None for the first stage / a method without stages).
     """
     previous = previous_stage(method, stage)
     if previous is None:
         return None
-    path = RunFiles(stage_dir(run_dir, previous)).model
+    path = Path(path) if path is not None else RunFiles(stage_dir(run_dir, previous)).model
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
     state = load_weights(path)

@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.config import IMPLEMENTED_SOURCES, PLANNED_SOURCES, SAFE_NAME, ConfigError, DataConfig
 from harness.data.splits import LA_N_TRAIN, PANCREAS_DUPLICATES, PANCREAS_N_TRAIN, SPLIT_MCNET, SPLIT_MCNET_MINUS
+from harness.workflow.variants import GRID_NAME, base_of, own_overrides, run_overrides
 
 #: Defaults of the source-specific blocks `data.<dataset>.<source>` (documented in workflow/schemas/config.schema.yaml).
 SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -174,10 +175,11 @@ def grid_cells(config: dict[str, Any]) -> list[Cell]:
 def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
     """Refuse, naming each, datasets/methods that are unknown or not implemented yet (never shrink the grid)."""
     problems = []
-    for name in [*config["methods"], *config["datasets"]]:
-        if not SAFE_NAME.match(name):
-            problems.append(f"name {name!r} must match {SAFE_NAME.pattern} (it becomes a path and reaches a shell)")
-    missing = [m for m in config["methods"] if m not in available_methods]
+    names = [(name, GRID_NAME) for name in config["methods"]] + [(name, SAFE_NAME) for name in config["datasets"]]
+    for name, pattern in names:
+        if not pattern.match(name):
+            problems.append(f"name {name!r} must match {pattern.pattern} (it becomes a path and reaches a shell)")
+    missing = [m for m in dict.fromkeys(base_of(m) for m in config["methods"]) if m not in available_methods]
     if missing:
         hints = [difflib.get_close_matches(m, available_methods, n=1) for m in missing]
         named = [f"{m} (did you mean {h[0]}?)" if h else m for m, h in zip(missing, hints, strict=True)]
@@ -205,10 +207,11 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
 
 
 def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
-    """The parameters one training run depends on (a Snakemake `params`, so changes rerun only affected cells)."""
+    """The parameters one training run depends on (a Snakemake `params`, so changes rerun only affected cells): a
+    variant's run gets `method_overrides.<base>` with the variant's overrides on top (`harness.workflow.variants`)."""
     data = {k: v for k, v in data_block(config, cell.dataset).items() if k in {f.name for f in fields(DataConfig)}}
     data["root"] = f"resources/{cell.dataset}"  # the preparation rules write here (workflow/rules/data.smk)
-    overrides = dict(config.get("method_overrides", {}).get(cell.method, {}))
+    overrides = run_overrides(config, cell.method)
     return {
         "dataset": cell.dataset,
         "method": cell.method,
@@ -217,4 +220,5 @@ def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
         "data": data,
         "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
         "method_overrides": overrides,
+        "variant_overrides": own_overrides(config, cell.method),
     }

@@ -203,6 +203,17 @@ def export_for_jobs(environ: dict[str, str] | None = None) -> None:
     environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
 
 
+#: How many jobs workflow/scripts/gpu_slot.sh lets share one device (config compute.runs_per_gpu).
+RUNS_PER_GPU_ENV = "HARNESS_RUNS_PER_GPU"
+
+
+def export_runs_per_gpu(runs_per_gpu: int, environ: dict[str, str] | None = None) -> None:
+    """Hand `compute.runs_per_gpu` to the gpu_slot.sh of every GPU job through the jobs' environment (rather than
+    their shell commands, so changing it reruns nothing: it decides where a job runs, never its numbers)."""
+    environ = os.environ if environ is None else environ
+    environ[RUNS_PER_GPU_ENV] = str(int(runs_per_gpu))
+
+
 def job_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
     """The top harness process of every running job below `root` (default: this process).
 

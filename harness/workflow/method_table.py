@@ -1,5 +1,6 @@
 """The methods as the DAG sees them, read from `methods/*.py` without importing them (no torch): each method's name,
-its pre-training stages and the keys of its `Config` (the keys `method_overrides.<method>` may set).
+its pre-training stages, the keys of its `Config` (the keys `method_overrides.<method>` may set) and their literal
+defaults (what a sweep compares its values with, `harness.workflow.variants`).
 
 A method file declares these as plain Python that `ast` can read: one class decorated `@register_method("<stem>")`,
 a literal `STAGES = ("stage1", ...)` in its body (if it has pre-training stages) and `Config = <a dataclass of the
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import ast
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,10 @@ class MethodEntry:
     name: str
     stages: tuple[str, ...]
     config_keys: Keys
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    """Top-level Config fields whose default is a Python literal, with that value (tuples as lists, as YAML gives)."""
+    shared_stages: tuple[str, ...] = ()
+    """The first stages, which read no labels: run once per dataset, method and seed (`Method.SHARED_STAGES`)."""
 
 
 def read_methods(project_root: str | Path) -> dict[str, MethodEntry]:
@@ -55,9 +60,14 @@ def read_method(path: Path) -> MethodEntry:
         raise ConfigError(f"{path}: @register_method({name!r}) must name the file's stem {path.stem!r}")
     body = _class_assignments(cls)
     stages = _literal_stages(path, body.get("STAGES"))
+    shared = _literal_stages(path, body.get("SHARED_STAGES"))
+    if shared != stages[: len(shared)]:
+        raise ConfigError(f"{path}: SHARED_STAGES {shared} must be the first stages of STAGES {stages}")
     config = body.get("Config")
-    config_keys = _fields(classes[config.id], classes) if isinstance(config, ast.Name) and config.id in classes else {}
-    return MethodEntry(name=name, stages=stages, config_keys=config_keys)
+    config_cls = classes[config.id] if isinstance(config, ast.Name) and config.id in classes else None
+    if config_cls is None:
+        return MethodEntry(name=name, stages=stages, config_keys={}, shared_stages=shared)
+    return MethodEntry(name, stages, _fields(config_cls, classes), _literal_defaults(config_cls), shared)
 
 
 def _registered_name(cls: ast.ClassDef) -> str | None:
@@ -102,3 +112,16 @@ def _fields(cls: ast.ClassDef, classes: Mapping[str, ast.ClassDef], depth: int =
             nested = annotation.id if isinstance(annotation, ast.Name) and annotation.id in classes else None
             keys[node.target.id] = _fields(classes[nested], classes, depth + 1) if nested and depth < 4 else None
     return keys
+
+
+def _literal_defaults(cls: ast.ClassDef) -> dict[str, Any]:
+    """`field: type = <literal>` of a dataclass body, by name (fields without a literal default are left out)."""
+    defaults: dict[str, Any] = {}
+    for node in cls.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            try:
+                value = ast.literal_eval(node.value)
+            except ValueError:
+                continue
+            defaults[node.target.id] = list(value) if isinstance(value, tuple) else value
+    return defaults

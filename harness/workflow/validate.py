@@ -3,8 +3,9 @@
 `load_config_file` reads a YAML config and turns every way it can be unreadable (missing, empty, a YAML syntax error,
 not a mapping) into a `ConfigError` naming the file (and the line). `validate_config` checks a config against
 `workflow/schemas/config.schema.yaml` (JSON Schema draft 2020-12), fills in the schema's `default`s as
-`snakemake.utils.validate(set_default=True)` does, then runs `harness.workflow.grid.check_grid` and checks the keys of
-`method_overrides` against the method table. Every problem becomes one line of a single `ConfigError`, e.g.
+`snakemake.utils.validate(set_default=True)` does, checks the keys of `method_overrides`, `variants` and `sweeps`
+against the method table, resolves sweeps into variants (`harness.workflow.variants`) and runs
+`harness.workflow.grid.check_grid`. Every problem becomes one line of a single `ConfigError`, e.g.
 
     the configuration has 2 problems:
       - data.synthetic: unknown key 'pach_size' (did you mean 'patch_size'?); allowed keys: augment, format, ...
@@ -32,6 +33,7 @@ from jsonschema.exceptions import ValidationError
 from harness.config import ConfigError, ProtocolConfig
 from harness.workflow.grid import check_grid
 from harness.workflow.method_table import MethodEntry
+from harness.workflow.variants import resolve_variants, undefined_variants, variant_problems
 
 #: The JSON schema of every benchmark config (its keys are explained in config/README.md).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
@@ -119,17 +121,24 @@ def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) 
     """Check `config` against the schema (filling in its defaults, in place), the grid and the methods; return it.
 
     `methods` is the method table (`harness.workflow.method_table.read_methods`). Raises one `ConfigError` listing
-    every schema problem (one line each: key path, problem, fix); once the schema is satisfied, the grid problems of
-    `harness.workflow.grid.check_grid`, then every unknown key of `method_overrides` (method names and each method's
-    `Config` keys, nested ones included, with did-you-mean), so a typo never passes `snakemake -n`.
+    every schema problem (one line each: key path, problem, fix); once the schema is satisfied, every unknown method
+    or key of `method_overrides`, `variants` and `sweeps` (each method's `Config` keys, nested ones included, with
+    did-you-mean) and every badly named variant, so a typo never passes `snakemake -n`; then resolves the sweeps into
+    variants (in place: `methods` and `variants` list them, `harness.workflow.variants`) and refuses undefined
+    variants and the grid problems of `harness.workflow.grid.check_grid`.
     """
     problems = schema_problems(config, load_schema())
     if problems:
         raise ConfigError(_problem_list(problems))
-    check_grid(config, sorted(methods))
-    problems = override_problems(config.get("method_overrides", {}), methods)
+    problems = variant_problems(config, methods) + override_problems(config.get("method_overrides", {}), methods)
+    problems += _variant_key_problems(config, methods)
     if problems:
         raise ConfigError(_problem_list(problems))
+    resolve_variants(config, {name: entry.defaults for name, entry in methods.items()})
+    problems = undefined_variants(config)
+    if problems:
+        raise ConfigError(_problem_list(problems))
+    check_grid(config, sorted(methods))
     return config
 
 
@@ -150,6 +159,21 @@ def override_problems(overrides: Mapping[str, Any], methods: Mapping[str, Method
             continue
         allowed = {**methods[method].config_keys, "protocol": PROTOCOL_KEYS}
         problems += _nested_key_problems(where, values, allowed)
+    return problems
+
+
+def _variant_key_problems(config: Mapping[str, Any], methods: Mapping[str, MethodEntry]) -> list[str]:
+    """Unknown keys in `variants.<method>.<name>` and `sweeps.<method>` (the keys of `method_overrides.<method>`)."""
+    problems = []
+    for base, named in config.get("variants", {}).items():
+        if base in methods:
+            allowed = {**methods[base].config_keys, "protocol": PROTOCOL_KEYS}
+            problems += [p for name, values in named.items()
+                         for p in _nested_key_problems(f"variants.{base}.{name}", values, allowed)]  # fmt: skip
+    for base, spec in config.get("sweeps", {}).items():
+        if base in methods:
+            swept = {k: v for k, v in spec.items() if k != "product"}
+            problems += _nested_key_problems(f"sweeps.{base}", swept, dict.fromkeys(methods[base].config_keys))
     return problems
 
 

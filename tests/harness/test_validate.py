@@ -274,14 +274,16 @@ def test_snakemake_names_the_line_of_a_broken_default_config(tmp_path):
 
 
 def schema_keys(schema: dict, prefix: str = "") -> list[str]:
-    """Every key path of the schema, `<ds>` standing for a dataset key (the entries under additionalProperties)."""
+    """Every key path of the schema, `<ds>` standing for a dataset key and `<method>` for a method key (the entries
+    under additionalProperties)."""
     keys = []
     for key, sub in schema.get("properties", {}).items():
         path = f"{prefix}.{key}" if prefix else key
         keys += [path, *schema_keys(sub, path)]
     extra = schema.get("additionalProperties")
     if isinstance(extra, dict) and "properties" in extra:
-        keys += schema_keys(extra, f"{prefix}.<ds>")
+        placeholder = "<method>" if prefix in ("sweeps", "variants", "method_overrides") else "<ds>"
+        keys += schema_keys(extra, f"{prefix}.{placeholder}")
     return keys
 
 

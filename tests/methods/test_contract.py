@@ -141,10 +141,18 @@ def dataclass_keys(cls: type) -> dict:
 
 @pytest.mark.parametrize("name", list_methods())
 def test_the_dag_reads_what_the_method_declares(name):
-    """The torch-free table the Snakefile uses equals the imported method: name, STAGES and Config keys."""
+    """The torch-free table the Snakefile uses equals the imported method: name, STAGES, Config keys and the literal
+    defaults a sweep compares its values with."""
     entry = read_methods(REPO)[name]
     cls = get_method(name)
     assert entry.stages == cls.STAGES and entry.config_keys == dataclass_keys(cls.Config)
+    assert entry.shared_stages == cls.SHARED_STAGES
+    for stage in cls.SHARED_STAGES:  # a stage shared across labeled counts must read no labels
+        assert cls.stage_spec(cls.Config(), stage).data == "images", (name, stage)
+    runtime = {f.name: f.default for f in dataclasses.fields(cls.Config)}
+    for key, value in entry.defaults.items():
+        expected = runtime[key]
+        assert value == (list(expected) if isinstance(expected, tuple) else expected), (name, key)
     assert set(read_methods(REPO)) == set(list_methods())
 
 

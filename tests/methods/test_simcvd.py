@@ -21,11 +21,11 @@ def make(**kw) -> SimCVD:
     return SimCVD(cfg, partial(build_net, n_filters=2), CPU)
 
 
-def batch() -> Batch:
+def batch(side: int = 16) -> Batch:
     g = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 1, 16, 16, 16, generator=g)
-    y = (torch.rand(2, 16, 16, 16, generator=g) > 0.5).long()
-    return Batch(x=x, y=y, n_labeled=2, extras={"sdf": torch.rand(2, 16, 16, 16, generator=g) - 0.5})
+    x = torch.randn(4, 1, side, side, side, generator=g)
+    y = (torch.rand(2, side, side, side, generator=g) > 0.5).long()
+    return Batch(x=x, y=y, n_labeled=2, extras={"sdf": torch.rand(2, side, side, side, generator=g) - 0.5})
 
 
 def test_config_defaults_are_the_spec_values():
@@ -92,3 +92,76 @@ def test_missing_sdf_or_unlabeled_is_a_clear_error():
         m.training_step(Batch(x=b.x, y=b.y, n_labeled=2), Progress(0, 1, 0.01))
     with pytest.raises(ValueError, match="unlabeled"):
         m.training_step(Batch(x=b.x[:2], y=b.y, n_labeled=2, extras=b.extras), Progress(0, 1, 0.01))
+
+
+# -- ablation switches: a switched-off term is absent (perturbing it changes nothing), a switched-on one is not ------
+def step_gradient(monkeypatch, perturb: str | None = None, b: Batch | None = None, **switches) -> torch.Tensor:
+    """All student gradients (trunk, SDM head, projection head) of one step at full ramp, optionally with one loss
+    term multiplied by 7 (`perturb`: the name of the function in methods.simcvd that computes it)."""
+    import methods.simcvd as module
+
+    with monkeypatch.context() as patch:
+        if perturb is not None:
+            original = getattr(module, perturb)
+            patch.setattr(module, perturb, lambda *a, **k: 7.0 * original(*a, **k))
+        m = make(**switches)
+        torch.manual_seed(1)
+        out = m.training_step(b or batch(), Progress(it=6000, max_it=6000, lr=0.01))
+        out.loss.backward()
+    params = [*m.net.parameters(), *m.head.parameters()]
+    return torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).flatten() for p in params])
+
+
+@pytest.mark.parametrize(
+    ("switch", "term"), [("use_contrast", "symmetric_info_nce"), ("use_pd", "pairwise_distillation")]
+)
+def test_a_switched_off_term_has_no_gradient(monkeypatch, switch, term):
+    b = batch(side=32)  # a 2×2×2 bottleneck: L_pd has more than one position to distil
+    on = step_gradient(monkeypatch, b=b)
+    assert not torch.equal(step_gradient(monkeypatch, perturb=term, b=b), on)  # the term is active by default
+    off = step_gradient(monkeypatch, b=b, **{switch: False})
+    assert torch.equal(step_gradient(monkeypatch, perturb=term, b=b, **{switch: False}), off)
+    assert not torch.equal(off, on)
+
+
+def test_without_the_sdm_loss_the_sdf_target_is_not_used(monkeypatch):
+    moved = batch()
+    moved.extras["sdf"] = moved.extras["sdf"] + 0.3
+    assert not torch.equal(step_gradient(monkeypatch, b=moved), step_gradient(monkeypatch))
+    off = step_gradient(monkeypatch, use_sdm_loss=False)
+    assert torch.equal(step_gradient(monkeypatch, b=moved, use_sdm_loss=False), off)
+    m = make(use_sdm_loss=False)
+    assert "loss/sdf" not in m.training_step(batch(), Progress(it=0, max_it=6000, lr=0.01)).logs
+
+
+def sdm_head_gradient(**switches) -> float:
+    m = make(**switches)
+    m.training_step(batch(), Progress(it=6000, max_it=6000, lr=0.01)).loss.backward()
+    sdm_params = [p for name, p in m.net.named_parameters() if name.startswith("out_conv.")]  # the tanh SDM head
+    return sum(float(p.grad.abs().sum()) for p in sdm_params if p.grad is not None)
+
+
+def test_without_sdm_the_heads_see_the_plain_image_and_the_sdm_head_learns_nothing(monkeypatch):
+    seen = []
+    m = make(sdm_input=False)
+    monkeypatch.setattr(m.head, "forward", lambda vol, f=m.head.forward: seen.append(vol.clone()) or f(vol))
+    b = batch()
+    m.training_step(b, Progress(it=6000, max_it=6000, lr=0.01))
+    assert torch.equal(seen[0], b.x_u)
+    assert sdm_head_gradient(sdm_input=False, use_sdm_loss=False) == 0.0  # "w/o SDM": nothing reaches the SDM head
+    assert sdm_head_gradient(use_sdm_loss=False) > 0.0  # boundary-aware input alone still trains it
+    assert sdm_head_gradient(sdm_input=False) > 0.0  # and so does L_sdm alone
+
+
+def test_adaptive_max_pooling_head():
+    from harness.numerics.contrastive import SliceProjectionHead
+
+    torch.manual_seed(0)
+    head = SliceProjectionHead(pool=4, hidden=(8,), out=4, dropout=0.0, l2_normalise=False, pool_mode="max")
+    vol = torch.randn(2, 1, 8, 8, 3)
+    slices = vol[:, 0].permute(0, 3, 1, 2).reshape(6, 1, 8, 8)
+    expected = head.mlp(torch.nn.functional.max_pool2d(slices, 2).flatten(1)).view(2, 3, -1)
+    assert torch.allclose(head(vol), expected)
+    assert make(head_pool_mode="max").head.pool_fn is torch.nn.functional.adaptive_max_pool2d
+    with pytest.raises(ValueError, match="head_pool_mode"):
+        Config(head_pool_mode="min")

@@ -26,14 +26,14 @@ REPO = Path(__file__).resolve().parents[2]
 SHORT = {"stage1": {"iterations": 3, "batch_volumes": 2}, "stage2": {"iterations": 2, "stride": 4}}
 
 
-def run_config(root: Path, overrides: dict | None = None):
+def run_config(root: Path, overrides: dict | None = None, n_labeled: int = 2, seed: int = 1):
     config = {
-        "datasets": {"tiny": {"labeled": [2]}},
+        "datasets": {"tiny": {"labeled": [2, 3]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
         "protocol": {"iterations": 2, "n_filters": 2, "checkpoint_every": 1, "log_every": 1, "num_workers": 0},
         "method_overrides": {"sup_local_contrast": {**SHORT, **(overrides or {})}},
     }  # fmt: skip
-    params = cell_params(config, Cell("tiny", "sup_local_contrast", 2, 1))
+    params = cell_params(config, Cell("tiny", "sup_local_contrast", n_labeled, seed))
     params["data"]["root"] = str(root)
     return resolve_run(params)
 
@@ -139,6 +139,27 @@ def test_main_training_needs_the_last_stage_and_refuses_a_stale_one(tiny_dataset
     other = run_config(tiny_dataset, {"stage2": {"iterations": 2, "stride": 4, "tau": 0.2}})
     with pytest.raises(RuntimeError, match="another configuration"):
         train(other, tmp_path, device=CPU)
+
+
+def test_stage1_reads_no_labels_so_one_model_serves_every_labeled_count(tiny_dataset, tmp_path):
+    """The DAG trains stage 1 once per dataset and seed (SHARED_STAGES): training it for 3 labeled cases gives the
+    very model trained for 2, and the stage 2 of 3 labeled cases starts from the model in the 2-labeled folder."""
+    two, three = run_config(tiny_dataset, n_labeled=2), run_config(tiny_dataset, n_labeled=3)
+    train(two, tmp_path / "two", device=CPU, stage="stage1")
+    train(three, tmp_path / "three", device=CPU, stage="stage1")
+    shared = tmp_path / "two" / "stage1" / "model.pt"
+    a, b = (torch.load(p / "stage1" / "model.pt", weights_only=True) for p in (tmp_path / "two", tmp_path / "three"))
+    assert a["config_sha256"] == b["config_sha256"]
+    for module, tensors in a["state"].items():
+        for key, value in tensors.items():
+            assert torch.equal(value, b["state"][module][key]), f"{module}.{key}"
+    info = train(three, tmp_path / "shared", device=CPU, stage="stage2", previous_model=shared)
+    assert (tmp_path / "shared" / "stage2" / "model.pt").exists() and not (tmp_path / "shared" / "stage1").exists()
+    assert info["previous_stage_model_sha256"] is not None
+    # another seed's stage 1 is another model: refused
+    with pytest.raises(RuntimeError, match="another configuration"):
+        train(run_config(tiny_dataset, n_labeled=3, seed=2), tmp_path / "other", device=CPU, stage="stage2",
+              previous_model=shared)  # fmt: skip
 
 
 def test_stage_resume_equals_uninterrupted(tiny_dataset, tmp_path):

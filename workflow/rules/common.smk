@@ -18,10 +18,15 @@ from harness.workflow.grid import (
     nifti_split,
     source_settings,
 )  # noqa: E402
-from harness.workflow.job_control import export_for_jobs, forward_stop_signals  # noqa: E402
+from harness.workflow.job_control import (
+    export_for_jobs,
+    export_runs_per_gpu,
+    forward_stop_signals,
+)  # noqa: E402
 from harness.workflow.lineage import describe as describe_problems, find_inconsistencies  # noqa: E402
 from harness.workflow.method_table import read_methods  # noqa: E402
 from harness.workflow.validate import validate_config  # noqa: E402
+from harness.workflow.variants import base_of  # noqa: E402
 
 # Jobs inherit: this Python first on PATH (the rules' `python -m harness`), and this process as their workflow.
 export_for_jobs()
@@ -34,24 +39,37 @@ except ConfigError as err:
 
 NAME = config["name"]
 GPU_SLOT = Path(workflow.basedir, "workflow", "scripts", "gpu_slot.sh")
+export_runs_per_gpu(config["compute"]["runs_per_gpu"])  # gpu_slot.sh: slots per device
 CELLS = grid_cells(config)
 #: Every pre-training stage name of any method: one `pretrain_<stage>` rule each (workflow/rules/train.smk).
 STAGE_NAMES = sorted({s for m in METHODS.values() for s in m.stages})
 
 
 def stages_of(method):
-    """The pre-training stages of `method`, in order (from its file, `harness.workflow.method_table`)."""
-    return METHODS[method].stages
+    """The pre-training stages of `method` (a variant: its base method's), in order (`harness.workflow.method_table`)."""
+    return METHODS[base_of(method)].stages
 
+
+
+def stage_home(cell, stage):
+    """The run folder that holds `stage` of `cell`: its own, or for a shared stage (the method's SHARED_STAGES, which
+    read no labels) the folder of the dataset's smallest labeled count, trained once for all labeled counts."""
+    n = cell.n_labeled
+    if stage in METHODS[base_of(cell.method)].shared_stages:
+        n = min(config["datasets"][cell.dataset]["labeled"])
+    return f"results/{NAME}/runs/{Cell(cell.dataset, cell.method, n, cell.seed).run_path}"
+
+
+def own_stages(cell):
+    """The pre-training stages whose outputs are in the cell's own run folder."""
+    own = f"results/{NAME}/runs/{cell.run_path}"
+    return tuple(s for s in stages_of(cell.method) if stage_home(cell, s) == own)
 
 
 def check_results():
     """Refuse results that outlived the files they were computed from and that Snakemake would not redo
     (harness.workflow.lineage: a run folder deleted by hand, a job killed before it invalidated its downstream)."""
-    runs = [
-        (Path(f"results/{NAME}/runs/{c.run_path}"), stages_of(c.method))
-        for c in CELLS
-    ]
+    runs = [(Path(f"results/{NAME}/runs/{c.run_path}"), own_stages(c)) for c in CELLS]
     problems = find_inconsistencies(Path(f"results/{NAME}"), runs)
     if problems:
         raise WorkflowError(f"results refused: {describe_problems(problems)}")
@@ -111,14 +129,20 @@ def one_of(names):
 
 wildcard_constraints:
     dataset=r"[a-z][a-z0-9_]*",
-    method=r"[a-z][a-z0-9_]*",
+    method=r"[a-z][a-z0-9_]*(@[A-Za-z0-9_.=+-]+)?",  # a method or a variant (harness.workflow.variants.GRID_NAME)
     n=r"\d+",
     seed=r"\d+",
 
 
-TRAIN_THREADS = min(
-    config["compute"]["train_threads"], workflow.cores or 1
-)  # cores is None for --report
+def total_cores():
+    """--cores, or 1 where none is given (`snakemake --report report.html` needs no --cores)."""
+    try:
+        return workflow.cores
+    except WorkflowError:  # Snakemake 9 raises instead of returning None
+        return 1
+
+
+TRAIN_THREADS = min(config["compute"]["train_threads"], total_cores())
 
 
 def cell_of(wildcards):
@@ -168,7 +192,7 @@ def synthetic_setting(key):
 
 def code_inputs(wildcards):
     """Source files whose changes alter the numbers of a training run (Snakemake does not track imports)."""
-    return [str(p) for p in numeric_sources(Path(workflow.basedir), wildcards.method)]
+    return [str(p) for p in numeric_sources(Path(workflow.basedir), base_of(wildcards.method))]
 
 
 def previous_stage_model(stage):
@@ -186,9 +210,15 @@ def previous_stage_model(stage):
         index = len(stages) if stage is None else stages.index(stage)
         if index == 0:
             return []
-        return [f"{RUN}/{stages[index - 1]}/model.pt".format(**wildcards)]
+        previous = stages[index - 1]
+        return [f"{stage_home(cell_of(wildcards), previous)}/{previous}/model.pt"]
 
     return get
+
+
+def previous_model_arg(wildcards, input):
+    """`--previous-model <path>` when the job starts from a stage's model.pt (empty for a first stage)."""
+    return f"--previous-model {input.previous}" if input.previous else ""
 
 
 def output_folder(wildcards, output):
@@ -343,7 +373,7 @@ def cost_inputs():
     for rule, pattern in cost_patterns().items():
         stage = rule.removeprefix("pretrain_") if rule.startswith("pretrain_") else None
         for c in CELLS:
-            if stage is None or stage in stages_of(c.method):
+            if stage is None or stage in own_stages(c):
                 files.append(
                     pattern.format(
                         dataset=c.dataset, method=c.method, n=c.n_labeled, seed=c.seed
@@ -363,6 +393,61 @@ def cost_files():
     return [f"{TABLES}/cost.{ext}" for ext in ("md", "csv", "tex", "html")]
 
 
+# -- ablation tables and sweep figures (workflow/rules/report.smk `ablation`, docs/ablations.md) --
+ABLATION_BASES = list(
+    dict.fromkeys(base_of(m) for m in config["methods"] if m != base_of(m))
+)
+SWEPT_KEYS = [
+    f"{base}:{key}" for base, spec in config["sweeps"].items() for key in spec if key != "product"
+]
+
+
+def ablation_table_files():
+    return [
+        f"{TABLES}/ablation_{base}_{ds}.{ext}"
+        for base in ABLATION_BASES
+        for ds in DATASETS
+        for ext in ("md", "csv", "tex")
+    ]
+
+
+def ablation_table_reports():
+    files = []
+    for base in ABLATION_BASES:
+        for ds in DATASETS:
+            labels = {"dataset": ds, "table": f"ablation of {base}"}
+            html = f"{TABLES}/ablation_{base}_{ds}.html"
+            caption = "../report/ablation.rst"
+            files.append(report(html, caption=caption, category="Ablations", labels=labels))
+    return files
+
+
+def sweep_figure_files():
+    files = []
+    for item in SWEPT_KEYS:
+        base, key = item.split(":", 1)
+        for ds in DATASETS:
+            stem = f"{FIGURES}/sweep_{base}_{key}_{ds}"
+            labels = {"figure": f"{key} sweep of {base} ({ds})"}
+            png = report(f"{stem}.png", caption="../report/sweep.rst", category="Ablations", labels=labels)
+            files += [png, f"{stem}.pdf"]
+    return files
+
+
+def ablation_files():
+    """Every output of the ablation rule (none when the grid has no variants)."""
+    if not ABLATION_BASES:
+        return []
+    tables = [f"{TABLES}/ablation_{b}_{ds}.html" for b in ABLATION_BASES for ds in DATASETS]
+    figures = [
+        f"{FIGURES}/sweep_{item.split(':', 1)[0]}_{item.split(':', 1)[1]}_{ds}.{ext}"
+        for item in SWEPT_KEYS
+        for ds in DATASETS
+        for ext in ("png", "pdf")
+    ]
+    return ablation_table_files() + tables + figures
+
+
 def report_targets():
     per_dataset = [
         f"{FIGURES}/qualitative_{ds}.{ext}" for ds in DATASETS for ext in ("png", "pdf")
@@ -378,7 +463,9 @@ def report_targets():
         *per_dataset,
         *sensitivity_files(),
         f"results/{NAME}/report/provenance.html",
+        f"results/{NAME}/report/landing.html",
         *cost_files(),
+        *ablation_files(),
         f"results/{NAME}/summary.json",
     ]
 

@@ -130,6 +130,22 @@ rule provenance:
         "python -m harness provenance-report --run-info {input.run_info} --out {output.html} > {log} 2>&1"
 
 
+rule landing:
+    # The report's landing page (workflow/report/workflow.rst includes it): the headline tables and the figure.
+    input:
+        tables=[f"{TABLES}/{ds}_voxel.html" for ds in DATASETS],
+        figure=f"{FIGURES}/dice_vs_labeled.png",
+    output:
+        f"results/{NAME}/report/landing.html",
+    log:
+        f"results/{NAME}/logs/landing.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m harness report-landing --tables {input.tables} --figure {input.figure} --out {output} > {log} 2>&1"
+
+
 rule cost:
     input:
         benchmarks=cost_inputs(),
@@ -150,3 +166,29 @@ rule cost:
     shell:
         "python -m harness cost-table --pattern {params.patterns:q} --inputs {input.benchmarks}"
         " --run-info {input.run_info} --out $(dirname {output.html}) > {log} 2>&1"
+
+
+rule ablation:
+    # Ablation tables and sweep figures of the grid's variants (harness.report.ablation, docs/ablations.md).
+    input:
+        csv=per_case_csvs(),
+        run_configs=run_files("run_config.yaml"),
+        barrier=run_barrier(),
+    output:
+        tables=ablation_table_files(),
+        html=ablation_table_reports(),
+        figures=sweep_figure_files(),
+    log:
+        f"results/{NAME}/logs/ablation.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        methods=config["methods"],
+        sweeps=SWEPT_KEYS,
+        tables=TABLES,
+        figures=FIGURES,
+    shell:
+        "python -m harness report-ablation --inputs {input.csv} --run-configs {input.run_configs}"
+        " --methods {params.methods} --sweeps {params.sweeps} --tables {params.tables} --figures {params.figures}"
+        " > {log} 2>&1"

@@ -23,7 +23,7 @@ rule train:
         gpu_slot=GPU_SLOT,
         data=data_manifest,
         code=code_inputs,
-        pretrained=previous_stage_model(None),
+        previous=previous_stage_model(None),
     output:
         model=f"{RUN}/model.pt",
         run_info=f"{RUN}/run_info.json",
@@ -38,13 +38,16 @@ rule train:
         gpu=1,
         mem_mb=config["compute"]["train_mem_mb"],
         runtime=config["compute"]["train_runtime_min"],
+    params:
+        previous=previous_model_arg,
     shell:
         "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
-        " --run-dir $(dirname {output.model}) --threads {threads} > {log} 2>&1"
+        " --run-dir $(dirname {output.model}) --threads {threads} {params.previous} > {log} 2>&1"
 
 
 # One rule per pre-training stage name (STAGE_NAMES, read from the method files): sup_local_contrast runs as
-# pretrain_stage1 -> pretrain_stage2 -> train, each job taking the previous one's model.pt as input.
+# pretrain_stage1 -> pretrain_stage2 -> train, each job taking the previous one's model.pt as input. A shared stage
+# (SHARED_STAGES: no labels read) runs only in the folder of the smallest labeled count (stage_home in common.smk).
 for STAGE in STAGE_NAMES:
 
     rule:
@@ -72,6 +75,8 @@ for STAGE in STAGE_NAMES:
             runtime=config["compute"]["train_runtime_min"],
         params:
             stage=STAGE,
+            previous=previous_model_arg,
         shell:
             "bash {input.gpu_slot:q} python -m harness train --run-config {input.run_config}"
-            " --run-dir $(dirname {input.run_config}) --stage {params.stage} --threads {threads} > {log} 2>&1"
+            " --run-dir $(dirname {input.run_config}) --stage {params.stage} --threads {threads}"
+            " {params.previous} > {log} 2>&1"

@@ -1,0 +1,37 @@
+"""compute.runs_per_gpu reaches workflow/scripts/gpu_slot.sh of the GPU jobs, and changing it reruns nothing."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+from workflow_tools import REPO, RUN, env, snakemake_cmd
+
+from harness.workflow.job_control import RUNS_PER_GPU_ENV, export_runs_per_gpu
+
+CONFIG = REPO / ".test" / "config" / "config.yaml"
+
+
+def test_export_sets_the_variable_gpu_slot_reads():
+    environ: dict[str, str] = {}
+    export_runs_per_gpu(3, environ)
+    assert environ == {RUNS_PER_GPU_ENV: "3"}
+    assert RUNS_PER_GPU_ENV in (REPO / "workflow" / "scripts" / "gpu_slot.sh").read_text()
+
+
+def snakemake(workdir, *extra: str, **variables: str) -> subprocess.CompletedProcess:
+    full_env = {k: v for k, v in env().items() if k not in ("CUDA_VISIBLE_DEVICES", RUNS_PER_GPU_ENV)}
+    full_env.update(variables)
+    res = subprocess.run(snakemake_cmd(workdir, CONFIG, *extra), env=full_env, capture_output=True, text=True)
+    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
+    return res
+
+
+@pytest.mark.slow
+def test_runs_per_gpu_reaches_the_training_job_and_reruns_nothing(tmp_path):
+    fake_gpu = {"HARNESS_GPU_DEVICES": "5", "HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks")}
+    snakemake(tmp_path, f"{RUN}/model.pt", "--config", "compute={runs_per_gpu: 2}", **fake_gpu)
+    log = (tmp_path / RUN / "logs" / "train.log").read_text()
+    assert "gpu_slot: device 5 slot 1 of 2" in log  # the job ran through gpu_slot.sh with two slots per device
+    dry = snakemake(tmp_path, f"{RUN}/model.pt", "-n", "--config", "compute={runs_per_gpu: 3}", **fake_gpu)
+    assert "Nothing to be done" in dry.stdout + dry.stderr  # where a job runs never changes its results
