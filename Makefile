@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: env smoke test lint format dryrun bench clean-smoke
+.PHONY: env smoke test lint format dryrun bench clean-smoke gpu-check
 
 env: $(STAMP)
 
@@ -36,3 +36,9 @@ clean-smoke:
 
 bench: env
 	$(BIN)/python -m pytest tests/benchmarks --benchmark-only --benchmark-group-by=group
+
+# On a CUDA machine: steps, loader, sliding window, k runs per GPU -> results/gpu_check/ (docs/gpu.md).
+# `make gpu-check GPU_CHECK_ARGS=--quick` runs the tiny CPU version.
+GPU_CHECK_ARGS ?=
+gpu-check: env
+	$(BIN)/python -m harness gpu-check $(GPU_CHECK_ARGS)

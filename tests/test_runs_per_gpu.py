@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import pytest
 from workflow_tools import REPO, RUN, env, snakemake_cmd
@@ -19,10 +20,13 @@ def test_export_sets_the_variable_gpu_slot_reads():
     assert RUNS_PER_GPU_ENV in (REPO / "workflow" / "scripts" / "gpu_slot.sh").read_text()
 
 
-def snakemake(workdir, *extra: str, **variables: str) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, runs_per_gpu: int, *extra: str, **variables: str) -> subprocess.CompletedProcess:
+    """The CI grid with `compute.runs_per_gpu` set, in `workdir`, with the given environment variables."""
+    config = workdir / f"runs_per_gpu_{runs_per_gpu}.yaml"
+    config.write_text(CONFIG.read_text() + f"compute:\n  runs_per_gpu: {runs_per_gpu}\n")
     full_env = {k: v for k, v in env().items() if k not in ("CUDA_VISIBLE_DEVICES", RUNS_PER_GPU_ENV)}
     full_env.update(variables)
-    res = subprocess.run(snakemake_cmd(workdir, CONFIG, *extra), env=full_env, capture_output=True, text=True)
+    res = subprocess.run(snakemake_cmd(workdir, config, *extra), env=full_env, capture_output=True, text=True)
     assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
     return res
 
@@ -30,8 +34,8 @@ def snakemake(workdir, *extra: str, **variables: str) -> subprocess.CompletedPro
 @pytest.mark.slow
 def test_runs_per_gpu_reaches_the_training_job_and_reruns_nothing(tmp_path):
     fake_gpu = {"HARNESS_GPU_DEVICES": "5", "HARNESS_GPU_LOCK_DIR": str(tmp_path / "locks")}
-    snakemake(tmp_path, f"{RUN}/model.pt", "--config", "compute={runs_per_gpu: 2}", **fake_gpu)
+    snakemake(tmp_path, 2, f"{RUN}/model.pt", **fake_gpu)
     log = (tmp_path / RUN / "logs" / "train.log").read_text()
     assert "gpu_slot: device 5 slot 1 of 2" in log  # the job ran through gpu_slot.sh with two slots per device
-    dry = snakemake(tmp_path, f"{RUN}/model.pt", "-n", "--config", "compute={runs_per_gpu: 3}", **fake_gpu)
+    dry = snakemake(tmp_path, 3, f"{RUN}/model.pt", "-n", **fake_gpu)
     assert "Nothing to be done" in dry.stdout + dry.stderr  # where a job runs never changes its results

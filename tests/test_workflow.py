@@ -64,10 +64,14 @@ def paper_grid_counts() -> dict[str, int]:
     from harness.workflow.grid import grid_cells
     from harness.workflow.method_table import read_methods
 
-    cells = grid_cells(yaml.safe_load((REPO / "config" / "config.yaml").read_text()))
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    cells = grid_cells(config)
     counts = {"train": len(cells)}
     for c in cells:
-        for stage in read_methods(REPO)[c.method].stages:
+        entry = read_methods(REPO)[c.method]
+        for stage in entry.stages:
+            if stage in entry.shared_stages and c.n_labeled != min(config["datasets"][c.dataset]["labeled"]):
+                continue  # a label-free stage runs once per dataset and seed
             counts[f"pretrain_{stage}"] = counts.get(f"pretrain_{stage}", 0) + 1
     return counts
 
@@ -76,8 +80,9 @@ def test_default_config_is_the_paper_grid_with_every_method_and_stage(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
     jobs = planned(snakemake("-n", cwd=tmp_path))  # no --configfile: config/config.yaml of the workdir
     expected = paper_grid_counts()
-    # 7 methods, LA 8/16 + Pancreas 6/12, 3 seeds; sup_local_contrast: one job per stage rule and run
-    assert expected == {"train": 90, "pretrain_stage1": 12, "pretrain_stage2": 12}
+    # 7 methods, LA 8/16 + Pancreas 6/12, 3 seeds; sup_local_contrast: stage 1 once per dataset and seed (no labels),
+    # stage 2 per run
+    assert expected == {"train": 90, "pretrain_stage1": 6, "pretrain_stage2": 12}
     assert {k: jobs[k] for k in expected} == expected
     assert jobs["evaluate"] == expected["train"] and jobs["fetch_la_case"] == 100
 
@@ -170,3 +175,13 @@ def test_label_free_stage1_is_trained_once_per_dataset_and_seed(tmp_path):
                                       for s in (1, 2)]  # fmt: skip
     stage2_of_3 = re.search(r"rule pretrain_stage2:\n\s+input: ([^\n]*labeled~3/seed~1/run_config.yaml[^\n]*)", text)
     assert stage2_of_3 and "labeled~2/seed~1/stage1/model.pt" in stage2_of_3.group(1)
+
+
+def test_dry_run_of_the_simcvd_ablation_config_plans_every_published_row(tmp_path):
+    """config/ablation_simcvd.yaml: the base configuration, 16 distinct variants and the mean-teacher baseline row,
+    × 3 seeds (the sweeps' default values are the simcvd run, not copies)."""
+    res = snakemake("-n", "--configfile", str(REPO / "config" / "ablation_simcvd.yaml"), "--directory", str(tmp_path))
+    jobs = planned(res)
+    assert jobs["train"] == 18 * 3 and jobs["run_config"] == 54 and jobs["ablation"] == 1
+    text = res.stdout + res.stderr
+    assert "simcvd@head_dropout=0.1/" not in text and "simcvd@head_pool=256/labeled~8/seed~1339" in text

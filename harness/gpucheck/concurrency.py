@@ -18,6 +18,7 @@ from typing import Any
 
 from harness.gpucheck.settings import CheckSettings, Variant
 from harness.gpucheck.steps import StepCase, case_record
+from harness.gpucheck.worker import PROTOCOL
 
 #: The project root: the workers import `harness` from it.
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -63,12 +64,18 @@ class Worker:
         line, self.buffer = self.buffer.split(b"\n", 1)
         return line.decode().strip()
 
-    def expect(self, prefix: str, timeout: float) -> str:
-        """The rest of the next line, which must start with `prefix`."""
-        line = self.line(timeout)
-        if not line.startswith(prefix):
-            raise WorkerError(f"expected {prefix!r}, got {line!r}")
-        return line[len(prefix) :].strip()
+    def expect(self, word: str, timeout: float) -> str:
+        """The rest of the worker's next protocol line `PROTOCOL + word ...` (`harness.gpucheck.worker.say`), skipping
+        any other output a library may print; WorkerError on another protocol word or after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self.line(max(deadline - time.monotonic(), 0.0))
+            if not line.startswith(PROTOCOL):
+                continue
+            got = line[len(PROTOCOL) :]
+            if got.split(" ", 1)[0] != word:
+                raise WorkerError(f"expected {word!r}, got {got!r}")
+            return got[len(word) :].strip()
 
     def go(self) -> None:
         self.proc.stdin.write(b"go\n")
@@ -87,10 +94,13 @@ class Worker:
         self.stderr.close()
 
 
-def worker_spec(task: str, case: StepCase, settings: CheckSettings, variant: Variant, device: str) -> dict[str, Any]:
-    """What a worker builds: its task, the step (method, stage, dataset of `settings`) and the precision."""
+def worker_spec(
+    task: str, case: StepCase, settings: CheckSettings, variant: Variant, device: str, deterministic: bool = True
+) -> dict[str, Any]:
+    """What a worker builds: its task, the step (method, stage, dataset of `settings`), the precision and the cuDNN
+    mode (`protocol.deterministic`)."""
     return {"task": task, "quick": settings.quick, "method": case.method, "stage": case.stage,
-            "dataset": case.dataset.name, "device": device, "threads": 1,
+            "dataset": case.dataset.name, "device": device, "threads": 1, "deterministic": deterministic,
             "variant": {"amp": variant.amp, "tf32": variant.tf32, "channels_last": variant.channels_last}}  # fmt: skip
 
 
@@ -131,12 +141,18 @@ def concurrency(spec: dict[str, Any], settings: CheckSettings, ready_timeout: fl
 
 
 def compile_step(
-    case: StepCase, settings: CheckSettings, variant: Variant, device: str, budget_s: float, ready_timeout: float
+    case: StepCase,
+    settings: CheckSettings,
+    variant: Variant,
+    device: str,
+    budget_s: float,
+    ready_timeout: float,
+    deterministic: bool = True,
 ) -> dict[str, Any]:
     """The compiled step in a worker: the first (compiling) step must end within `budget_s`, else the worker is
     stopped and the record says the networks did not compile in time."""
     record = case_record(case, variant, compiled=True)
-    worker = Worker(worker_spec("compile", case, settings, variant, device))
+    worker = Worker(worker_spec("compile", case, settings, variant, device, deterministic))
     try:
         worker.expect("ready", ready_timeout)
         worker.go()

@@ -35,14 +35,14 @@ def step_cell(r: dict[str, Any] | None) -> str:
     return cell + (f" (compile {r['compile_s']:.0f} s)" if "compile_s" in r else "")
 
 
-def step_rows(steps: list[dict[str, Any]]) -> list[list[Any]]:
+def step_rows(steps: list[dict[str, Any]], columns: list[str]) -> list[list[Any]]:
     """One row per (dataset, method/stage), one column per variant, then the compiled step."""
     cells: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
     for r in steps:
         label = r["method"] if r["stage"] == "train" else f"{r['method']}/{r['stage']}"
         column = "compile" if r["compile"] else r["variant"]
         cells.setdefault((r["dataset"], label), {})[column] = r
-    return [[ds, label, *(step_cell(cols.get(c)) for c in STEP_COLUMNS)] for (ds, label), cols in cells.items()]
+    return [[ds, label, *(step_cell(cols.get(c)) for c in columns)] for (ds, label), cols in cells.items()]
 
 
 def device_section(d: dict[str, Any]) -> list[str]:
@@ -57,7 +57,8 @@ def steps_section(report: dict[str, Any]) -> list[str]:
         f"+cl = channels_last_3d; compile = torch.compile of the grid's variant ({report['grid_variant']})."
     )
     head = ["## Training steps: median step time after warm-up / peak GPU memory", "", intro, ""]
-    return head + table(["dataset", "method/stage", *STEP_COLUMNS], step_rows(report["steps"]))
+    columns = [c for c in [report["grid_variant"]] if c not in STEP_COLUMNS] + STEP_COLUMNS  # e.g. an fp16 grid
+    return head + table(["dataset", "method/stage", *columns], step_rows(report["steps"], columns))
 
 
 def loader_section(rows: list[dict[str, Any]]) -> list[str]:

@@ -7,7 +7,10 @@ steps. Whatever does not fit in the budget is recorded as skipped. The projectio
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -93,7 +96,12 @@ def measure_loaders(
 
 
 def measure_compiles(
-    cases: list[StepCase], settings: CheckSettings, variant: Variant, device: torch.device, clock: Clock
+    cases: list[StepCase],
+    settings: CheckSettings,
+    variant: Variant,
+    device: torch.device,
+    clock: Clock,
+    deterministic: bool,
 ) -> list[dict[str, Any]]:
     """Each case compiled (in a worker, within the compile budget and what is left of the check's budget)."""
     rows = []
@@ -104,7 +112,8 @@ def measure_compiles(
             rows.append(skipped(case, variant, f"time budget of {settings.budget_s:.0f} s spent", compiled=True))
         else:
             budget = min(settings.compile_budget_s, clock.left())
-            rows.append(compile_step(case, settings, variant, str(device), budget, READY_TIMEOUT_S[settings.quick]))
+            ready = READY_TIMEOUT_S[settings.quick]
+            rows.append(compile_step(case, settings, variant, str(device), budget, ready, deterministic))
     return rows
 
 
@@ -125,26 +134,38 @@ def projection(
             "sequential_hours": NO_CUDA, "rows": rows}  # fmt: skip
 
 
+@contextlib.contextmanager
+def job_like_torch(deterministic: bool) -> Iterator[None]:
+    """torch set as a GPU training job of the grid sets it: one intra-op thread (`harness.train.optim.split_threads`)
+    and the grid's cuDNN mode (`harness.train.seeding`); these and the TF32 switches are restored afterwards."""
+    cudnn = torch.backends.cudnn
+    saved = torch.get_num_threads(), tf32_state(), cudnn.deterministic, cudnn.benchmark
+    torch.set_num_threads(1)
+    cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
+    try:
+        yield
+    finally:
+        threads, tf32, cudnn.deterministic, cudnn.benchmark = saved
+        torch.set_num_threads(threads)
+        set_tf32(tf32["cudnn_allow_tf32"])
+        torch.backends.cuda.matmul.allow_tf32 = tf32["cuda_matmul_allow_tf32"]
+
+
 def run_check(settings: CheckSettings, device: torch.device, grid: dict[str, Any], grid_path: str) -> dict[str, Any]:
     """Measure everything (see the module docstring) and return the report's data (`gpu_check.json`)."""
-    clock, previous, threads = Clock(settings.budget_s, time.monotonic()), tf32_state(), torch.get_num_threads()
-    cuda, variant = device.type == "cuda", configured_variant(grid)
-    cases = step_cases(settings)
-    torch.set_num_threads(1)  # as a training job on a GPU (harness.train.optim.split_threads), and as each worker
-    try:
+    clock, cuda, variant = Clock(settings.budget_s, time.monotonic()), device.type == "cuda", configured_variant(grid)
+    cases, deterministic = step_cases(settings), grid["protocol"]["deterministic"]
+    ready = READY_TIMEOUT_S[settings.quick]
+    with job_like_torch(deterministic):
         steps = measure_steps(cases, [variant], settings, device, clock, every_method=True)
         loaders = measure_loaders(settings, grid, device, steps, variant.name)
-        sliding = [sliding_window_time(g, settings, grid["eval"]["windows_per_batch"], device)
-                   for g in settings.datasets]  # fmt: skip
+        windows = grid["eval"]["windows_per_batch"]
+        sliding = [sliding_window_time(g, settings, windows, device) for g in settings.datasets]
         k_case = StepCase(settings.k_method, None, settings.datasets[0])
-        k_rows = concurrency(worker_spec("throughput", k_case, settings, variant, str(device)), settings,
-                             READY_TIMEOUT_S[settings.quick])  # fmt: skip
+        k_rows = concurrency(worker_spec("throughput", k_case, settings, variant, str(device), deterministic),
+                             settings, ready)  # fmt: skip
         steps += measure_steps(cases, [v for v in VARIANTS if v != variant], settings, device, clock)
-        steps += measure_compiles(cases, settings, variant, device, clock)
-    finally:
-        set_tf32(previous["cudnn_allow_tf32"])
-        torch.backends.cuda.matmul.allow_tf32 = previous["cuda_matmul_allow_tf32"]
-        torch.set_num_threads(threads)
+        steps += measure_compiles(cases, settings, variant, device, clock, deterministic)
     return {
         "format": FORMAT,
         "mode": "quick" if settings.quick else "full",
@@ -158,5 +179,6 @@ def run_check(settings: CheckSettings, device: torch.device, grid: dict[str, Any
         "concurrency": {"method": settings.k_method, "dataset": settings.datasets[0].name, "rows": k_rows},
         "projection": projection(grid, settings, steps, sliding, k_rows, variant.name, cuda),
         "seconds": time.monotonic() - clock.start,
+        "pid": os.getpid(),  # the check's own process (the k-run workers are others)
         "provenance": provenance.collect(),
     }

@@ -7,7 +7,7 @@ stdin, so that k workers start stepping together; then
 * task "compile": the networks are compiled (`protocol.compile`); the first step (which compiles) is timed and
   reported as `compiled <seconds>`, then the step time after warm-up as `result {...}`.
 
-Every line goes to stdout; logs and errors go to stderr.
+Those protocol lines go to stdout, prefixed with `PROTOCOL`; logs and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -25,9 +25,12 @@ from harness.gpucheck.settings import CheckSettings, Variant, full_settings, qui
 from harness.gpucheck.steps import StepCase, StepRunner, peak_memory_mb
 from harness.numerics.precision import set_tf32
 
+#: Prefix of the protocol lines on stdout (anything else a library prints there is ignored by the reader).
+PROTOCOL = "@gpu-check "
+
 
 def say(line: str) -> None:
-    print(line, flush=True)
+    print(PROTOCOL + line, flush=True)
 
 
 def wait_for_go() -> None:
@@ -42,6 +45,8 @@ def make_runner(spec: dict[str, Any]) -> tuple[StepRunner, CheckSettings]:
     variant = Variant(**spec["variant"])
     device = torch.device(spec["device"])
     torch.set_num_threads(spec.get("threads", 1))
+    deterministic = spec.get("deterministic", True)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = deterministic, not deterministic
     set_tf32(variant.tf32)
     return StepRunner(StepCase(spec["method"], spec.get("stage"), geometry), settings, variant, device), settings
 

@@ -28,7 +28,7 @@ SIMCVD_DEFAULTS = {"head_dropout": 0.1, "head_pool": 128, "use_pd": True, "use_c
                    "use_sdm_loss": True, "head_pool_mode": "avg"}  # fmt: skip
 
 
-@pytest.mark.skipif(not SPEC.exists(), reason="needs ../shared/spec/published.csv (the compilation)")
+@pytest.mark.skipif(not SPEC.exists(), reason="needs the compilation of published numbers beside the repository")
 def test_the_shipped_file_is_the_compilations_ablation_rows():
     shipped = load_ablation_published()
     assert shipped.equals(extract_ablation_rows(SPEC))

@@ -19,6 +19,7 @@ import yaml
 from test_nets import _reference_state_dict
 
 from harness.cli import main
+from harness.config import ConfigError
 from harness.evaluate.external import WeightsError, evaluate_checkpoint
 from harness.evaluate.predict import predict_cases
 from harness.evaluate.score import evaluate_cases
@@ -170,3 +171,11 @@ def test_the_parser_registers_the_command_without_importing_torch():
     code = (f"import sys; from harness.cli import build_parser; args = build_parser().parse_args({argv}); "
             "assert args.config == 'config/smoke.yaml' and 'torch' not in sys.modules")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_an_unknown_dataset_or_label_is_refused_before_reading_the_weights(tmp_path):
+    config = write_config(tmp_path / "c.yaml")
+    with pytest.raises(ConfigError, match=r"c\.yaml has no data\.la; its datasets: tiny"):
+        evaluate_checkpoint(tmp_path / "absent.pth", "vnet", "la", config_path=config)
+    with pytest.raises(ConfigError, match="--label 'UA-MT ref'"):
+        evaluate_checkpoint(tmp_path / "absent.pth", "vnet", "tiny", config_path=config, label="UA-MT ref")

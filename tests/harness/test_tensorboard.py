@@ -15,7 +15,7 @@ from test_loop import run_config
 
 from harness.method.build import resolve_run
 from harness.train.loop import train
-from harness.train.tensorboard import STEP_TIME_TAG, event_files
+from harness.train.tensorboard import STEP_TIME_TAG, TrainBoard, event_files
 from harness.workflow.grid import Cell, cell_params
 
 CPU = torch.device("cpu")
@@ -96,3 +96,14 @@ def test_a_pretraining_stage_writes_its_own_events(tiny_dataset, tmp_path):
     events = assert_events_mirror_the_log(tmp_path / "stage1")
     assert [step for step, _ in events["loss"]] == [0, 1, 2]
     assert event_files(tmp_path) == []  # the run folder's own curves are the main training's
+
+
+def test_writing_the_events_changes_no_number(tiny_dataset, tmp_path, monkeypatch):
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "with", device=CPU)
+    monkeypatch.setattr(TrainBoard, "log", lambda self, record: None)
+    train(cfg, tmp_path / "without", device=CPU)
+    assert event_files(tmp_path / "without") == [] and len(event_files(tmp_path / "with")) == 1
+    assert read_log(tmp_path / "with") == read_log(tmp_path / "without")
+    saved = [torch.load(tmp_path / run / "model.pt", weights_only=True)["state"]["net"] for run in ("with", "without")]
+    assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
