@@ -238,12 +238,9 @@ def _nifti_parsers(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_resolve_run(a: argparse.Namespace) -> None:
-    from harness.config import write_yaml
-    from harness.method.build import resolve_run
-    from harness.workflow.lineage import new_journal
+    from harness.method.build import write_run_config
 
-    write_yaml(resolve_run(json.loads(a.params)).to_dict(), Path(a.out))
-    new_journal(Path(a.out).parent)
+    write_run_config(json.loads(a.params), Path(a.out))
 
 
 def cmd_check_config(a: argparse.Namespace) -> None:

@@ -11,7 +11,16 @@ from typing import Any
 
 import torch
 
-from harness.config import VARIANT_SEPARATOR, ConfigError, DataConfig, ProtocolConfig, RunConfig, from_dict, to_dict
+from harness.config import (
+    VARIANT_SEPARATOR,
+    ConfigError,
+    DataConfig,
+    ProtocolConfig,
+    RunConfig,
+    from_dict,
+    to_dict,
+    write_yaml,
+)
 from harness.method.contract import MAIN_STAGE, Method, StageSpec, main_stage
 from harness.method.registry import get_method
 from harness.nets import build_net
@@ -40,6 +49,17 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
     )
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
         raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
+    return cfg
+
+
+def write_run_config(params: dict[str, Any], path: Path) -> RunConfig:
+    """Resolve one grid cell's parameters into `path` (run_config.yaml) and start the run's journal beside it (the
+    `run_config` rule, run inside the Snakemake process; `python -m harness resolve-run` does the same)."""
+    from harness.workflow.lineage import new_journal
+
+    cfg = resolve_run(params)
+    write_yaml(cfg.to_dict(), Path(path))
+    new_journal(Path(path).parent)
     return cfg
 
 

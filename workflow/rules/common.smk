@@ -156,6 +156,20 @@ def run_params(wildcards):
     return json.dumps(cell_params(config, cell_of(wildcards)), sort_keys=True)
 
 
+def write_run_config_logged(cell_json, out, log):
+    """The run_config rule's work, in this process: resolve and write run_config.yaml, start the journal; the log
+    says what was written or why not."""
+    from harness.method.build import write_run_config
+
+    with open(log, "w") as f:
+        try:
+            cfg = write_run_config(json.loads(cell_json), Path(out))
+        except Exception as err:
+            f.write(f"run_config refused: {err}\n")
+            raise
+        f.write(f"wrote {out} (config sha256 {cfg.sha256()})\n")
+
+
 def data_manifest(wildcards):
     return f"resources/{wildcards.dataset}/manifest.json"
 

@@ -3,18 +3,18 @@
 
 
 rule run_config:
+    # Runs inside the Snakemake process (no interpreter and torch start-up per run): harness.method.build
+    # .write_run_config, the same as `python -m harness resolve-run`.
     output:
         config=f"{RUN}/run_config.yaml",
         journal=f"{RUN}/journal.log",  # every later job of the run appends to it (harness.workflow.lineage)
     log:
         f"{RUN}/logs/run_config.log",
     localrule: True
-    conda:
-        "../../environment.yml"
     params:
         cell=run_params,
-    shell:
-        "python -m harness resolve-run --params {params.cell:q} --out {output.config} > {log} 2>&1"
+    run:
+        write_run_config_logged(params.cell, output.config, log[0])
 
 
 rule train:
