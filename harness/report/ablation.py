@@ -218,18 +218,3 @@ def write_ablation(
     logger.info("wrote %d ablation files", len(written))
     return written
 
-
-def add_command(sub: Any) -> None:
-    """`python -m harness report-ablation` (the workflow's `ablation` rule, workflow/rules/report.smk)."""
-    p = sub.add_parser("report-ablation", help="ablation tables and sweep figures of the variants in the results")
-    p.add_argument("--inputs", nargs="+", required=True, help="metrics_per_case.csv of every run")
-    p.add_argument("--run-configs", nargs="+", required=True, help="run_config.yaml of every run")
-    p.add_argument("--methods", nargs="+", required=True, help="the grid's methods and variants, in config order")
-    p.add_argument("--sweeps", nargs="*", default=[], help="swept keys as <method>:<key>")
-    p.add_argument("--tables", required=True, help="folder of the tables")
-    p.add_argument("--figures", required=True, help="folder of the figures")
-    p.set_defaults(func=_run_command)
-
-
-def _run_command(a: Any) -> None:
-    write_ablation(a.inputs, a.run_configs, a.tables, a.figures, methods=a.methods, sweeps=a.sweeps)
