@@ -27,7 +27,9 @@ def nifti_config(msd: Path, nnunet: Path) -> dict:
 
 @pytest.mark.slow
 def test_msd_and_nnunet_datasets_run_through_the_whole_dag(tmp_path):
-    msd, nnunet = write_msd(tmp_path / "src_msd", modality="mri"), write_nnunet(tmp_path / "src_nnunet", modality="ct")
+    # 5 cases each: MSD 4 train + 1 test (test fraction 0.25), nnU-Net 4 + 1 (0.2): small, and enough for 2 labeled
+    msd = write_msd(tmp_path / "src_msd", modality="mri", n_cases=5)
+    nnunet = write_nnunet(tmp_path / "src_nnunet", modality="ct", n_cases=5)
     config = tmp_path / "mine.yaml"
     config.write_text(yaml.safe_dump(nifti_config(msd, nnunet)))
     work = tmp_path / "work"
