@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from harness.report.published import SOURCES, SPEC_COLUMNS, VALUE_COLUMNS
+from harness.workflow.variants import same_value
 
 DATA_FILE = Path(__file__).resolve().parent / "published_ablations.csv"
 ADDED_COLUMNS = ("source_id", "dataset_key", "method_key", "overrides")
@@ -93,15 +94,6 @@ def load_ablation_published(path: str | os.PathLike = DATA_FILE) -> pd.DataFrame
     if missing:
         raise ValueError(f"{path}: lacks columns {missing}")
     return _typed(df)
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal as configured values: 0 and 0.0 alike, lists and tuples alike, booleans only equal booleans."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def matches(run: Mapping[str, Any], published: Mapping[str, Any]) -> bool:

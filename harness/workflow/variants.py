@@ -73,12 +73,12 @@ class _NoLiteralDefault:
     __hash__ = None  # type: ignore[assignment]
 
 
-def _same(a: Any, b: Any) -> bool:
+def same_value(a: Any, b: Any) -> bool:
     """Equal as configured values (YAML lists and Config tuples alike; 0 and 0.0 alike; True and 1 not)."""
     if isinstance(a, bool) or isinstance(b, bool):
         return type(a) is type(b) and a == b
     if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
     return a == b
 
 
@@ -91,7 +91,7 @@ def sweep_points(config: Mapping[str, Any], base: str, defaults: Mapping[str, An
         points = [dict(zip(keys, values, strict=True)) for values in itertools.product(*(spec[k] for k in keys))]
     else:
         points = [{key: value} for key in keys for value in spec[key]]
-    points = [{k: v for k, v in p.items() if not _same(v, base_value(config, base, k, defaults))} for p in points]
+    points = [{k: v for k, v in p.items() if not same_value(v, base_value(config, base, k, defaults))} for p in points]
     unique: list[dict[str, Any]] = []
     for point in points:
         if point and point not in unique:
