@@ -18,10 +18,9 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from harness.report.published import SOURCES, SPEC_COLUMNS, VALUE_COLUMNS
+from harness.report.published import SOURCES, SPEC_COLUMNS, numeric_values, read_shipped
 from harness.workflow.variants import same_value
 
 DATA_FILE = Path(__file__).resolve().parent / "published_ablations.csv"
@@ -80,20 +79,14 @@ def canonical(overrides: Mapping[str, Any]) -> str:
 
 
 def _typed(df: pd.DataFrame) -> pd.DataFrame:
-    out = df.copy()
-    for column in VALUE_COLUMNS:
-        out[column] = pd.to_numeric(out[column].replace("", np.nan), errors="raise").astype(float)
+    out = numeric_values(df)
     out["n_labeled"] = pd.to_numeric(out["n_labeled"], errors="raise").astype(int)
     return out.reset_index(drop=True)
 
 
 def load_ablation_published(path: str | os.PathLike = DATA_FILE) -> pd.DataFrame:
     """The shipped ablation rows."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in (*SPEC_COLUMNS, *ADDED_COLUMNS) if c not in df.columns]
-    if missing:
-        raise ValueError(f"{path}: lacks columns {missing}")
-    return _typed(df)
+    return _typed(read_shipped(path, (*SPEC_COLUMNS, *ADDED_COLUMNS)))
 
 
 def matches(run: Mapping[str, Any], published: Mapping[str, Any]) -> bool:

@@ -129,11 +129,26 @@ def extract_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
     return _typed(pd.DataFrame(rows, columns=[*SPEC_COLUMNS, *ADDED_COLUMNS]), str(spec_csv))
 
 
-def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
-    """Numeric value and count columns (empty → NaN), validated join keys."""
+def numeric_values(df: pd.DataFrame) -> pd.DataFrame:
+    """A copy of `df` with the value columns (Dice, Jaccard, HD95, ASD) as floats, empty → NaN."""
     out = df.copy()
     for column in VALUE_COLUMNS:
         out[column] = pd.to_numeric(out[column].replace("", np.nan), errors="raise").astype(float)
+    return out
+
+
+def read_shipped(path: str | os.PathLike, columns: tuple[str, ...]) -> pd.DataFrame:
+    """A shipped CSV of published numbers as text, ValueError naming the file if it lacks one of `columns`."""
+    df = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{path}: lacks columns {missing}")
+    return df
+
+
+def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    """Numeric value and count columns (empty → NaN), validated join keys."""
+    out = numeric_values(df)
     for column in ("n_labeled", "n_unlabeled"):
         out[column] = pd.to_numeric(out[column].replace("", np.nan), errors="raise").astype("Int64")
     if out["n_labeled"].isna().any():
@@ -149,11 +164,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
 
 def load_published(path: str | os.PathLike = DATA_FILE) -> pd.DataFrame:
     """The shipped published rows (see `extract_rows` for the columns)."""
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = [c for c in (*SPEC_COLUMNS, *ADDED_COLUMNS) if c not in df.columns]
-    if missing:
-        raise ValueError(f"path: {path} lacks columns {missing}")
-    return _typed(df, str(path))
+    return _typed(read_shipped(path, (*SPEC_COLUMNS, *ADDED_COLUMNS)), str(path))
 
 
 def check_source(source_id: str) -> None:

@@ -4,6 +4,7 @@ prediction, recorded in run_info.json, and the CPU numbers of the defaults uncha
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,9 @@ from harness.evaluate.predict import predict_cases
 from harness.method.build import resolve_run
 from harness.train.loop import train
 from harness.workflow.grid import Cell, cell_params
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_loop import losses, weights  # noqa: E402
 
 CPU = torch.device("cpu")
 LAYOUT = torch.channels_last_3d
@@ -39,14 +43,6 @@ def run_config(root: Path, method: str = "supervised", **protocol):
     params = cell_params(config, Cell("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)
-
-
-def losses(run_dir: Path) -> list[float]:
-    return [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
-
-
-def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return torch.load(run_dir / "model.pt", weights_only=True)["state"]["net"]
 
 
 def spy_on_steps(monkeypatch) -> list[dict]:

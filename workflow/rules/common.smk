@@ -452,14 +452,8 @@ def ablation_files():
     """Every output of the ablation rule (none when the grid has no variants)."""
     if not ABLATION_BASES:
         return []
-    tables = [f"{TABLES}/ablation_{b}_{ds}.html" for b in ABLATION_BASES for ds in DATASETS]
-    figures = [
-        f"{FIGURES}/sweep_{item.split(':', 1)[0]}_{item.split(':', 1)[1]}_{ds}.{ext}"
-        for item in SWEPT_KEYS
-        for ds in DATASETS
-        for ext in ("png", "pdf")
-    ]
-    return ablation_table_files() + tables + figures
+    flagged = [*ablation_table_reports(), *sweep_figure_files()]
+    return ablation_table_files() + [str(f) for f in flagged]
 
 
 def report_targets():
