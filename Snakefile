@@ -34,4 +34,4 @@ include: "workflow/rules/report.smk"
 rule all:
     default_target: True
     input:
-        report_targets(),
+        TARGETS.all(with_cost=bool(cost_inputs())),

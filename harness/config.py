@@ -39,6 +39,11 @@ SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 VARIANT_SEPARATOR = "@"
 
 
+def base_of(method: str) -> str:
+    """The method file stem of a grid entry (`simcvd@no_sdm` → `simcvd`): what the registry builds."""
+    return method.split(VARIANT_SEPARATOR, 1)[0]
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key and the fix."""
 
@@ -188,12 +193,6 @@ class ProtocolConfig:
     """Step-decay factor (UA-MT)."""
     n_filters: int = 16
     """V-Net base width (UA-MT VNet n_filters=16); the smoke benchmark uses fewer."""
-    checkpoint_every: int = 1000
-    """Resume checkpoint period in iterations (UA-MT saves every 1000)."""
-    log_every: int = 10
-    """Training-log (JSONL) period in iterations [H]."""
-    num_workers: int = 2
-    """Data-loader worker processes (reference: 4); augmentation does not depend on it [H]."""
     deterministic: bool = True
     """cudnn.deterministic on, benchmark off (reference default)."""
     amp: str = "off"
@@ -210,7 +209,7 @@ class ProtocolConfig:
     kernels (faster on some GPUs, see docs/gpu.md); off keeps the contiguous layout of the reference."""
 
     def __post_init__(self) -> None:
-        positive = ("iterations", "batch_size", "labeled_bs", "lr_step", "n_filters", "checkpoint_every", "log_every")
+        positive = ("iterations", "batch_size", "labeled_bs", "lr_step", "n_filters")
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"protocol.{name}: must be > 0, got {getattr(self, name)}")
@@ -220,8 +219,8 @@ class ProtocolConfig:
             raise ConfigError(
                 f"protocol.labeled_bs ({self.labeled_bs}) must be <= protocol.batch_size ({self.batch_size})"
             )
-        if self.num_workers < 0 or self.lr <= 0:
-            raise ConfigError("protocol.num_workers must be >= 0 and protocol.lr > 0")
+        if self.lr <= 0:
+            raise ConfigError(f"protocol.lr: must be > 0, got {self.lr}")
 
 
 @dataclass(frozen=True)
@@ -238,15 +237,20 @@ class RunConfig:
     """The method's own hyperparameters (validated against the method's `Config` dataclass)."""
     variant_overrides: dict[str, Any] = field(default_factory=dict)
     """What makes this run a variant (`method` is then `<base>@<variant>`, docs/ablations.md); {} for a base method."""
+    threads: int = 1
+    """Torch intra-op threads of the run's training and prediction jobs (`compute.train_threads`): part of the run's
+    identity, since CPU reductions sum in another order with another thread count (docs/architecture.md)."""
 
     def __post_init__(self) -> None:
         if not (1 <= self.n_labeled <= self.data.n_train):
             raise ConfigError(f"n_labeled={self.n_labeled} must be between 1 and data.n_train={self.data.n_train}")
+        if self.threads < 1:
+            raise ConfigError(f"compute.train_threads: must be >= 1, got {self.threads}")
 
     @property
     def base_method(self) -> str:
         """The method file stem (`simcvd` for the variant `simcvd@no_sdm`): what the registry builds."""
-        return self.method.split(VARIANT_SEPARATOR, 1)[0]
+        return base_of(self.method)
 
     @property
     def is_upper_bound(self) -> bool:
@@ -262,14 +266,6 @@ class RunConfig:
 def sha256_of(data: Any) -> str:
     """sha256 of the canonical JSON form of `data` (sorted keys, no whitespace)."""
     return hashlib.sha256(json.dumps(data, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
-
-
-def write_yaml(data: Any, path: Path) -> None:
-    """Write YAML atomically (temporary name, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(data, sort_keys=False))
-    tmp.replace(path)
 
 
 def load_run_config(path: Path) -> RunConfig:

@@ -40,13 +40,25 @@ def device_info(device: Any) -> dict[str, Any]:
     """The device, and for CUDA the GPU model and CUDA/cuDNN versions (protocol §3.5: every row records them)."""
     import torch
 
-    info: dict[str, Any] = {"device": str(device), "host": platform.node(), "cpu": platform.processor()}
+    info: dict[str, Any] = {"device": str(device), "host": platform.node(), "cpu": cpu_model()}
     info["torch_threads"] = torch.get_num_threads()
     if str(device).startswith("cuda"):
         info["gpu_model"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
         info["cudnn"] = torch.backends.cudnn.version()
     return info
+
+
+def cpu_model() -> str:
+    """The CPU's model name (`/proc/cpuinfo`; the platform's processor string elsewhere): CPU numbers are promised to
+    repeat on the same CPU kind only (README, determinism)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def collect(**extra: Any) -> dict[str, Any]:

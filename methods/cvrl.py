@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
-from harness.numerics.contrastive import VolumeQueue, elastic_interaction_loss, info_nce_masked
 from harness.numerics.ema import freeze_teacher, update_ema
 from harness.numerics.losses import add_input_noise, softmax_mse, supervised_loss
 from harness.numerics.ramps import consistency_weight
@@ -125,6 +124,98 @@ def sample_positions(fg: torch.Tensor, k: int, fg_fraction: float) -> torch.Tens
     j = torch.arange(k, device=fg.device)[None, :]
     from_bg = torch.gather(bg_rank, 1, (j - n_fg).clamp(min=0))
     return torch.where(j < n_fg, fg_rank, from_bg)
+
+
+# -- the method's own numerics -----------------------------------------------------------------------------------------
+class VolumeQueue(nn.Module):
+    """FIFO queue of teacher volume embeddings, each with the ID of its case (cvrl, `docs/methods/cvrl.md` row 5).
+
+    State is kept in buffers (saved in checkpoints, so a resumed run sees the same queue).
+
+    Args:
+        size: capacity Q.
+        dim: embedding size D.
+    """
+
+    def __init__(self, size: int, dim: int) -> None:
+        super().__init__()
+        if size < 1 or dim < 1:
+            raise ValueError(f"queue size and dim must be >= 1; got {size}, {dim}")
+        self.register_buffer("keys", torch.zeros(size, dim))
+        self.register_buffer("case_ids", torch.full((size,), -1, dtype=torch.long))  # -1: empty slot
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    @torch.no_grad()
+    def push(self, keys: torch.Tensor, case_ids: torch.Tensor) -> None:
+        """Enqueue `keys` `[N, D]` (detached) with `case_ids` `[N]`, overwriting the oldest entries."""
+        if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1] or case_ids.shape != (keys.shape[0],):
+            raise ValueError(f"keys must be [N, {self.keys.shape[1]}] and case_ids [N]; got {tuple(keys.shape)}, "
+                             f"{tuple(case_ids.shape)}")  # fmt: skip
+        size = self.keys.shape[0]
+        idx = (self.ptr + torch.arange(keys.shape[0], device=keys.device)) % size
+        self.keys[idx] = keys.detach().to(self.keys.dtype)
+        self.case_ids[idx] = case_ids.to(self.case_ids.dtype)
+        self.ptr.copy_((self.ptr + keys.shape[0]) % size)
+
+    def negative_mask(self, anchor_case_ids: torch.Tensor) -> torch.Tensor:
+        """`[N, Q]` bool: queue entry usable as a negative for each anchor (filled and from another case)."""
+        filled = self.case_ids >= 0
+        return filled[None, :] & (self.case_ids[None, :] != anchor_case_ids[:, None])
+
+
+def info_nce_masked(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor,
+                    tau: float) -> torch.Tensor:  # fmt: skip
+    """Per-anchor −log[exp(a·p/τ) / (exp(a·p/τ) + Σ_{k: mask} exp(a·k/τ))].
+
+    Args:
+        anchors, positives: `[N, D]`; negatives: `[M, D]`; mask: `[N, M]` bool, True where k is a negative of anchor n.
+        tau: temperature.
+
+    Returns:
+        `[N]` losses. Memory: `[N, M]`.
+    """
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    if mask.shape != (anchors.shape[0], negatives.shape[0]):
+        raise ValueError(f"mask must be [N, M] = {(anchors.shape[0], negatives.shape[0])}; got {tuple(mask.shape)}")
+    pos = (anchors * positives).sum(-1, keepdim=True) / tau  # [N, 1]
+    neg = (anchors @ negatives.T / tau).masked_fill(~mask, float("-inf"))  # [N, M]
+    return -(pos[:, 0] - torch.logsumexp(torch.cat([pos, neg], dim=1), dim=1))
+
+
+def elastic_energy(d: torch.Tensor) -> torch.Tensor:
+    """Fourier-domain energy per (x, y) slice: E(D) = Σ_k |k|·|F(k)|² / (X·Y), k = 2π × DFT frequency.
+
+    Args:
+        d: `[..., X, Y]` mismatch maps (e.g. p_fg − y per axial slice, z moved in front).
+
+    Returns:
+        `[...]` energies (0 for a constant map; grows with the extent of the mismatch).
+    """
+    if d.ndim < 2:
+        raise ValueError(f"d must be [..., X, Y]; got {tuple(d.shape)}")
+    x, y = d.shape[-2:]
+    kx = 2 * torch.pi * torch.fft.fftfreq(x, device=d.device, dtype=d.dtype)
+    ky = 2 * torch.pi * torch.fft.fftfreq(y, device=d.device, dtype=d.dtype)
+    k = torch.sqrt(kx[:, None] ** 2 + ky[None, :] ** 2)  # [X, Y]
+    f = torch.fft.fft2(d)
+    return (k * f.abs() ** 2).sum(dim=(-2, -1)) / (x * y)
+
+
+def elastic_interaction_loss(p_fg: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """L_ei = Σ_{b,z} E(p_fg − y) / (Σ_{b,z} E(y) + 1) over axial slices (`docs/methods/cvrl.md` row 7, [H]).
+
+    Args:
+        p_fg: foreground probabilities `[B, X, Y, Z]`; y: labels `[B, X, Y, Z]` in {0, 1}.
+
+    Returns:
+        Scalar. Memory: two complex copies of the labeled volumes.
+    """
+    if p_fg.shape != y.shape or p_fg.ndim != 4:
+        raise ValueError(f"p_fg and y must both be [B, X, Y, Z]; got {tuple(p_fg.shape)}, {tuple(y.shape)}")
+    yf = y.to(p_fg.dtype)
+    num = elastic_energy((p_fg - yf).permute(0, 3, 1, 2)).sum()
+    return num / (elastic_energy(yf.permute(0, 3, 1, 2)).sum() + 1.0)
 
 
 @register_method("cvrl")

@@ -34,13 +34,6 @@ from torch import nn
 
 from harness.method import Batch, BuildNet, Method, Progress, StepOutput, register_method
 from harness.nets.heads import SegmentationHead
-from harness.numerics.contrastive import (
-    POOL_MODES,
-    REDUCTIONS,
-    SliceProjectionHead,
-    pairwise_distillation,
-    symmetric_info_nce,
-)
 from harness.numerics.ema import freeze_teacher, update_ema
 from harness.numerics.losses import add_input_noise, dice_fg, require_labels
 from harness.numerics.ramps import consistency_weight, sigmoid_rampup
@@ -129,6 +122,123 @@ def ramp_value(cfg: Config, it: int) -> float:
     if cfg.ramp_mode == "stepped":
         return consistency_weight(it, 1.0, *cfg.ramp)
     return sigmoid_rampup(it, cfg.ramp[0] * cfg.ramp[1])
+
+
+# -- the method's own numerics -----------------------------------------------------------------------------------------
+REDUCTIONS = ("mean", "sum")
+
+
+def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, tau: float) -> torch.Tensor:
+    """Per-anchor InfoNCE with the positive of anchor i at candidate i; every candidate is in the denominator.
+
+    ℓ_i = −log[exp(a_i·c_i/τ) / Σ_k exp(a_i·c_k/τ)]. Memory: one `[N, N]` similarity matrix.
+
+    Args:
+        anchors: `[N, D]` embeddings (normally L2-normalised).
+        candidates: `[N, D]` embeddings; row i is the positive of anchor i.
+        tau: temperature τ > 0.
+
+    Returns:
+        `[N]` losses.
+    """
+    if anchors.ndim != 2 or anchors.shape != candidates.shape:
+        raise ValueError(f"anchors and candidates must both be [N, D]; got {tuple(anchors.shape)}, "
+                         f"{tuple(candidates.shape)}")  # fmt: skip
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    logits = anchors @ candidates.T / tau
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device), reduction="none")
+
+
+def symmetric_info_nce(h_s: torch.Tensor, h_t: torch.Tensor, tau: float) -> torch.Tensor:
+    """Mean over positives of ½·(ℓ_{t→s} + ℓ_{s→t}) (SimCVD L_contrast, `docs/methods/simcvd.md` row 8).
+
+    Args:
+        h_s: student embeddings `[N, D]`; h_t: teacher embeddings `[N, D]`, row i of each forms a positive pair.
+        tau: temperature.
+
+    Returns:
+        Scalar loss. Memory: one `[N, N]` matrix (N = 160 slices for LA, 192 for Pancreas).
+    """
+    return 0.5 * (info_nce(h_t, h_s, tau) + info_nce(h_s, h_t, tau)).mean()
+
+
+def pairwise_distillation(
+    v_s: torch.Tensor, v_t: torch.Tensor, temperature: float = 1.0, reduction: str = "mean"
+) -> torch.Tensor:
+    """SimCVD pair-wise distillation: softmax over the teacher positions of the same volume of cos(v^s_j, v^t_k)/T.
+
+    ℓ(i, j) = −log[exp(cos(v^s_ij, v^t_ij)/T) / Σ_k exp(cos(v^s_ij, v^t_ik)/T)] (`docs/methods/simcvd.md` row 9).
+
+    Args:
+        v_s, v_t: feature maps `[B, C, *spatial]` (P = prod(spatial) positions per volume).
+        temperature: T (1.0: the paper's "no temperature").
+        reduction: "mean" over positions and volumes, or "sum" over positions then mean over volumes (paper).
+
+    Returns:
+        Scalar loss. Memory: `[B, P, P]` (P = 245 for LA, 216 for Pancreas).
+    """
+    if v_s.shape != v_t.shape or v_s.ndim < 3:
+        raise ValueError(f"v_s and v_t must be equal [B, C, ...] shapes; got {tuple(v_s.shape)}, {tuple(v_t.shape)}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {reduction!r}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0; got {temperature}")
+    a = F.normalize(v_s.flatten(2), dim=1)  # [B, C, P]
+    b = F.normalize(v_t.flatten(2), dim=1)
+    logits = torch.einsum("bcj,bck->bjk", a, b) / temperature  # [B, P, P]
+    target = torch.arange(logits.shape[1], device=logits.device).expand(logits.shape[0], -1)
+    loss = F.cross_entropy(logits.transpose(1, 2), target, reduction="none")  # [B, P]
+    return loss.mean() if reduction == "mean" else loss.sum(dim=1).mean()
+
+
+#: Per-slice pooling of the SimCVD projection head.
+POOL_MODES = {"avg": F.adaptive_avg_pool2d, "max": F.adaptive_max_pool2d}
+
+
+class SliceProjectionHead(nn.Module):
+    """SimCVD boundary-aware slice projection head (`docs/methods/simcvd.md` row 7).
+
+    AlphaDropout(p) on the volume, AdaptiveAvgPool2d(pool × pool) per z-slice (or AdaptiveMaxPool2d, the paper's
+    ablation), MLP pool² → hidden… → out with ReLU between layers, optional L2 normalisation.
+
+    Args:
+        pool: pooled (x, y) side (128 in the paper).
+        hidden: hidden widths of the MLP.
+        out: embedding size.
+        dropout: AlphaDropout probability.
+        l2_normalise: L2-normalise the embeddings.
+        pool_mode: "avg" (the paper's head) or "max".
+    """
+
+    def __init__(
+        self, pool: int = 128, hidden: tuple[int, ...] = (256, 256), out: int = 128, dropout: float = 0.1,
+        l2_normalise: bool = True, pool_mode: str = "avg",
+    ) -> None:  # fmt: skip
+        super().__init__()
+        if pool < 1 or out < 1 or any(h < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
+            raise ValueError(
+                f"need pool, out, hidden >= 1 and dropout in [0, 1); got {pool}, {out}, {hidden}, {dropout}"
+            )
+        if pool_mode not in POOL_MODES:
+            raise ValueError(f"pool_mode must be one of {tuple(POOL_MODES)}; got {pool_mode!r}")
+        self.pool, self.l2_normalise, self.pool_fn = pool, l2_normalise, POOL_MODES[pool_mode]
+        self.dropout = nn.AlphaDropout(dropout)
+        widths = [pool * pool, *hidden, out]
+        layers: list[nn.Module] = []
+        for i, (w_in, w_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
+            layers += [nn.Linear(w_in, w_out)] + ([nn.ReLU()] if i < len(widths) - 2 else [])
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, vol: torch.Tensor) -> torch.Tensor:
+        """Embeddings `[B, Z, out]` of every z-slice of `vol` `[B, 1, X, Y, Z]`."""
+        if vol.ndim != 5 or vol.shape[1] != 1:
+            raise ValueError(f"vol must be [B, 1, X, Y, Z]; got {tuple(vol.shape)}")
+        b, _, x, y, z = vol.shape
+        slices = self.dropout(vol)[:, 0].permute(0, 3, 1, 2).reshape(b * z, 1, x, y)
+        pooled = self.pool_fn(slices, self.pool).flatten(1)  # [B·Z, pool²]
+        h = self.mlp(pooled).view(b, z, -1)
+        return F.normalize(h, dim=-1) if self.l2_normalise else h
 
 
 @register_method("simcvd")

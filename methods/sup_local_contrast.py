@@ -37,8 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.method import Batch, BuildNet, Method, Progress, StageSpec, StepOutput, register_method
-from harness.numerics.contrastive import local_supcon, nt_xent, position_groups
+from harness.method import Batch, BuildNet, Method, Progress, Stage, StepOutput, register_method
 from harness.numerics.losses import supervised_loss
 
 #: V-Net modules of the encoder (stages 1–5 and their down-sampling), the part stage 1 trains and hands on.
@@ -137,14 +136,130 @@ def intensity_view(x: torch.Tensor, cfg: Intensity) -> torch.Tensor:
     return x + cfg.noise_std * torch.randn_like(x)
 
 
+# -- the method's own numerics -----------------------------------------------------------------------------------------
+def nt_xent(z: torch.Tensor, tau: float) -> torch.Tensor:
+    """NT-Xent (SimCLR) over 2B view embeddings ordered view-major: row i and row (i + B) mod 2B are a positive pair.
+
+    L_g = mean_i −log[exp(z_i·z_j(i)/τ) / Σ_{k≠i} exp(z_i·z_k/τ)] (`docs/methods/sup_local_contrast.md` row 4).
+    Memory: one `[2B, 2B]` matrix.
+
+    Args:
+        z: `[2B, D]` embeddings (normally L2-normalised, so z_i·z_k is the cosine similarity).
+        tau: temperature τ > 0.
+
+    Returns:
+        Scalar loss.
+    """
+    if z.ndim != 2 or z.shape[0] < 2 or z.shape[0] % 2:
+        raise ValueError(f"z must be [2B, D] with B >= 1; got {tuple(z.shape)}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    n = z.shape[0]
+    self_mask = torch.eye(n, dtype=torch.bool, device=z.device)
+    logits = (z @ z.T / tau).masked_fill(self_mask, float("-inf"))
+    target = (torch.arange(n, device=z.device) + n // 2) % n
+    return F.cross_entropy(logits, target)
+
+
+def local_supcon(f: torch.Tensor, labels: torch.Tensor, tau: float) -> torch.Tensor:
+    """Pixel supervised contrast of Hu et al. (the reference code's form), per group of positions.
+
+    Source: `docs/methods/sup_local_contrast.md` row 13.
+
+    Within each group g, for every anchor a with a non-background label and at least one positive:
+    ℓ_a = −(1/|P(a)|)·Σ_{p∈P(a)} log[exp(f_a·f_p/τ) / Σ_{n≠a} exp(f_a·f_n/τ)], with P(a) the other positions of the
+    group with a's label (background positions are in every denominator but are never anchors). The loss is the mean
+    of ℓ_a over the anchors of all groups (0, with a gradient path, when there is none).
+
+    Args:
+        f: `[G, P, D]` embeddings (L2-normalised): G groups (blocks, or 1 for the stride mode) of P positions.
+        labels: `[G, P]` integer labels (0 = background).
+        tau: temperature τ > 0.
+
+    Returns:
+        Scalar loss. Memory: `[G, P, P]` similarities.
+    """
+    if f.ndim != 3 or labels.shape != f.shape[:2]:
+        raise ValueError(f"f must be [G, P, D] and labels [G, P]; got {tuple(f.shape)}, {tuple(labels.shape)}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    self_mask = torch.eye(f.shape[1], dtype=torch.bool, device=f.device)
+    logits = (f @ f.transpose(1, 2) / tau).masked_fill(self_mask, float("-inf"))
+    log_prob = logits - torch.logsumexp(logits, dim=2, keepdim=True)
+    positive = (labels[:, :, None] == labels[:, None, :]) & ~self_mask
+    n_pos = positive.sum(dim=2)
+    anchors = (labels != 0) & (n_pos > 0)
+    if not anchors.any():
+        return f.sum() * 0.0
+    pos_log_prob = log_prob.masked_fill(~positive, 0.0).sum(dim=2)
+    return -(pos_log_prob[anchors] / n_pos[anchors]).mean()
+
+
+def position_groups(
+    emb: torch.Tensor, labels: torch.Tensor, stride: int, block: int | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sample an embedding map every `stride` voxels and group the positions for `local_supcon`.
+
+    Args:
+        emb: `[V, D, X, Y, Z]` embeddings of V volumes/views.
+        labels: `[V, X, Y, Z]` labels at full resolution (read at the same positions).
+        stride: keep positions 0, s, 2s, ... on every axis.
+        block: None (stride mode: one group of every kept position of every volume) or a block edge in voxels
+            (block mode: one group per block of block³ voxels, holding the kept positions of that block in every
+            volume); block must be a multiple of stride and divide X, Y and Z.
+
+    Returns:
+        (f `[G, P, D]`, labels `[G, P]`).
+    """
+    if emb.ndim != 5 or labels.shape != (emb.shape[0], *emb.shape[2:]):
+        raise ValueError(f"emb must be [V, D, X, Y, Z] and labels [V, X, Y, Z]; got {tuple(emb.shape)}, "
+                         f"{tuple(labels.shape)}")  # fmt: skip
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1; got {stride}")
+    e = emb[:, :, ::stride, ::stride, ::stride]
+    lab = labels[:, ::stride, ::stride, ::stride]
+    v, d = e.shape[:2]
+    if block is None:
+        return e.permute(0, 2, 3, 4, 1).reshape(1, -1, d), lab.reshape(1, -1)
+    if block % stride or any(s % block for s in emb.shape[2:]):
+        raise ValueError(f"block ({block}) must be a multiple of stride ({stride}) and divide the patch "
+                         f"{tuple(emb.shape[2:])}")  # fmt: skip
+    b = block // stride
+    nx, ny, nz = (s // b for s in e.shape[2:])
+    e = e.reshape(v, d, nx, b, ny, b, nz, b).permute(2, 4, 6, 0, 3, 5, 7, 1).reshape(nx * ny * nz, -1, d)
+    lab = lab.reshape(v, nx, b, ny, b, nz, b).permute(1, 3, 5, 0, 2, 4, 6).reshape(nx * ny * nz, -1)
+    return e, lab
+
+
 @register_method("sup_local_contrast")
 class SupLocalContrast(Method):
     VERSION = 1
     Config = Config
     output_kind = "softmax"
     needs_unlabeled = False
-    STAGES = ("stage1", "stage2")
-    SHARED_STAGES = ("stage1",)  # no labels: once per dataset and seed, shared by every labeled count
+    STAGES = (
+        # no labels: trained once per dataset and seed, shared by every labeled count
+        Stage(
+            name="stage1",
+            data="images",
+            settings="stage1",
+            step="global_step",
+            views=2,
+            schedule="warmup_cosine",
+            modules=("net", "global_head"),
+            trains="encoder_and_global_head",
+        ),
+        Stage(
+            name="stage2",
+            data="labeled",
+            settings="stage2",
+            step="local_step",
+            modules=("net", "local_head"),
+            starts_from="take_encoder",
+        ),
+    )
+    TRAIN_MODULES = ("net",)
+    TRAIN_STARTS_FROM = "take_all_but_output_conv"
 
     def __init__(self, cfg: Config, build_net: BuildNet, device: torch.device) -> None:
         super().__init__(cfg, build_net, device)
@@ -156,66 +271,42 @@ class SupLocalContrast(Method):
         self.local_head = nn.Sequential(
             nn.Conv3d(f, s2.hidden_dim, kernel_size=1), nn.Conv3d(s2.hidden_dim, s2.proj_dim, kernel_size=1)
         ).to(device)
-        self.stage: str | None = None
 
-    # -- stages ----------------------------------------------------------------------------------------------------
-    def set_stage(self, stage: str | None) -> None:
-        if stage is not None and stage not in self.STAGES:
-            raise ValueError(f"sup_local_contrast has stages {self.STAGES}; got {stage!r}")
-        self.stage = stage
+    # -- hand-offs between the stages -------------------------------------------------------------------------------
+    def encoder_and_global_head(self) -> list[nn.Parameter]:
+        """Stage 1 trains the encoder (stages 1–5) and the global head; the decoder waits for stage 2."""
+        return [p for name in ENCODER for p in getattr(self.net, name).parameters()] + list(
+            self.global_head.parameters()
+        )
 
-    @classmethod
-    def stage_spec(cls, cfg: Config, stage: str) -> StageSpec:
-        if stage == "stage1":
-            s = cfg.stage1
-            return StageSpec("stage1", s.iterations, s.batch_volumes, 2, "images", "adam", s.lr, s.weight_decay,
-                             "warmup_cosine", s.warmup_fraction)  # fmt: skip
-        if stage == "stage2":
-            s = cfg.stage2
-            return StageSpec("stage2", s.iterations, s.batch_volumes, 1, "labeled", "adam", s.lr, s.weight_decay)
-        raise ValueError(f"sup_local_contrast has stages {cls.STAGES}; got {stage!r}")
+    def take_encoder(self, state: dict[str, Any]) -> None:
+        """Stage 2 starts from stage 1's encoder; its decoder starts from random weights [C]."""
+        self._load_net({k: v for k, v in state["net"].items() if k.split(".")[0] in ENCODER}, "stage1")
 
-    def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
-        """Stage 2 takes stage 1's encoder (decoder random); stage 3 takes stage 2's network but its output conv."""
-        net_state = state["net"]
-        if stage == "stage1":
-            keep = {k: v for k, v in net_state.items() if k.split(".")[0] in ENCODER}
-        else:
-            keep = {k: v for k, v in net_state.items() if not k.startswith("out_conv.")}
+    def take_all_but_output_conv(self, state: dict[str, Any]) -> None:
+        """The fine-tuning starts from stage 2's network with a fresh output convolution [C]."""
+        self._load_net({k: v for k, v in state["net"].items() if not k.startswith("out_conv.")}, "stage2")
+
+    def _load_net(self, keep: dict[str, torch.Tensor], stage: str) -> None:
         unexpected = self.net.load_state_dict(keep, strict=False).unexpected_keys
         if unexpected:
             raise KeyError(f"stage {stage} checkpoint has keys the network lacks: {unexpected}")
 
-    def modules(self) -> dict[str, nn.Module]:
-        heads = {"stage1": {"global_head": self.global_head}, "stage2": {"local_head": self.local_head}}
-        return {"net": self.net, **heads.get(self.stage, {})}
-
-    def optim_groups(self) -> dict[str, list[nn.Parameter]]:
-        if self.stage == "stage1":
-            encoder = [p for name in ENCODER for p in getattr(self.net, name).parameters()]
-            return {"main": encoder + list(self.global_head.parameters())}
-        if self.stage == "stage2":
-            return {"main": list(self.net.parameters()) + list(self.local_head.parameters())}
-        return {"main": list(self.net.parameters())}
-
     # -- losses ----------------------------------------------------------------------------------------------------
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
-        if self.stage == "stage1":
-            return self._global_step(batch)
-        if self.stage == "stage2":
-            return self._local_step(batch)
+        """Stage 3: exactly `supervised` on the labeled batches."""
         logits = self.net(batch.x_l)
         loss, logs = supervised_loss(logits, batch.y)
         return StepOutput(loss=loss, logs={"loss/sup": loss.item(), **logs})
 
-    def _global_step(self, batch: Batch) -> StepOutput:
+    def global_step(self, batch: Batch, progress: Progress) -> StepOutput:
         """Batch: 2B image-only samples, view-major (sample j and j + B are two crops of one volume)."""
         x5 = self.net.encode(intensity_view(batch.x, self.cfg.intensity))[4]
         z = F.normalize(self.global_head(x5.mean(dim=(2, 3, 4))), dim=1)
         loss = nt_xent(z, self.cfg.stage1.tau)
         return StepOutput(loss=loss, logs={"loss/global": loss.item()})
 
-    def _local_step(self, batch: Batch) -> StepOutput:
+    def local_step(self, batch: Batch, progress: Progress) -> StepOutput:
         """Batch: B labeled crops; two intensity views of each share the crop, hence the label.
 
         The head is 1×1×1, so it runs on the strided positions only (exactly what running it everywhere and then

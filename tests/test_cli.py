@@ -32,12 +32,14 @@ def pipeline(tmp_path_factory) -> Path:
     params = {
         "dataset": "tiny", "method": "supervised", "n_labeled": 2, "seed": 7,
         "data": {"root": "resources/tiny", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"},
-        "protocol": {"iterations": 3, "n_filters": 2, "num_workers": 0, "checkpoint_every": 2, "log_every": 1},
+        "protocol": {"iterations": 3, "n_filters": 2},
+        "threads": 1,
         "method_overrides": {},
     }  # fmt: skip
     run = work / "runs" / "r"
     harness("resolve-run", "--params", json.dumps(params), "--out", str(run / "run_config.yaml"), cwd=work)
-    harness("train", "--run-config", str(run / "run_config.yaml"), "--run-dir", str(run), "--threads", "1", cwd=work)
+    harness("train", "--run-config", str(run / "run_config.yaml"), "--run-dir", str(run), "--log-every", "1",
+            "--checkpoint-every", "2", cwd=work)  # fmt: skip
     common = ["--run-config", str(run / "run_config.yaml"), "--spacing", "0.5", "0.5", "2"]
     harness("predict", *common, "--model", str(run / "model.pt"), "--out", str(run / "predictions"),
             "--stride", "8", "8", "8", "--windows", "3", "--device", "cpu", cwd=work)  # fmt: skip

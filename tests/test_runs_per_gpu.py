@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from workflow_tools import REPO, RUN, env, snakemake_cmd
 
-from harness.workflow.job_control import RUNS_PER_GPU_ENV, export_runs_per_gpu
+from harness.run.jobs import RUNS_PER_GPU_ENV, export_runs_per_gpu
 
 CONFIG = REPO / ".test" / "config" / "config.yaml"
 

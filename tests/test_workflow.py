@@ -61,8 +61,8 @@ def paper_grid_counts() -> dict[str, int]:
     """Training and pre-training jobs the paper grid must plan (from the config, not hard-coded)."""
     import yaml
 
+    from harness.run.method_table import read_methods
     from harness.workflow.grid import grid_cells
-    from harness.workflow.method_table import read_methods
 
     config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cells = grid_cells(config)

@@ -156,8 +156,8 @@ def eval_settings(config_path: Path, dataset: str, data_root: Path | None) -> Ev
     """The evaluation settings of `dataset` in a benchmark config (prepared data in `data_root`, by default
     `resources/<dataset>`, where the data rules write it)."""
     from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict
+    from harness.run.method_table import read_methods
     from harness.workflow.grid import data_block
-    from harness.workflow.method_table import read_methods
     from harness.workflow.validate import load_config_file, validate_config
 
     config = load_config_file(config_path)

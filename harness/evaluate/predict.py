@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ from harness.config import RunConfig
 from harness.data.prepared import PreparedData
 from harness.evaluate.inference import sliding_window
 from harness.evaluate.predictions import make_record, save_nifti, voxel_size, write_record
+from harness.io import atomic_path
 from harness.method.build import load_trained
 from harness.numerics.precision import memory_format, set_tf32, to_memory_format
 from harness.provenance import file_sha256
@@ -29,6 +29,7 @@ def predict_cases(
     windows_per_batch: int,
     spacing_mm: tuple[float, float, float] | None,
     device: torch.device,
+    code: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict every test case with the run's evaluation network; writes `<out_dir>/<case>.nii.gz` and
     `<out_dir>/predictions.json`, atomically (the folder is replaced as a whole at the end).
@@ -40,11 +41,13 @@ def predict_cases(
         stride: sliding-window stride (x, y, z) in voxels (LA 18/18/4, Pancreas 16; protocol §4.2).
         windows_per_batch: windows per forward pass (batched inference; the same maths in eval mode).
         spacing_mm: voxel size written into the NIfTI header (None: the prepared data's, `voxel_size`).
-        device: where the network runs.
+        device: where the network runs (with `cfg.threads` torch intra-op threads, part of the run's identity).
+        code: the job's code identity (`harness.run.code`), recorded in predictions.json.
 
     Returns:
         The record written to predictions.json.
     """
+    torch.set_num_threads(cfg.threads)
     data = PreparedData.open(cfg.data.root, cfg.data.format)
     spacing_mm = voxel_size(spacing_mm, data)
     method = load_trained(cfg, model_path, device, data.manifest_sha256)
@@ -67,6 +70,7 @@ def predict_cases(
         num_classes=num_classes,
         model_sha256=file_sha256(model_path),
         config_sha256=cfg.sha256(),
+        extra={"threads": cfg.threads, "code": code},
     )
 
 
@@ -82,17 +86,12 @@ def write_predictions(
     num_classes: int,
     model_sha256: str,
     config_sha256: str,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The sliding window of `predict` (a batch of windows → logits on the CPU, network in eval mode) over every test
     case of `data`: `<out_dir>/<case>.nii.gz` and `<out_dir>/predictions.json` recording the two hashes, written in a
-    temporary folder that replaces `out_dir` at the end (also used by `harness.evaluate.external`)."""
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    for case in tqdm(data.test_ids, desc="predict", unit="case", mininterval=2.0):
-        image, _ = data.load(case, with_label=False)
-        label, _ = sliding_window(predict, image, window, stride, num_classes, windows_per_batch=windows_per_batch)
-        save_nifti(label, spacing_mm, tmp / f"{case}.nii.gz")
+    temporary folder that replaces `out_dir` at the end (also used by `harness.evaluate.external`); `extra` is
+    recorded beside them (the job's threads and code)."""
     settings = {
         "window": list(window),
         "stride": list(stride),
@@ -101,7 +100,10 @@ def write_predictions(
         "aggregation": "mean of window probabilities",
     }
     record = make_record(model_sha256=model_sha256, config_sha256=config_sha256, data=data, settings=settings)
-    write_record(tmp, record)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    tmp.replace(out_dir)
-    return record
+    with atomic_path(out_dir, directory=True) as tmp:
+        for case in tqdm(data.test_ids, desc="predict", unit="case", mininterval=2.0):
+            image, _ = data.load(case, with_label=False)
+            label, _ = sliding_window(predict, image, window, stride, num_classes, windows_per_batch=windows_per_batch)
+            save_nifti(label, spacing_mm, tmp / f"{case}.nii.gz")
+        write_record(tmp, {**record, **(extra or {})})
+    return {**record, **(extra or {})}

@@ -20,7 +20,8 @@ import numpy as np
 
 from harness.data.download import DataError
 from harness.data.prepared import PreparedData
-from harness.workflow.lineage import LineageError
+from harness.io import write_json_atomic
+from harness.run.lineage import LineageError
 
 RECORD = "predictions.json"
 
@@ -59,7 +60,7 @@ def make_record(
 
 
 def write_record(pred_dir: Path, record: dict[str, Any]) -> None:
-    (Path(pred_dir) / RECORD).write_text(json.dumps(record, indent=2))
+    write_json_atomic(Path(pred_dir) / RECORD, record)
 
 
 def read_record(pred_dir: Path) -> dict[str, Any]:

@@ -21,6 +21,7 @@ from harness.config import RunConfig
 from harness.data.prepared import PreparedData
 from harness.evaluate.metrics import case_metrics
 from harness.evaluate.predictions import check_record, provenance_columns, read_record, voxel_size
+from harness.io import atomic_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,38 @@ def evaluate_cases(
     return rows
 
 
+def evaluate_run(
+    cfg: RunConfig,
+    pred_dir: Path,
+    run_info_path: Path,
+    out_csv: Path,
+    out_json: Path,
+    *,
+    spacing_mm: tuple[float, float, float] | None,
+    empty_pred: str,
+    code: dict[str, Any] | None = None,
+) -> None:
+    """The `evaluate` job: per-case metrics of a run's predictions into `out_csv` and `out_json`, with the settings
+    and hashes the predictions record and the evaluation's own code identity (`harness.run.code`)."""
+    run_info = json.loads(Path(run_info_path).read_text())
+    rows = evaluate_cases(cfg, pred_dir, spacing_mm=spacing_mm, empty_pred=empty_pred, run_info=run_info)
+    record = read_record(pred_dir)
+    settings = {
+        **record["settings"],
+        "empty_pred": empty_pred,
+        "model_sha256": record["model_sha256"],
+        "data_manifest_sha256": record["data_manifest_sha256"],
+        "code": code,
+    }
+    write_results(rows, out_csv, out_json, run_info, settings)
+
+
 def write_results(rows: list[dict], csv_path: Path, json_path: Path, run_info: dict, eval_settings: dict) -> None:
     """metrics_per_case.csv and metrics.json (means + the run's provenance), each written atomically."""
-    tmp = csv_path.with_name(csv_path.name + ".tmp")
-    with tmp.open("w", newline="") as f:
+    with atomic_path(csv_path) as tmp, tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=PER_CASE_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    tmp.replace(csv_path)
     means = {k: _nanmean([r[k] for r in rows]) for k in ("dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm")}
     record = {
         "metrics": means,
@@ -110,9 +135,7 @@ def write_results(rows: list[dict], csv_path: Path, json_path: Path, run_info: d
                  "asd": "directed pred->gt (medpy)", "surface_connectivity": 1, "decision": "argmax / p > 0.5"},
         "run_info": run_info,
     }  # fmt: skip
-    tmp = json_path.with_name(json_path.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=2, default=str))
-    tmp.replace(json_path)
+    write_json_atomic(json_path, record)
 
 
 def _nanmean(values: list[float]) -> float | None:

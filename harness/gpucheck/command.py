@@ -9,7 +9,7 @@ from pathlib import Path
 logger = logging.getLogger(__name__)
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `python -m harness gpu-check`."""
     p = sub.add_parser("gpu-check", help="measure steps, loader, sliding window and k runs per GPU (docs/gpu.md)")
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU in well under a minute (CI)")

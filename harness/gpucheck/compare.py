@@ -20,7 +20,7 @@ import torch
 from harness.config import RunConfig
 from harness.data.prepared import PreparedData
 from harness.method.build import resolve_run
-from harness.train.loop import train
+from harness.train.loop import Bookkeeping, train
 
 #: Iterations per compared window and the relative tolerance of a window's mean loss (module docstring).
 WINDOW, RTOL = 50, 0.10
@@ -35,8 +35,7 @@ def compare_config(
     n_train = len(PreparedData.open(str(root), data_format).train_ids)
     data = {"root": str(root), "format": data_format, "n_train": n_train, "patch_size": list(patch),
             "augment": "rotflip_crop"}  # fmt: skip
-    protocol = {"iterations": iterations, "n_filters": n_filters, "log_every": 1, "checkpoint_every": iterations,
-                "num_workers": 0, "lr_step": max(iterations, 1)}  # fmt: skip
+    protocol = {"iterations": iterations, "n_filters": n_filters, "lr_step": max(iterations, 1)}
     params = {"dataset": "la", "method": "supervised", "n_labeled": n_labeled, "seed": seed, "data": data,
               "protocol": protocol}  # fmt: skip
     return resolve_run(params)
@@ -44,7 +43,7 @@ def compare_config(
 
 def train_losses(cfg: RunConfig, run_dir: Path, device: torch.device) -> list[float]:
     """Train `cfg` in `run_dir` on `device` (the real loop) and return its per-iteration losses."""
-    train(cfg, run_dir, device=device, workers=0)
+    train(cfg, run_dir, device=device, bookkeeping=Bookkeeping(log_every=1, checkpoint_every=cfg.protocol.iterations))
     return [json.loads(line)["loss"] for line in (run_dir / "train_log.jsonl").read_text().splitlines()]
 
 

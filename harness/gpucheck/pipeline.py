@@ -1,9 +1,9 @@
 """The data loader's rate beside the rate a training step consumes, and sliding-window seconds per test case.
 
-The loader is the real one (`PatchDataset`, the stage's plan, `make_loader` with the workers a training job gets from
-`harness.train.optim.split_threads`), on synthetic volumes of a typical case's size; dtc and simcvd include their
-SDF label transform. The sliding window is `harness.evaluate.inference.sliding_window` over a synthetic volume of a
-typical test case's size, with the network a prediction job builds.
+The loader is the real one (`harness.train.loop.stage_dataset`, the stage's plan, `make_loader` with the workers a
+training job gets, `compute.loader_workers`), on synthetic volumes of a typical case's size; dtc and simcvd include
+their SDF label transform. The sliding window is `harness.evaluate.inference.sliding_window` over a synthetic volume
+of a typical test case's size, with the network a prediction job builds.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.data.dataset import PatchDataset, make_loader
+from harness.data.dataset import make_loader
 from harness.evaluate.inference import count_windows, sliding_window
 from harness.gpucheck.settings import FP32, CheckSettings, DatasetGeometry
-from harness.gpucheck.steps import N_TRAIN, StepCase, run_config, stage_cases, synchronize, synthetic_case
+from harness.gpucheck.steps import N_TRAIN, StepCase, run_config, synchronize, synthetic_case, synthetic_stage_cases
 from harness.method.build import build_method, stage_spec
 from harness.numerics.precision import memory_format, set_tf32
-from harness.train.loop import make_plan
+from harness.train.loop import make_plan, stage_dataset
 
 
 def loader_rate(case: StepCase, settings: CheckSettings, workers: int, device: torch.device) -> dict[str, Any]:
@@ -30,10 +30,8 @@ def loader_rate(case: StepCase, settings: CheckSettings, workers: int, device: t
     method = build_method(cfg, torch.device("cpu"), case.stage)  # only its label transforms and case-ID flag
     spec = stage_spec(cfg, case.stage)
     rng = np.random.default_rng(1)
-    labeled, unlabeled = stage_cases(spec, [synthetic_case(case.dataset.volume, rng) for _ in range(N_TRAIN)])
-    dataset = PatchDataset(labeled, unlabeled, patch_size=cfg.data.patch_size, augment_mode=cfg.data.augment,
-                           seed=cfg.seed, label_transforms=method.label_transforms(),
-                           with_case_id=method.needs_case_id)  # fmt: skip
+    labeled, unlabeled = synthetic_stage_cases(spec, [synthetic_case(case.dataset.volume, rng) for _ in range(N_TRAIN)])
+    dataset = stage_dataset(cfg, method, labeled, unlabeled)
     per_batch = spec.batch_volumes * spec.views + spec.unlabeled_volumes
     batches = 1 + -(-settings.loader_samples // per_batch)
     plan = make_plan(spec, len(labeled), len(unlabeled), cfg.seed, 0)

@@ -15,8 +15,8 @@ from typing import Any
 
 from harness.gpucheck.settings import Variant
 from harness.report.cost_estimate import estimate, step_work
+from harness.run.method_table import read_methods
 from harness.workflow.grid import grid_cells
-from harness.workflow.method_table import read_methods
 from harness.workflow.validate import load_config_file, validate_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

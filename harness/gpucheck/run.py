@@ -25,7 +25,6 @@ from harness.gpucheck.settings import NO_CUDA, VARIANTS, CheckSettings, Variant
 from harness.gpucheck.steps import StepCase, measure_step, skipped, step_cases
 from harness.method.registry import list_methods
 from harness.numerics.precision import set_tf32, tf32_state
-from harness.train.optim import split_threads
 
 #: Format of gpu_check.json (bump when a key changes meaning).
 FORMAT = "harness.gpu_check/1"
@@ -84,7 +83,7 @@ def measure_loaders(
     settings: CheckSettings, grid: dict[str, Any], device: torch.device, steps: list[dict[str, Any]], variant: str
 ) -> list[dict[str, Any]]:
     """Loader samples/s of each method's main stage on the first dataset, beside the samples/s its step consumes."""
-    workers = split_threads(grid["compute"]["train_threads"], device, grid["protocol"]["num_workers"])[1]
+    workers = grid["compute"]["loader_workers"]
     geometry = settings.datasets[0]
     rows = []
     for method in settings.loader_methods or list_methods():
@@ -135,12 +134,12 @@ def projection(
 
 
 @contextlib.contextmanager
-def job_like_torch(deterministic: bool) -> Iterator[None]:
-    """torch set as a GPU training job of the grid sets it: one intra-op thread (`harness.train.optim.split_threads`)
-    and the grid's cuDNN mode (`harness.train.seeding`); these and the TF32 switches are restored afterwards."""
+def job_like_torch(deterministic: bool, threads: int) -> Iterator[None]:
+    """torch set as a training job of the grid sets it: its intra-op threads (`compute.train_threads`) and the grid's
+    cuDNN mode (`harness.train.seeding`); these and the TF32 switches are restored afterwards."""
     cudnn = torch.backends.cudnn
     saved = torch.get_num_threads(), tf32_state(), cudnn.deterministic, cudnn.benchmark
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     cudnn.deterministic, cudnn.benchmark = deterministic, not deterministic
     try:
         yield
@@ -156,7 +155,7 @@ def run_check(settings: CheckSettings, device: torch.device, grid: dict[str, Any
     clock, cuda, variant = Clock(settings.budget_s, time.monotonic()), device.type == "cuda", configured_variant(grid)
     cases, deterministic = step_cases(settings), grid["protocol"]["deterministic"]
     ready = READY_TIMEOUT_S[settings.quick]
-    with job_like_torch(deterministic):
+    with job_like_torch(deterministic, grid["compute"]["train_threads"]):
         steps = measure_steps(cases, [variant], settings, device, clock, every_method=True)
         loaders = measure_loaders(settings, grid, device, steps, variant.name)
         windows = grid["eval"]["windows_per_batch"]

@@ -1,9 +1,9 @@
 """Training steps of the real methods on synthetic tensors of the real sizes: median step time and peak GPU memory.
 
 A step is built as the loop builds it (`harness.method.build`, `harness.train.optim`, `harness.train.loop.run_step`),
-and its batch comes through the real data pipeline (`PatchDataset`, the stage's sample plan, `collate`), cut from
-synthetic volumes of a typical case's size: the batch has the stage's composition (2 labeled + 2 unlabeled, a
-stage's volumes × views), the SDF maps of dtc/simcvd and cvrl's case IDs. No dataset is read.
+and its batch comes through the real data pipeline (`harness.train.loop.stage_dataset`, the stage's sample plan,
+`collate`), cut from synthetic volumes of a typical case's size: the batch has the stage's composition (2 labeled +
+2 unlabeled, a stage's volumes × views), the SDF maps of dtc/simcvd and cvrl's case IDs. No dataset is read.
 """
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ import numpy as np
 import torch
 
 from harness.config import RunConfig
-from harness.data.dataset import Batch, PatchDataset, collate
+from harness.data.dataset import Batch, collate
 from harness.gpucheck.settings import NO_CUDA, CheckSettings, DatasetGeometry, Variant
 from harness.method import Method, Progress, StageSpec
 from harness.method.build import build_method, resolve_run, stage_spec
 from harness.method.registry import get_method, list_methods
 from harness.numerics.precision import memory_format, set_tf32, tf32_state, to_memory_format
-from harness.train.loop import make_plan, run_step
+from harness.train.loop import make_plan, run_step, stage_dataset
 from harness.train.optim import Optimisation, compile_networks, make_optimisation
 
 #: Training cases of the synthetic stand-in (n_labeled of them labeled): enough distinct volumes for every batch.
@@ -45,7 +45,7 @@ class StepCase:
 
 def step_cases(settings: CheckSettings) -> list[StepCase]:
     """Every method's main step and each pre-training stage (`Method.STAGES`), on every dataset of `settings`."""
-    jobs = [(m, s) for m in list_methods() for s in (*get_method(m).STAGES, None)]
+    jobs = [(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), None)]
     return [StepCase(m, s, ds) for ds in settings.datasets for m, s in jobs]
 
 
@@ -70,7 +70,7 @@ def synthetic_case(shape: tuple[int, int, int], rng: np.random.Generator) -> tup
     return image, inside.astype(np.uint8)
 
 
-def stage_cases(spec: StageSpec, cases: list) -> tuple[list, list]:
+def synthetic_stage_cases(spec: StageSpec, cases: list) -> tuple[list, list]:
     """(labeled, unlabeled) cases of a stage, as `harness.train.loop.stage_cases` splits a run's training cases:
     "images" every case image-only, "labeled" the first N_LABELED, else those and the rest image-only."""
     images = [image for image, _ in cases]
@@ -85,10 +85,8 @@ def first_batch(cfg: RunConfig, method: Method, spec: StageSpec, geometry: Datas
     """The stage's first batch from N_TRAIN synthetic cases of the geometry's case size, through the loop's dataset,
     sample plan and collate."""
     rng = np.random.default_rng(0)
-    labeled, unlabeled = stage_cases(spec, [synthetic_case(geometry.volume, rng) for _ in range(N_TRAIN)])
-    dataset = PatchDataset(labeled, unlabeled, patch_size=cfg.data.patch_size, augment_mode=cfg.data.augment,
-                           seed=cfg.seed, label_transforms=method.label_transforms(),
-                           with_case_id=method.needs_case_id)  # fmt: skip
+    labeled, unlabeled = synthetic_stage_cases(spec, [synthetic_case(geometry.volume, rng) for _ in range(N_TRAIN)])
+    dataset = stage_dataset(cfg, method, labeled, unlabeled)
     keys = next(make_plan(spec, len(labeled), len(unlabeled), cfg.seed, 0))
     return collate([dataset[k] for k in keys])
 

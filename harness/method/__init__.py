@@ -4,7 +4,6 @@ Method files import from here (`from harness.method import Batch, Method, regist
 """
 
 from harness.method.contract import (
-    MAIN_STAGE,
     STAGE_DATA,
     STAGE_OPTIMIZERS,
     STAGE_SCHEDULES,
@@ -12,6 +11,7 @@ from harness.method.contract import (
     BuildNet,
     Method,
     Progress,
+    Stage,
     StageSpec,
     StepOutput,
     main_stage,
@@ -19,7 +19,6 @@ from harness.method.contract import (
 from harness.method.registry import get_method, list_methods, register_method
 
 __all__ = [
-    "MAIN_STAGE",
     "STAGE_DATA",
     "STAGE_OPTIMIZERS",
     "STAGE_SCHEDULES",
@@ -27,6 +26,7 @@ __all__ = [
     "BuildNet",
     "Method",
     "Progress",
+    "Stage",
     "StageSpec",
     "StepOutput",
     "get_method",

@@ -11,26 +11,19 @@ from typing import Any
 
 import torch
 
-from harness.config import (
-    VARIANT_SEPARATOR,
-    ConfigError,
-    DataConfig,
-    ProtocolConfig,
-    RunConfig,
-    from_dict,
-    to_dict,
-    write_yaml,
-)
-from harness.method.contract import MAIN_STAGE, Method, StageSpec, main_stage
+from harness.config import ConfigError, DataConfig, ProtocolConfig, RunConfig, base_of, from_dict, to_dict
+from harness.io import write_yaml_atomic
+from harness.method.contract import Method, StageSpec, main_stage
 from harness.method.registry import get_method
 from harness.nets import build_net
-from harness.workflow.lineage import LineageError
+from harness.run.lineage import LineageError, new_journal
+from harness.run.stages import MAIN_STAGE
 
 
 def resolve_run(params: dict[str, Any]) -> RunConfig:
     """Merge dataclass defaults ← protocol ← overrides (`harness.workflow.grid.cell_params`) and validate them,
     the method's own hyperparameters against its `Config`."""
-    method_cls = get_method(params["method"].split(VARIANT_SEPARATOR, 1)[0])
+    method_cls = get_method(base_of(params["method"]))
     protocol = dict(params.get("protocol", {}))
     if not method_cls.needs_unlabeled:
         protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
@@ -46,6 +39,7 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
         protocol=from_dict(ProtocolConfig, protocol, "protocol"),
         method_config=to_dict(method_cfg),
         variant_overrides=dict(params.get("variant_overrides", {})),
+        threads=params.get("threads", RunConfig.threads),
     )
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
         raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
@@ -55,10 +49,8 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
 def write_run_config(params: dict[str, Any], path: Path) -> RunConfig:
     """Resolve one grid cell's parameters into `path` (run_config.yaml) and start the run's journal beside it (the
     `run_config` rule, run inside the Snakemake process; `python -m harness resolve-run` does the same)."""
-    from harness.workflow.lineage import new_journal
-
     cfg = resolve_run(params)
-    write_yaml(cfg.to_dict(), Path(path))
+    write_yaml_atomic(Path(path), cfg.to_dict())
     new_journal(Path(path).parent)
     return cfg
 
@@ -73,9 +65,7 @@ def stage_spec(cfg: RunConfig, stage: str | None) -> StageSpec:
     method_cls = get_method(cfg.base_method)
     if stage is None or stage == MAIN_STAGE:
         return main_stage(cfg.protocol, method_cls.needs_unlabeled)
-    if stage not in method_cls.STAGES:
-        raise ValueError(f"method {cfg.method} has no stage {stage!r}; its stages: {list(method_cls.STAGES)}")
-    return method_cls.stage_spec(method_config(cfg), stage)
+    return method_cls.stage_named(stage).spec(method_config(cfg))
 
 
 def build_method(cfg: RunConfig, device: torch.device, stage: str | None = None) -> Method:

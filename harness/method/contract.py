@@ -14,6 +14,8 @@ import torch
 from torch import nn
 
 from harness.data.dataset import Batch
+from harness.run.method_table import IMAGES_ONLY
+from harness.run.stages import MAIN_STAGE
 
 
 @dataclass(frozen=True)
@@ -41,11 +43,9 @@ STAGE_SCHEDULES = ("constant", "warmup_cosine", "step")
 #: What a stage trains on: every training image (labels never read), the first N labeled cases (with labels), or
 #: both streams of the semi-supervised protocol (labeled cases with labels, the other training cases image only).
 STAGE_DATA = ("images", "labeled", "labeled+unlabeled")
-#: The name of the main training, the last stage of every run (`<run>/model.pt`; pre-training stages: `<run>/<s>/`).
-MAIN_STAGE = "train"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StageSpec:
     """How the loop runs one stage of a run: a pre-training stage of a method or the main training (each its own DAG
     job; a stage hands its model.pt to the next).
@@ -110,6 +110,62 @@ class StageSpec:
         return 0.5 * self.lr * (1.0 + math.cos(math.pi * progress))
 
 
+@dataclass(frozen=True, kw_only=True)
+class Stage:
+    """A pre-training stage a method declares in `STAGES`, run by its own DAG job (`pretrain_<name>`) before the main
+    training. `name`, `data` and `settings` are written as string literals: the DAG reads them without importing the
+    method (`harness.run.method_table`).
+
+    Attributes:
+        name: the stage's name (a folder `<run>/<name>/` and the rule `pretrain_<name>`).
+        data: "images" (every training image, labels never read: the stage is shared by every labeled count) or
+            "labeled" (the run's labeled cases with their labels) or "labeled+unlabeled" (see `StageSpec.data`).
+        settings: the field of the method's Config holding the stage's `iterations`, `batch_volumes`, `lr`,
+            `weight_decay` (and, where used, `warmup_fraction`, `momentum`): `method_overrides.<m>.<settings>.*`.
+        step: the name of the method's function computing the stage's losses: `(batch, progress) -> StepOutput`.
+        modules: the networks (attribute names) the stage trains and saves in its model.pt.
+        views: copies of each volume per batch, each with its own augmentation draw.
+        optimizer: "adam" or "sgd"; schedule: "constant", "warmup_cosine" or "step" (`StageSpec`).
+        trains: the name of the method's function returning the optimised parameters (default: every parameter of
+            `modules`).
+        starts_from: the name of the method's function that takes the previous stage's saved state (None: a first
+            stage).
+    """
+
+    name: str
+    data: str
+    settings: str
+    step: str
+    modules: tuple[str, ...]
+    views: int = 1
+    optimizer: str = "adam"
+    schedule: str = "constant"
+    trains: str | None = None
+    starts_from: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Reads no labels: the runs of every labeled count share one training of it (`harness.run.stages`)."""
+        return self.data == IMAGES_ONLY
+
+    def spec(self, cfg: Any) -> StageSpec:
+        """The loop's `StageSpec` of this stage under the method's Config `cfg`."""
+        s = getattr(cfg, self.settings)
+        return StageSpec(
+            name=self.name,
+            iterations=s.iterations,
+            batch_volumes=s.batch_volumes,
+            views=self.views,
+            data=self.data,
+            optimizer=self.optimizer,
+            lr=s.lr,
+            weight_decay=s.weight_decay,
+            schedule=self.schedule,
+            warmup_fraction=getattr(s, "warmup_fraction", 0.0),
+            momentum=getattr(s, "momentum", 0.9),
+        )
+
+
 def main_stage(protocol: Any, needs_unlabeled: bool) -> StageSpec:
     """The main training of every method as a stage: the shared protocol (`harness.config.ProtocolConfig`), SGD with
     the step schedule, two streams for semi-supervised methods, labeled batches for the others."""
@@ -141,15 +197,15 @@ class Method:
         name: registry key, equal to the file stem (set by `register_method`).
         VERSION: bump whenever the numerics change; written into every result.
         Config: frozen dataclass of the method's own hyperparameters (its fields are the method's
-            `method_overrides` keys; `harness.workflow.method_table` reads them without importing the method).
+            `method_overrides` keys; `harness.run.method_table` reads them without importing the method).
         output_kind: "softmax" (2-class head, argmax) or "sigmoid" (1-channel head, p > 0.5) at test time.
         needs_unlabeled: whether the main training's batches carry unlabeled samples (two-stream sampler).
-        STAGES: names of pre-training stages run, in order, before the main training, each by its own DAG job
-            (`pretrain_<stage>`). Write it as a literal tuple in the class body: the DAG reads it without importing
-            torch (`harness.workflow.method_table`). Empty for most methods.
-        SHARED_STAGES: the first stages of STAGES that read no labels (their `StageSpec.data` is "images"): the DAG
-            runs each once per dataset, method and seed, in the run folder of the smallest labeled count, and the
-            runs of the other labeled counts start from it. A literal tuple, like STAGES.
+        STAGES: the pre-training stages (`Stage` declarations), in the order they run, each by its own DAG job
+            (`pretrain_<name>`), before the main training. Empty for most methods. Stages that read no labels
+            (data "images") come first; the DAG trains each once per dataset, method and seed (`harness.run.stages`).
+        TRAIN_MODULES: the networks the main training trains and saves (empty: every network of the method).
+        TRAIN_STARTS_FROM: the name of the function that takes the last pre-training stage's saved state when the
+            main training starts (methods with STAGES only).
         needs_case_id: whether batches carry `extras["case_id"]` `[B]` (which case each sample was cut from).
     """
 
@@ -158,25 +214,40 @@ class Method:
     Config: ClassVar[type] = object
     output_kind: ClassVar[str] = "softmax"
     needs_unlabeled: ClassVar[bool] = True
-    STAGES: ClassVar[tuple[str, ...]] = ()
-    SHARED_STAGES: ClassVar[tuple[str, ...]] = ()
+    STAGES: ClassVar[tuple[Stage, ...]] = ()
+    TRAIN_MODULES: ClassVar[tuple[str, ...]] = ()
+    TRAIN_STARTS_FROM: ClassVar[str | None] = None
     needs_case_id: ClassVar[bool] = False
 
     def __init__(self, cfg: Any, build_net: BuildNet, device: torch.device) -> None:
         self.cfg = cfg
         self.device = device
+        self.stage: Stage | None = None
 
     # -- what the loop calls -------------------------------------------------------------------------------------
     def modules(self) -> dict[str, nn.Module]:
-        """The networks whose state is saved in checkpoints, by attribute name."""
-        return {k: v for k, v in vars(self).items() if isinstance(v, nn.Module)}
+        """The networks the current stage trains and saves, by attribute name."""
+        networks = {k: v for k, v in vars(self).items() if isinstance(v, nn.Module)}
+        names = self.stage.modules if self.stage is not None else self.TRAIN_MODULES
+        return {k: networks[k] for k in names} if names else networks
 
     def optim_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Parameters per optimiser; the default trains `self.net` with one optimiser called "main"."""
+        """Parameters per optimiser; the default trains `self.net` with one optimiser called "main" (a pre-training
+        stage: its `trains` function, else every parameter of its modules)."""
+        if self.stage is not None:
+            if self.stage.trains is not None:
+                return {"main": list(getattr(self, self.stage.trains)())}
+            return {"main": [p for m in self.modules().values() for p in m.parameters()]}
         return {"main": list(self.net.parameters())}
 
     def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
+        """The main training's losses."""
         raise NotImplementedError
+
+    def stage_step(self, batch: Batch, progress: Progress) -> StepOutput:
+        """The current stage's losses: its declared `step` function, or `training_step` for the main training."""
+        step = self.training_step if self.stage is None else getattr(self, self.stage.step)
+        return step(batch, progress)
 
     def after_optimizer_step(self, progress: Progress) -> None:
         """Hook after all optimisers stepped (EMA teacher updates go here)."""
@@ -191,20 +262,28 @@ class Method:
         return None
 
     # -- pre-training stages (methods with STAGES only) ------------------------------------------------------------
-    def set_stage(self, stage: str | None) -> None:
-        """Switch to pre-training `stage` (None: the main training). Called once, right after construction."""
-        if stage is not None:
-            raise ValueError(f"method {self.name} has no pre-training stage {stage!r}")
+    @classmethod
+    def stage_named(cls, stage: str) -> Stage:
+        for declared in cls.STAGES:
+            if declared.name == stage:
+                return declared
+        raise ValueError(f"method {cls.name} has no pre-training stage {stage!r}; its stages: {cls.stage_names()}")
 
     @classmethod
-    def stage_spec(cls, cfg: Any, stage: str) -> StageSpec:
-        """Data, optimiser and schedule of pre-training `stage` under the method's `Config` `cfg` (no networks are
-        needed: the cost estimate asks it too)."""
-        raise ValueError(f"method {cls.name} has no pre-training stage {stage!r}")
+    def stage_names(cls) -> tuple[str, ...]:
+        return tuple(s.name for s in cls.STAGES)
 
-    def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
-        """Initialise from the saved state (`state_dict()` output) of the previous stage `stage`."""
-        raise ValueError(f"method {self.name} has no pre-training stage {stage!r}")
+    def set_stage(self, stage: str | None) -> None:
+        """Switch to pre-training `stage` (None: the main training). Called once, right after construction."""
+        self.stage = None if stage is None or stage == MAIN_STAGE else self.stage_named(stage)
+
+    def start_from(self, state: dict[str, Any]) -> None:
+        """Initialise the current stage from the previous stage's saved state (`state_dict()` output)."""
+        starts_from = self.TRAIN_STARTS_FROM if self.stage is None else self.stage.starts_from
+        if starts_from is None:
+            where = "the main training" if self.stage is None else f"stage {self.stage.name}"
+            raise ValueError(f"method {self.name}: {where} declares no function to start from the previous stage")
+        getattr(self, starts_from)(state)
 
     def train(self) -> None:
         for m in self.modules().values():

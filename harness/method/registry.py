@@ -2,7 +2,7 @@
 
 Methods are found, not listed: `_load` imports every module of the `methods` package (each file registers its
 class when imported), so adding a method is adding one file. The DAG side reads the same files without importing
-them (`harness.workflow.method_table`).
+them (`harness.run.method_table`).
 """
 
 from __future__ import annotations

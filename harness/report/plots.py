@@ -37,13 +37,13 @@ from harness.report.aggregate import (
     require_columns,
     setting_label,
 )
+from harness.report.outputs import PER_CASE_METRICS, figures
 from harness.report.table_model import atomic_write, format_labeled
 
 logger = logging.getLogger(__name__)
 
 DPI = 150
 FORMATS = ("png", "pdf")
-PER_CASE_METRICS = {"dice": ("dice_pct", "Dice (%)"), "hd95": ("hd95", "95HD (voxel)")}
 GT_COLOR = "#00e000"
 
 
@@ -572,12 +572,8 @@ def write_qualitative(
 
 # ------------------------------------------------------------------------------------------------------- all figures
 def figure_names(datasets: Iterable[str], *, training_curves: bool = True) -> list[str]:
-    """PNG file names written by `write_figures` for `datasets` (each also has a PDF twin)."""
-    names = ["dice_vs_labeled.png"]
-    for dataset in sorted(datasets):
-        names += [f"{metric}_per_case_{dataset}.png" for metric in PER_CASE_METRICS]
-        names += [f"training_curves_{dataset}.png"] if training_curves else []
-    return names
+    """PNG file names written by `write_figures` for `datasets` (each also has a PDF twin; `harness.report.outputs`)."""
+    return [f"{out.stem}.png" for out in figures(datasets, training_curves=training_curves)]
 
 
 def write_figures(

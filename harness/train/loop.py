@@ -1,7 +1,7 @@
 """The single training loop: one stage of a run (a method's pre-training stage or the main training, each a
 `StageSpec`) with its data, optimiser, LR schedule, logging, checkpoints and resume (docs/architecture.md). The run
-folder's files and the hand-off between stages are in `harness.train.run_files`, optimisation in
-`harness.train.optim`.
+folder's files are `harness.run.folder`'s, checkpoints and the hand-off between stages `harness.train.checkpoint`'s,
+optimisation `harness.train.optim`'s.
 
 Resume is exact on CPU: augmentation randomness is a pure function of (seed, iteration, batch slot), the batch plan is
 regenerated from the seed and skipped to the resumed iteration, and torch's RNG state (dropout, noise) is restored
@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,30 +26,40 @@ from harness.config import RunConfig
 from harness.data.dataset import PatchDataset, batch_plan, loader_options, make_loader, stage_plan
 from harness.data.prepared import PreparedData
 from harness.data.splits import labeled_subset
+from harness.io import write_json_atomic
 from harness.method import Method, Progress, StageSpec
 from harness.method.build import build_method, stage_spec
 from harness.numerics.precision import memory_format, set_tf32, to_memory_format
+from harness.run.code import code_identity
+from harness.run.folder import StageFiles
+from harness.run.identity import Identity, stage_config_sha256
+from harness.run.jobs import JobStopped, StopRequest
+from harness.train.checkpoint import init_from_previous_stage, resume, save_atomic, save_checkpoint, truncate_log
 from harness.train.optim import Optimisation, backward_and_step, compile_networks, make_optimisation
-from harness.train.run_files import (
-    Identity,
-    RunFiles,
-    init_from_previous_stage,
-    resume,
-    save_atomic,
-    save_checkpoint,
-    stage_dir,
-    stage_sha256,
-    truncate_log,
-)
 from harness.train.seeding import seed_everything
 from harness.train.tensorboard import TrainBoard
-from harness.workflow.code import code_sha256
-from harness.workflow.job_control import JobStopped, StopRequest
 
 logger = logging.getLogger(__name__)
 
-#: The project root (holds harness/ and methods/): the code hash of a run covers files below it.
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+#: The command that trains (a run's main training and each pre-training stage): its code is a training job's code.
+TRAIN_ENTRY = "harness.train.commands:cmd_train"
+
+
+@dataclass(frozen=True)
+class Bookkeeping:
+    """How a training job reports and saves itself: never part of its identity (the numbers do not depend on it;
+    `compute.*` in config, `resources` of the train rule so that changing them reruns nothing)."""
+
+    log_every: int = 10
+    """Training-log (JSONL, TensorBoard) period in iterations."""
+    checkpoint_every: int = 1000
+    """Resume-checkpoint period in iterations (a stop request writes one too)."""
+    loader_workers: int = 0
+    """Data-loader worker processes; the batches do not depend on it (harness.data.dataset)."""
+
+    def __post_init__(self) -> None:
+        if min(self.log_every, self.checkpoint_every) < 1 or self.loader_workers < 0:
+            raise ValueError(f"log_every and checkpoint_every must be >= 1 and loader_workers >= 0: {self}")
 
 
 def _train_ids(cfg: RunConfig, data: PreparedData) -> list[str]:
@@ -76,7 +87,15 @@ def training_data(cfg: RunConfig, method: Method, data: PreparedData, spec: Stag
     labeled_ids, unlabeled_ids = stage_cases(cfg, spec, data)
     labeled = [data.load(i, with_label=True) for i in labeled_ids]
     unlabeled = [data.load(i, with_label=False)[0] for i in unlabeled_ids]
-    dataset = PatchDataset(
+    dataset = stage_dataset(cfg, method, labeled, unlabeled)
+    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), data.root)
+    return dataset, len(labeled), len(unlabeled)
+
+
+def stage_dataset(cfg: RunConfig, method: Method, labeled: list[tuple[Any, Any]], unlabeled: list[Any]) -> PatchDataset:
+    """The patches a stage of `cfg`'s run trains on: its patch size, augmentation and seed, the method's label
+    transforms and case IDs (also what `harness.gpucheck` measures)."""
+    return PatchDataset(
         labeled,
         unlabeled,
         patch_size=cfg.data.patch_size,
@@ -85,8 +104,6 @@ def training_data(cfg: RunConfig, method: Method, data: PreparedData, spec: Stag
         label_transforms=method.label_transforms(),
         with_case_id=method.needs_case_id,
     )
-    logger.info("data: %d labeled, %d unlabeled cases from %s", len(labeled), len(unlabeled), data.root)
-    return dataset, len(labeled), len(unlabeled)
 
 
 def make_plan(spec: StageSpec, n_l: int, n_u: int, seed: int, start_it: int) -> Iterator[list[Any]]:
@@ -103,7 +120,7 @@ def train(
     run_dir: Path,
     *,
     device: torch.device,
-    workers: int | None = None,
+    bookkeeping: Bookkeeping = Bookkeeping(),
     stop_after: int | None = None,
     stage: str | None = None,
     stop: StopRequest | None = None,
@@ -115,27 +132,30 @@ def train(
     Args:
         cfg: the validated run configuration.
         run_dir: the run's folder (created if missing); a stage works in `<run_dir>/<stage>/`.
-        device: where the networks live.
-        workers: data-loader worker processes (None: protocol.num_workers). Batches do not depend on it.
+        device: where the networks live (with `cfg.threads` torch intra-op threads).
+        bookkeeping: logging and checkpoint periods, loader workers (none of them changes a number).
         stop_after: stop after this many iterations without writing the final outputs (simulates a crash in tests).
         stage: a pre-training stage of the method (`Method.STAGES`), or None for the main training. Every job but
             the first stage starts from the previous stage's model.pt.
-        stop: a signal-driven stop request (`harness.workflow.job_control.StopRequest`): when set, the loop writes a
+        stop: a signal-driven stop request (`harness.run.jobs.StopRequest`): when set, the loop writes a
             checkpoint after the current iteration and raises `JobStopped`.
         previous_model: the previous stage's model.pt when it is not in `run_dir` (a shared stage, trained in the run
-            folder of the smallest labeled count; `Method.SHARED_STAGES`).
+            folder of the smallest labeled count; `harness.run.stages`).
 
     Returns:
         The run-info record (also written to run_info.json when training completes).
     """
-    files = RunFiles(stage_dir(run_dir, stage))
-    files.run_dir.mkdir(parents=True, exist_ok=True)
+    files = StageFiles.of(run_dir, stage)
+    files.folder.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(cfg.threads)
     data = PreparedData.open(cfg.data.root, cfg.data.format)
-    identity = Identity(stage_sha256(cfg, stage), code_sha256(PROJECT_ROOT, cfg.base_method), data.manifest_sha256)
+    code = code_identity(TRAIN_ENTRY, cfg.base_method)
     p, spec = cfg.protocol, stage_spec(cfg, stage)
     seeds = seed_everything(cfg.seed, deterministic=p.deterministic)
     precision = {"tf32": p.tf32, **set_tf32(p.tf32), "channels_last": p.channels_last}
     method = build_method(cfg, device, stage)
+    shared = method.stage is not None and method.stage.shared
+    identity = Identity(stage_config_sha256(cfg, stage, shared), code.sha256, data.manifest_sha256, cfg.threads)
     to_memory_format(method.modules().values(), p.channels_last)
     started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256, previous_model)
     dataset, n_l, n_u = training_data(cfg, method, data, spec)
@@ -145,7 +165,7 @@ def train(
         compile_networks(method)
     truncate_log(files.log, start_it)
     plan = make_plan(spec, n_l, n_u, cfg.seed, start_it)
-    workers = p.num_workers if workers is None else workers
+    workers, book = bookkeeping.loader_workers, bookkeeping
     cuda, layout = device.type == "cuda", memory_format(p.channels_last)
     loader = make_loader(dataset, plan, num_workers=workers, seed=cfg.seed, cuda=cuda)
     t0, last_logs, n_it = time.time(), {}, spec.iterations
@@ -157,17 +177,17 @@ def train(
         mininterval=2.0,
         unit="it",
     )
-    board = TrainBoard(files.run_dir, start_it, optim.optimizers)  # event files beside the log, truncated alike
+    board = TrainBoard(files.folder, start_it, optim.optimizers)  # event files beside the log, truncated alike
     with files.log.open("a") as log, board, optim.precision.kernels():
         for it, batch in zip(range(start_it, n_it), loader, strict=False):
             on_device = batch.to(device, non_blocking=cuda, memory_format=layout)
             last_logs = run_step(method, optim, on_device, Progress(it, n_it, spec.lr_at(it)))
-            if (it + 1) % p.log_every == 0 or it + 1 == n_it:
+            if (it + 1) % book.log_every == 0 or it + 1 == n_it:
                 record = {"it": it, "lr": spec.lr_at(it), **last_logs}
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 board.log(record)
-            if (it + 1) % p.checkpoint_every == 0 or it + 1 == n_it:
+            if (it + 1) % book.checkpoint_every == 0 or it + 1 == n_it:
                 save_checkpoint(files, it + 1, identity, method, optim)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
@@ -189,6 +209,7 @@ def train(
         device,
         identity,
         {
+            "code": code.as_dict(),
             "stage": stage,
             "iterations": n_it,
             "wall_time_s": time.time() - t0,
@@ -213,7 +234,7 @@ def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress
             group["lr"] = progress.lr
     method.train()
     with optim.precision.autocast():
-        out = method.training_step(batch, progress)
+        out = method.stage_step(batch, progress)
     backward_and_step(out.loss, optim.optimizers, optim.scaler)
     method.after_optimizer_step(progress)
     total = sum(v.item() for v in out.loss.values()) if isinstance(out.loss, dict) else out.loss.item()
@@ -221,7 +242,7 @@ def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress
 
 
 def finish(
-    files: RunFiles, cfg: RunConfig, method: Method, device: torch.device, identity: Identity, extra: dict
+    files: StageFiles, cfg: RunConfig, method: Method, device: torch.device, identity: Identity, extra: dict
 ) -> dict[str, Any]:
     """Write model.pt (the method's state and its identity, for evaluation) and then run_info.json (provenance,
     with the sha256 of the model file that predictions record), both atomically."""
@@ -232,14 +253,13 @@ def finish(
         config_sha256=identity.config_sha256,
         code_sha256=identity.code_sha256,
         data_manifest_sha256=identity.data_sha256,
+        threads=identity.threads,
         model_sha256=provenance.file_sha256(files.model),
         method=cfg.method,
         method_version=method.VERSION,
         **provenance.device_info(device),
         **extra,
     )
-    tmp = files.info.with_name(files.info.name + ".tmp")
-    tmp.write_text(json.dumps(info, indent=2, default=str))
-    tmp.replace(files.info)
-    logger.info("finished %s: model %s", files.run_dir, files.model)
+    write_json_atomic(files.info, info)
+    logger.info("finished %s: model %s", files.folder, files.model)
     return info

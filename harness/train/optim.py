@@ -94,20 +94,6 @@ def backward_and_step(
     scaler.update()
 
 
-def split_threads(threads: int, device: torch.device, max_workers: int) -> tuple[int, int]:
-    """(torch intra-op threads, loader workers) for a job given `threads` cores, so jobs never oversubscribe.
-
-    On a GPU the main process only feeds the device: one intra-op thread, the other cores run loader workers. On the
-    CPU the network needs the cores: at most one worker (if there are 2+ cores), the rest intra-op threads.
-    """
-    threads = max(threads, 1)
-    if device.type == "cuda":
-        workers = min(max_workers, threads - 1)
-        return 1, workers
-    workers = min(max_workers, 1 if threads >= 2 else 0)
-    return threads - workers, workers
-
-
 def compile_networks(method: Method) -> None:
     """torch.compile each network's forward in place (state_dict keys stay those of the plain modules)."""
     for module in method.modules().values():

@@ -7,7 +7,7 @@ the wall-clock seconds per iteration since the previous line (the first line aft
 The events are flushed with every line, as the JSONL is. train_log.jsonl stays the source of the report's figures;
 nothing here feeds back into training (no randomness is drawn, no tensor touched).
 
-A (re)start mirrors `harness.train.run_files.truncate_log`:
+A (re)start mirrors `harness.train.checkpoint.truncate_log`:
 - from iteration 0 (a new run, or a checkpoint set aside): the folder's old event files are deleted, as the JSONL is
   emptied;
 - resumed at iteration k: a new event file whose first record is TensorBoard's restart marker at step k (a

@@ -10,12 +10,13 @@ from __future__ import annotations
 import difflib
 import functools
 import json
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from harness.config import IMPLEMENTED_SOURCES, PLANNED_SOURCES, SAFE_NAME, ConfigError, DataConfig
+from harness.config import IMPLEMENTED_SOURCES, PLANNED_SOURCES, SAFE_NAME, ConfigError, DataConfig, RunConfig
 from harness.data.splits import LA_N_TRAIN, PANCREAS_DUPLICATES, PANCREAS_N_TRAIN, SPLIT_MCNET, SPLIT_MCNET_MINUS
+from harness.run.folder import RunId
 from harness.workflow.variants import GRID_NAME, base_of, own_overrides, run_overrides
 
 #: Defaults of the source-specific blocks `data.<dataset>.<source>` (documented in workflow/schemas/config.schema.yaml).
@@ -48,20 +49,6 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
 DUPLICATE_POLICIES = ("auto", "require", "drop")
 #: Keys of a dataset block that source nifti derives from its data (the split, the resampled voxel size).
 NIFTI_DERIVED = ("n_train", "spacing_mm")
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One training run of the grid."""
-
-    dataset: str
-    method: str
-    n_labeled: int
-    seed: int
-
-    @property
-    def run_path(self) -> str:
-        return f"{self.dataset}/{self.method}/labeled~{self.n_labeled}/seed~{self.seed}"
 
 
 def source_settings(block: dict[str, Any]) -> dict[str, Any]:
@@ -160,15 +147,15 @@ def _nifti_problems(ds: str, block: dict[str, Any], settings: dict[str, Any]) ->
     return problems
 
 
-def grid_cells(config: dict[str, Any]) -> list[Cell]:
+def grid_cells(config: dict[str, Any]) -> list[RunId]:
     """All training runs: datasets × methods × labeled counts × seeds, plus `supervised` at n_train (upper bound)."""
     cells = []
     for ds, spec in config["datasets"].items():
         n_train = data_block(config, ds)["n_train"]
         for n in spec["labeled"]:
-            cells += [Cell(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
+            cells += [RunId(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
         if spec.get("upper_bound", True):
-            cells += [Cell(ds, "supervised", n_train, s) for s in config["seeds"]]
+            cells += [RunId(ds, "supervised", n_train, s) for s in config["seeds"]]
     return cells
 
 
@@ -206,7 +193,7 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
         raise ConfigError("the configured grid cannot run:\n  - " + "\n  - ".join(problems))
 
 
-def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
+def cell_params(config: dict[str, Any], cell: RunId) -> dict[str, Any]:
     """The parameters one training run depends on (a Snakemake `params`, so changes rerun only affected cells): a
     variant's run gets `method_overrides.<base>` with the variant's overrides on top (`harness.workflow.variants`)."""
     data = {k: v for k, v in data_block(config, cell.dataset).items() if k in {f.name for f in fields(DataConfig)}}
@@ -221,4 +208,5 @@ def cell_params(config: dict[str, Any], cell: Cell) -> dict[str, Any]:
         "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
         "method_overrides": overrides,
         "variant_overrides": own_overrides(config, cell.method),
+        "threads": config.get("compute", {}).get("train_threads", RunConfig.threads),
     }

@@ -31,8 +31,8 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError
 
 from harness.config import ConfigError, ProtocolConfig
+from harness.run.method_table import MethodEntry
 from harness.workflow.grid import check_grid
-from harness.workflow.method_table import MethodEntry
 from harness.workflow.variants import resolve_variants, undefined_variants, variant_problems
 
 #: The JSON schema of every benchmark config (its keys are explained in config/README.md).
@@ -120,14 +120,14 @@ def load_schema(path: Path = SCHEMA_PATH) -> dict[str, Any]:
 def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) -> dict[str, Any]:
     """Check `config` against the schema (filling in its defaults, in place), the grid and the methods; return it.
 
-    `methods` is the method table (`harness.workflow.method_table.read_methods`). Raises one `ConfigError` listing
+    `methods` is the method table (`harness.run.method_table.read_methods`). Raises one `ConfigError` listing
     every schema problem (one line each: key path, problem, fix); once the schema is satisfied, every unknown method
     or key of `method_overrides`, `variants` and `sweeps` (each method's `Config` keys, nested ones included, with
     did-you-mean) and every badly named variant, so a typo never passes `snakemake -n`; then resolves the sweeps into
     variants (in place: `methods` and `variants` list them, `harness.workflow.variants`) and refuses undefined
     variants and the grid problems of `harness.workflow.grid.check_grid`.
     """
-    problems = schema_problems(config, load_schema())
+    problems = moved_key_problems(config) or schema_problems(config, load_schema())
     if problems:
         raise ConfigError(_problem_list(problems))
     problems = variant_problems(config, methods) + override_problems(config.get("method_overrides", {}), methods)
@@ -140,6 +140,25 @@ def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) 
         raise ConfigError(_problem_list(problems))
     check_grid(config, sorted(methods))
     return config
+
+
+#: Keys that moved, with where they live now: bookkeeping is not part of a run's identity, so not of `protocol`.
+MOVED_KEYS = {
+    "protocol.checkpoint_every": "compute.checkpoint_every",
+    "protocol.log_every": "compute.log_every",
+    "protocol.num_workers": "compute.loader_workers",
+}
+
+
+def moved_key_problems(config: Mapping[str, Any]) -> list[str]:
+    """One line per key written where it no longer lives (`MOVED_KEYS`), naming the new place."""
+    problems = []
+    for old, new in MOVED_KEYS.items():
+        section, key = old.split(".")
+        if isinstance(config.get(section), Mapping) and key in config[section]:
+            problems.append(f"{old}: moved to {new} (bookkeeping: it changes no number, so it is not part of a "
+                            f"run's identity); write `{new}: {config[section][key]}` instead")  # fmt: skip
+    return problems
 
 
 def _problem_list(problems: list[str]) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.config import VARIANT_SEPARATOR as SEPARATOR
+from harness.config import base_of
 
 #: A grid entry: a method file stem, optionally `@` and a variant name (it becomes a path and reaches a shell).
 GRID_NAME = re.compile(r"^[a-z][a-z0-9_]*(@[A-Za-z0-9_.=+-]+)?$")
@@ -33,11 +34,6 @@ VALUE_TEXT = re.compile(r"^[A-Za-z0-9_.-]+$")
 #: The name of a sweep point (`head_dropout=0.05`, `a=1+b=true`), as `resolve_variants` writes it under `variants:`.
 SWEEP_NAME = re.compile(r"^[a-z][a-z0-9_]*=[A-Za-z0-9_.-]+(\+[a-z][a-z0-9_]*=[A-Za-z0-9_.-]+)*$")
 PRODUCT = "product"
-
-
-def base_of(method: str) -> str:
-    """The method file stem of a grid entry (`simcvd@no_sdm` → `simcvd`)."""
-    return method.split(SEPARATOR, 1)[0]
 
 
 def variant_of(method: str) -> str:
@@ -102,7 +98,7 @@ def sweep_points(config: Mapping[str, Any], base: str, defaults: Mapping[str, An
 def resolve_variants(config: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> None:
     """Add the sweep variants of `config` to `variants` and `methods` (in place; idempotent).
 
-    `defaults` maps each method to its literal Config defaults (`harness.workflow.method_table.MethodEntry.defaults`).
+    `defaults` maps each method to its literal Config defaults (`harness.run.method_table.MethodEntry.defaults`).
     """
     variants = config.setdefault("variants", {})
     for base in config.get("sweeps", {}):

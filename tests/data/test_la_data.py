@@ -17,7 +17,11 @@ from harness.data.dataset import la_case_path
 from harness.data.download import ChecksumError, DataError, DownloadError, sha256_file, write_list
 from harness.data.splits import read_list
 from harness.method.build import resolve_run
-from harness.workflow.grid import Cell, cell_params
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping
+from harness.workflow.grid import cell_params
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=3)  # bookkeeping: never part of a run's identity
 
 # -- the project's manifest --------------------------------------------------------------------------------------
 
@@ -163,13 +167,13 @@ def test_downloaded_cases_train_and_evaluate_end_to_end(fetched, tmp_path):
     config = {
         "datasets": {"la": {"labeled": [4]}},
         "data": {"la": {"source": "released_h5", "n_train": 8, "patch_size": [32, 32, 32], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 3, "n_filters": 2, "num_workers": 0, "checkpoint_every": 3, "log_every": 1},
+        "protocol": {"iterations": 3, "n_filters": 2, }
     }  # fmt: skip
-    params = cell_params(config, Cell("la", "supervised", 4, 1))
+    params = cell_params(config, RunId("la", "supervised", 4, 1))
     params["data"]["root"] = str(run_root)
     cfg = resolve_run(params)
     cpu = torch.device("cpu")
-    info = train(cfg, tmp_path / "run", device=cpu)
+    info = train(cfg, tmp_path / "run", device=cpu, bookkeeping=BOOK)
     predict_cases(cfg, tmp_path / "run" / "model.pt", tmp_path / "run" / "pred", stride=(32, 32, 32),
                   windows_per_batch=16, spacing_mm=(0.625, 0.625, 0.625), device=cpu)  # fmt: skip
     rows = evaluate_cases(

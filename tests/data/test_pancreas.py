@@ -31,7 +31,11 @@ from harness.data.download import DataError, sha256_file
 from harness.data.prepared import PreparedData
 from harness.data.tcia import read_ct_series
 from harness.method.build import resolve_run
-from harness.workflow.grid import Cell, cell_params, check_grid, data_block, grid_cells, pancreas_split
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping
+from harness.workflow.grid import cell_params, check_grid, data_block, grid_cells, pancreas_split
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=2)  # bookkeeping: never part of a run's identity
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -83,13 +87,13 @@ def test_the_split_tag_and_n_train_reach_every_run():
     assert data_block(cfg, "pancreas")["n_train"] == 61
     upper = [c for c in grid_cells(cfg) if c.dataset == "pancreas" and c.n_labeled > 12]
     assert {c.n_labeled for c in upper} == {61}
-    params = cell_params(cfg, Cell("pancreas", "supervised", 12, 1337))
+    params = cell_params(cfg, RunId("pancreas", "supervised", 12, 1337))
     assert params["data"]["split"] == "mcnet_minus_0025_0070" and params["data"]["source"] == "tcia"
     assert params["data"]["format"] == "pancreas_h5" and params["data"]["n_train"] == 61
-    assert "split" not in cell_params(cfg, Cell("la", "supervised", 8, 1337))["data"]  # LA: one split only
+    assert "split" not in cell_params(cfg, RunId("la", "supervised", 8, 1337))["data"]  # LA: one split only
     required = copy.deepcopy(cfg)
     required["data"]["pancreas"]["tcia"]["duplicates"] = "require"
-    assert cell_params(required, Cell("pancreas", "supervised", 12, 1337))["data"]["split"] == "mcnet"
+    assert cell_params(required, RunId("pancreas", "supervised", 12, 1337))["data"]["split"] == "mcnet"
     assert {c.n_labeled for c in grid_cells(required) if c.dataset == "pancreas"} == {6, 12, 62}
 
 
@@ -349,14 +353,14 @@ def test_a_prepared_pancreas_root_trains_and_evaluates(two_cases, tmp_path):
         "datasets": {"pancreas": {"labeled": [1]}},
         "data": {"pancreas": {"source": "tcia", "format": "pancreas_h5", "n_train": 1, "patch_size": [16, 16, 16],
                               "augment": "crop"}},
-        "protocol": {"iterations": 2, "n_filters": 2, "num_workers": 0, "checkpoint_every": 2, "log_every": 1},
+        "protocol": {"iterations": 2, "n_filters": 2, }
     }  # fmt: skip
-    params = cell_params(config, Cell("pancreas", "supervised", 1, 1))
+    params = cell_params(config, RunId("pancreas", "supervised", 1, 1))
     params["data"].update(root=str(two_cases), n_train=1)
     cfg = resolve_run(params)
     assert cfg.data.split == "mcnet_minus_0025_0070"  # the tag travels with the run config (auto, no local copy)
     cpu = torch.device("cpu")
-    info = train(cfg, tmp_path / "run", device=cpu)
+    info = train(cfg, tmp_path / "run", device=cpu, bookkeeping=BOOK)
     assert info["config"]["data"]["split"] == "mcnet_minus_0025_0070" and info["config"]["data"]["source"] == "tcia"
     predict_cases(cfg, tmp_path / "run" / "model.pt", tmp_path / "pred", stride=(16, 16, 16), windows_per_batch=32,
                   spacing_mm=(1.0, 1.0, 1.0), device=cpu)  # fmt: skip

@@ -8,10 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict, load_run_config, write_yaml
+from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict, load_run_config
+from harness.io import write_yaml_atomic
 from harness.method import main_stage
 from harness.method.build import resolve_run
-from harness.workflow.grid import Cell, cell_params, check_grid, grid_cells
+from harness.run.folder import RunId
+from harness.workflow.grid import cell_params, check_grid, grid_cells
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,7 +58,7 @@ def test_grid_adds_upper_bound_for_supervised_only():
     cfg["methods"], cfg["seeds"] = ["supervised"], [1337, 1338]
     cells = grid_cells(cfg)
     assert len(cells) == 2 * 2 + 2  # 2 labeled counts x 2 seeds + upper bound x 2 seeds
-    assert Cell("synthetic", "supervised", 16, 1337) in cells
+    assert RunId("synthetic", "supervised", 16, 1337) in cells
     cfg["methods"] = ["supervised", "other"]
     assert sum(c.n_labeled == 16 for c in grid_cells(cfg)) == 2
 
@@ -88,7 +90,7 @@ def test_check_grid_rejects_bad_counts_and_names():
 def test_cell_params_only_hold_what_the_cell_depends_on():
     cfg = smoke()
     cfg["method_overrides"] = {"supervised": {"has_dropout": False}, "other": {"x": 1}}
-    params = cell_params(cfg, Cell("synthetic", "supervised", 2, 1337))
+    params = cell_params(cfg, RunId("synthetic", "supervised", 2, 1337))
     assert params["method_overrides"] == {"has_dropout": False}
     assert "stride" not in params["data"] and "spacing_mm" not in params["data"]  # eval-only keys
     assert params["data"]["root"] == "resources/synthetic"
@@ -96,29 +98,29 @@ def test_cell_params_only_hold_what_the_cell_depends_on():
     changed["method_overrides"]["other"] = {"x": 2}
     changed["eval"] = {"empty_pred": "nan"}
     changed["data"]["synthetic"]["stride"] = [8, 8, 8]
-    assert cell_params(changed, Cell("synthetic", "supervised", 2, 1337)) == params
+    assert cell_params(changed, RunId("synthetic", "supervised", 2, 1337)) == params
 
 
 def test_resolve_run_validates_method_overrides(tmp_path):
     cfg = smoke()
     cfg["method_overrides"] = {"supervised": {"has_dropuot": False}}
     with pytest.raises(ConfigError, match=r"method_overrides.supervised: unknown key 'has_dropuot'"):
-        resolve_run(cell_params(cfg, Cell("synthetic", "supervised", 2, 1337)))
+        resolve_run(cell_params(cfg, RunId("synthetic", "supervised", 2, 1337)))
 
 
 def test_resolved_run_round_trips_and_supervised_uses_full_labeled_batch(tmp_path):
-    run = resolve_run(cell_params(smoke(), Cell("synthetic", "supervised", 4, 1337)))
+    run = resolve_run(cell_params(smoke(), RunId("synthetic", "supervised", 4, 1337)))
     assert run.protocol.labeled_bs == run.protocol.batch_size == 4
     assert run.protocol.iterations == smoke()["protocol"]["iterations"] and run.protocol.n_filters == 8
-    write_yaml(run.to_dict(), tmp_path / "run_config.yaml")
+    write_yaml_atomic(tmp_path / "run_config.yaml", run.to_dict())
     again = load_run_config(tmp_path / "run_config.yaml")
     assert again == run and again.sha256() == run.sha256()
-    assert resolve_run(cell_params(smoke(), Cell("synthetic", "supervised", 4, 1338))).sha256() != run.sha256()
+    assert resolve_run(cell_params(smoke(), RunId("synthetic", "supervised", 4, 1338))).sha256() != run.sha256()
 
 
 def test_n_labeled_out_of_range():
     with pytest.raises(ConfigError, match="n_labeled=17"):
-        resolve_run(cell_params(smoke(), Cell("synthetic", "supervised", 17, 1)))
+        resolve_run(cell_params(smoke(), RunId("synthetic", "supervised", 17, 1)))
 
 
 def test_smoke_cases_need_several_sliding_windows():

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from harness.report.cost_estimate import describe, estimate, step_work, unit_costs
-from harness.workflow.method_table import read_methods
+from harness.run.method_table import read_methods
 
 METHODS = read_methods(Path(__file__).resolve().parents[2])
 

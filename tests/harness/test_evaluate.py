@@ -15,8 +15,8 @@ from harness.data.download import DataError
 from harness.evaluate.predict import predict_cases
 from harness.evaluate.score import evaluate_cases, write_results
 from harness.provenance import file_sha256
+from harness.run.lineage import LineageError
 from harness.train.loop import train
-from harness.workflow.lineage import LineageError
 
 CPU = torch.device("cpu")
 SPACING = (1.0, 1.0, 2.0)

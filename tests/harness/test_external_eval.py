@@ -25,10 +25,13 @@ from harness.evaluate.predict import predict_cases
 from harness.evaluate.score import evaluate_cases
 from harness.method.build import resolve_run
 from harness.provenance import file_sha256
-from harness.train.loop import train
-from harness.workflow.grid import Cell, cell_params
-from harness.workflow.method_table import read_methods
+from harness.run.folder import RunId
+from harness.run.method_table import read_methods
+from harness.train.loop import Bookkeeping, train
+from harness.workflow.grid import cell_params
 from harness.workflow.validate import validate_config
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=1000)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[2]
@@ -47,10 +50,10 @@ def evaluated_runs(tiny_dataset, tmp_path_factory):
     root = Path(shutil.copytree(tiny_dataset, work / "data"))
     runs = {}
     for net, method in METHOD_OF.items():
-        params = cell_params(read_config(write_config(work / "c.yaml")), Cell("tiny", method, 2, 1))
+        params = cell_params(read_config(write_config(work / "c.yaml")), RunId("tiny", method, 2, 1))
         cfg = resolve_run({**params, "data": {**params["data"], "root": str(root)}})
         run = work / method
-        info = train(cfg, run, device=CPU)
+        info = train(cfg, run, device=CPU, bookkeeping=BOOK)
         predict_cases(cfg, run / "model.pt", run / "predictions", stride=STRIDE, windows_per_batch=WINDOWS,
                       spacing_mm=SPACING, device=CPU)  # fmt: skip
         rows = evaluate_cases(cfg, run / "predictions", spacing_mm=SPACING, empty_pred="worst_case", run_info=info)
@@ -69,8 +72,8 @@ def write_config(path: Path) -> Path:
         "name": "ext", "seeds": [1], "methods": ["supervised"], "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "stride": list(STRIDE),
                           "spacing_mm": list(SPACING)}},
-        "protocol": {"n_filters": N_FILTERS, "iterations": 2, "num_workers": 0, "log_every": 1},
-        "eval": {"windows_per_batch": WINDOWS, "empty_pred": "worst_case"},
+        "protocol": {"n_filters": N_FILTERS, "iterations": 2, },
+        "eval": {"windows_per_batch": WINDOWS, "empty_pred": "worst_case"}
     }  # fmt: skip
     path.write_text(yaml.safe_dump(config))
     return path

@@ -56,7 +56,7 @@ def test_every_method_and_stage_is_measured_on_every_dataset(quick):
     report, _, _ = quick
     measured = {(r["dataset"], r["method"], r["stage"]) for r in report["steps"]
                 if r["variant"] == "fp32" and not r["compile"] and r["status"] == "ok"}  # fmt: skip
-    jobs = {(m, s) for m in list_methods() for s in (*get_method(m).STAGES, "train")}
+    jobs = {(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), "train")}
     assert ("sup_local_contrast", "stage1") in jobs and ("sup_local_contrast", "stage2") in jobs
     assert measured == {(ds, m, s) for ds in ("la", "pancreas") for m, s in jobs}
     variants = {r["variant"] for r in report["steps"] if r["method"] == "supervised" and r["status"] == "ok"}
@@ -94,7 +94,7 @@ def test_loader_and_sliding_window_are_measured(quick):
     loaders = {r["method"]: r for r in report["loader"]}
     assert loaders["dtc"]["sdf"] is True and loaders["supervised"]["sdf"] is False
     assert all(r["samples_per_s"] > 0 and r["bottleneck"] in ("loader", "step") for r in loaders.values())
-    assert all(r["workers"] == 1 for r in loaders.values())  # a CPU job's one loader worker (split_threads)
+    assert all(r["workers"] == 4 for r in loaders.values())  # the grid's compute.loader_workers (config.yaml)
     sliding = {r["dataset"]: r for r in report["sliding_window"]}
     assert set(sliding) == {"la", "pancreas"} and all(r["seconds_per_case"] > 0 for r in sliding.values())
 
@@ -129,7 +129,7 @@ def step_row(method: str, stage: str, dataset: str, seconds: float, patch=(112, 
 
 def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
     grid = load_grid(REPO / "config" / "config.yaml")
-    methods = [(m, s) for m in list_methods() for s in (*get_method(m).STAGES, "train")]
+    methods = [(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), "train")]
     steps = [step_row(m, s, ds, 0.5, p) for m, s in methods for ds, p in (("la", (112, 112, 80)),
                                                                           ("pancreas", (96, 96, 96)))]  # fmt: skip
     units = unit_costs(steps + [{**steps[0], "status": "error: oom"}], "fp32", 16)

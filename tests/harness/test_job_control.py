@@ -1,4 +1,4 @@
-"""harness.workflow.job_control: one writer per run folder, stop requests, the workflow watchdog, signal forwarding."""
+"""harness.run.jobs: one writer per run folder, stop requests, the workflow watchdog, signal forwarding."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from harness.workflow.job_control import (
+from harness.run.jobs import (
     WORKFLOW_ENV,
     RunBusyError,
     RunLock,
@@ -46,7 +46,7 @@ def hold_lock(run_dir: Path, seconds: float) -> subprocess.Popen:
     holder = python(
         f"""
         import time
-        from harness.workflow.job_control import RunLock
+        from harness.run.jobs import RunLock
         with RunLock({str(run_dir)!r}, "train"):
             open({str(run_dir / "held")!r}, "w").close()
             time.sleep({seconds})
@@ -121,7 +121,7 @@ def test_job_stops_when_its_workflow_is_killed(tmp_path):
     job = python(
         f"""
         import time
-        from harness.workflow.job_control import StopRequest, watch_workflow
+        from harness.run.jobs import StopRequest, watch_workflow
         stop = StopRequest().install()
         watch_workflow(interval_s=0.1)
         while not stop.requested:
@@ -169,7 +169,7 @@ def test_sigint_to_the_workflow_stops_its_jobs_first(tmp_path):
     workflow = python(
         f"""
         import subprocess, sys, time
-        from harness.workflow.job_control import forward_stop_signals
+        from harness.run.jobs import forward_stop_signals
         job = subprocess.Popen(["bash", "-c", "cd {tmp_path} && {sys.executable} -m harness train; true"])
         forward_stop_signals()
         open({str(tmp_path / "ready")!r}, "w").close()

@@ -1,4 +1,4 @@
-"""harness.workflow.lineage: what a starting job invalidates, the journal, and the check that refuses stale results."""
+"""harness.run.lineage: what a starting job invalidates, the journal, and the check that refuses stale results."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.workflow.lineage import (
+from harness.run.lineage import (
     JOURNAL,
     describe,
     downstream,

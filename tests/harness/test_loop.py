@@ -12,21 +12,24 @@ import torch
 
 from harness.config import ConfigError
 from harness.method.build import load_trained, resolve_run
-from harness.train.loop import train
-from harness.train.optim import Precision, split_threads
-from harness.workflow.grid import Cell, cell_params
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping, train
+from harness.train.optim import Precision
+from harness.workflow.grid import cell_params
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=2)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 
 
-def run_config(root: Path, *, iterations: int = 6, checkpoint_every: int = 2, seed: int = 1, n_labeled: int = 2):
+def run_config(root: Path, *, iterations: int = 6, seed: int = 1, n_labeled: int = 2, threads: int = 1):
     config = {
         "datasets": {"tiny": {"labeled": [n_labeled]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": iterations, "n_filters": 2, "checkpoint_every": checkpoint_every,
-                     "log_every": 1, "num_workers": 0, "lr_step": 4},
-    }  # fmt: skip
-    params = cell_params(config, Cell("tiny", "supervised", n_labeled, seed))
+        "protocol": {"iterations": iterations, "n_filters": 2, "lr_step": 4},
+        "compute": {"train_threads": threads},
+    }
+    params = cell_params(config, RunId("tiny", "supervised", n_labeled, seed))
     params["data"]["root"] = str(root)
     return resolve_run(params)
 
@@ -41,25 +44,25 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 
 def test_same_seed_same_losses_and_weights(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "a", device=CPU)
-    train(cfg, tmp_path / "b", device=CPU)
+    train(cfg, tmp_path / "a", device=CPU, bookkeeping=BOOK)
+    train(cfg, tmp_path / "b", device=CPU, bookkeeping=BOOK)
     assert losses(tmp_path / "a") == losses(tmp_path / "b")
     assert len(losses(tmp_path / "a")) == 6
     for k, v in weights(tmp_path / "a").items():
         assert torch.equal(v, weights(tmp_path / "b")[k]), k
     other = run_config(tiny_dataset, seed=2)
-    train(other, tmp_path / "c", device=CPU)
+    train(other, tmp_path / "c", device=CPU, bookkeeping=BOOK)
     assert losses(tmp_path / "c") != losses(tmp_path / "a")
 
 
 def test_resume_after_crash_equals_uninterrupted_run(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "full", device=CPU)
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
     # crash after iteration 5: the last checkpoint is after iteration 4, iteration 5's log line is stale
-    assert train(cfg, tmp_path / "crash", device=CPU, stop_after=5) == {"stopped_at": 5}
+    assert train(cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK, stop_after=5) == {"stopped_at": 5}
     assert not (tmp_path / "crash" / "model.pt").exists() and not (tmp_path / "crash" / "run_info.json").exists()
     assert len(losses(tmp_path / "crash")) == 5
-    info = train(cfg, tmp_path / "crash", device=CPU)
+    info = train(cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK)
     assert info["resumed_from"] == 4
     assert losses(tmp_path / "crash") == losses(tmp_path / "full")
     for k, v in weights(tmp_path / "full").items():
@@ -67,49 +70,59 @@ def test_resume_after_crash_equals_uninterrupted_run(tiny_dataset, tmp_path):
 
 
 def test_checkpoint_of_another_config_is_set_aside_not_resumed(tiny_dataset, tmp_path):
-    train(run_config(tiny_dataset), tmp_path / "r", device=CPU, stop_after=2)
-    info = train(run_config(tiny_dataset, iterations=8), tmp_path / "r", device=CPU)
+    train(run_config(tiny_dataset), tmp_path / "r", device=CPU, bookkeeping=BOOK, stop_after=2)
+    info = train(run_config(tiny_dataset, iterations=8), tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert info["resumed_from"] == 0
     assert len(losses(tmp_path / "r")) == 8  # the stale log lines are gone too
     assert len(list((tmp_path / "r").glob("checkpoint_stale_*.pt"))) == 1
-    train(run_config(tiny_dataset, iterations=8), tmp_path / "fresh", device=CPU)
+    train(run_config(tiny_dataset, iterations=8), tmp_path / "fresh", device=CPU, bookkeeping=BOOK)
     assert losses(tmp_path / "r") == losses(tmp_path / "fresh")
 
 
 def test_checkpoint_of_other_code_is_set_aside_not_resumed(tiny_dataset, tmp_path, monkeypatch):
-    """A rerun after a numeric source file changed (Snakemake reruns the job) must not finish from the old weights."""
+    """A rerun after a file the job imports changed (Snakemake reruns the job) must not finish from the old weights."""
     import harness.train.loop
-    import harness.workflow.code
+    from harness.run.code import CodeIdentity, code_identity
 
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "r", device=CPU)  # complete: checkpoint_last.pt holds the final iteration
-    assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 6  # same code: nothing to recompute
-    real = harness.workflow.code.code_sha256
-    monkeypatch.setattr(harness.train.loop, "code_sha256", lambda root, method: real(root, method)[::-1])
-    info = train(cfg, tmp_path / "r", device=CPU)
+    train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)  # complete: checkpoint_last.pt holds the final iteration
+    assert train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)["resumed_from"] == 6  # same code: nothing to redo
+    real = code_identity(harness.train.loop.TRAIN_ENTRY, "supervised")
+    edited = CodeIdentity(real.sha256[::-1], real.files)
+    monkeypatch.setattr(harness.train.loop, "code_identity", lambda entry, method: edited)
+    info = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert info["resumed_from"] == 0 and len(losses(tmp_path / "r")) == 6
     assert len(list((tmp_path / "r").glob("checkpoint_stale_*.pt"))) == 1
-    assert info["code_sha256"] == real(harness.train.loop.PROJECT_ROOT, "supervised")[::-1]
+    assert info["code_sha256"] == edited.sha256 and info["code"] == edited.as_dict()
+    assert "methods/supervised.py" in info["code"]["files"] and "harness/train/loop.py" in info["code"]["files"]
 
 
-def test_code_hash_covers_the_method_file_and_numeric_sources(tmp_path):
-    from harness.workflow.code import code_sha256, numeric_sources
+def test_thread_count_is_part_of_the_identity(tiny_dataset, tmp_path):
+    """A resume with another thread count would mix two runs' CPU rounding: the checkpoint is set aside, and the
+    numbers equal those of an uninterrupted run with the new count."""
+    one, two = run_config(tiny_dataset, threads=1), run_config(tiny_dataset, threads=2)
+    assert one.sha256() != two.sha256()
+    assert train(one, tmp_path / "r", device=CPU, bookkeeping=BOOK, stop_after=4) == {"stopped_at": 4}
+    info = train(two, tmp_path / "r", device=CPU, bookkeeping=BOOK)
+    assert info["resumed_from"] == 0 and info["threads"] == 2 and info["torch_threads"] == 2
+    assert len(list((tmp_path / "r").glob("checkpoint_stale_*.pt"))) == 1
+    train(two, tmp_path / "fresh", device=CPU, bookkeeping=BOOK)
+    assert losses(tmp_path / "r") == losses(tmp_path / "fresh")
 
-    for rel in ("methods/supervised.py", "methods/dtc.py", "harness/train/loop.py", "harness/nets/vnet.py"):
-        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_text("x = 1\n")
-    names = [str(p.relative_to(tmp_path)) for p in numeric_sources(tmp_path, "supervised")]
-    assert names == ["methods/supervised.py", "harness/train/loop.py", "harness/nets/vnet.py"]
-    before = code_sha256(tmp_path, "supervised")
-    (tmp_path / "methods/dtc.py").write_text("x = 2\n")  # another method's file: same code version
-    assert code_sha256(tmp_path, "supervised") == before
-    (tmp_path / "harness/nets/vnet.py").write_text("x = 2\n")
-    assert code_sha256(tmp_path, "supervised") != before
+
+def test_bookkeeping_is_not_part_of_the_identity(tiny_dataset, tmp_path):
+    """Other log and checkpoint periods and loader workers: the same run, resumed, with the same numbers."""
+    cfg = run_config(tiny_dataset)
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
+    other = Bookkeeping(log_every=1, checkpoint_every=3, loader_workers=1)
+    assert train(cfg, tmp_path / "r", device=CPU, bookkeeping=other, stop_after=4) == {"stopped_at": 4}
+    assert train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)["resumed_from"] == 3
+    assert losses(tmp_path / "r") == losses(tmp_path / "full")
 
 
 def test_lr_schedule_and_provenance_are_recorded(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
-    info = train(cfg, tmp_path / "r", device=CPU)
+    info = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     lrs = [json.loads(line)["lr"] for line in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
     assert lrs == pytest.approx([0.01] * 4 + [0.001] * 2)  # lr_step 4
     on_disk = json.loads((tmp_path / "r" / "run_info.json").read_text())
@@ -121,7 +134,7 @@ def test_lr_schedule_and_provenance_are_recorded(tiny_dataset, tmp_path):
 
 def test_trained_model_loads_for_evaluation(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "r", device=CPU)
+    train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     method = load_trained(cfg, tmp_path / "r" / "model.pt", CPU)
     net = method.eval_network().eval()
     out = net(torch.zeros(1, 1, 16, 16, 16))
@@ -134,7 +147,7 @@ def test_missing_train_list_entry_count_is_reported(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
     bad = resolve_run({**cell_params_for(cfg), "data": {**cfg.to_dict()["data"], "n_train": 5}, "n_labeled": 2})
     with pytest.raises(ValueError, match="train.list has 4 IDs but data.n_train is 5"):
-        train(bad, tmp_path / "r", device=CPU)
+        train(bad, tmp_path / "r", device=CPU, bookkeeping=BOOK)
 
 
 def cell_params_for(cfg) -> dict:
@@ -149,8 +162,8 @@ def amp_config(root: Path, **protocol):
 
 
 def test_bf16_autocast_trains_on_cpu_and_is_recorded(tiny_dataset, tmp_path):
-    info = train(amp_config(tiny_dataset, amp="bf16"), tmp_path / "bf16", device=CPU)
-    fp32 = train(amp_config(tiny_dataset), tmp_path / "fp32", device=CPU)
+    info = train(amp_config(tiny_dataset, amp="bf16"), tmp_path / "bf16", device=CPU, bookkeeping=BOOK)
+    fp32 = train(amp_config(tiny_dataset), tmp_path / "fp32", device=CPU, bookkeeping=BOOK)
     assert info["amp"] == "bf16" and info["config"]["protocol"]["amp"] == "bf16" and fp32["amp"] == "off"
     assert all(math.isfinite(x) for x in losses(tmp_path / "bf16"))
     # autocast really ran in bf16: the first loss differs from the fp32 run's (same seed, same batch)
@@ -180,30 +193,16 @@ def test_amp_value_is_validated(tiny_dataset):
         amp_config(tiny_dataset, amp="fp8")
 
 
-@pytest.mark.parametrize(
-    ("threads", "device", "max_workers", "expected"),
-    [
-        (4, "cuda", 4, (1, 3)),  # GPU: the main process feeds the device, the other cores augment
-        (8, "cuda", 4, (1, 4)),  # never more workers than configured
-        (1, "cuda", 4, (1, 0)),
-        (4, "cpu", 4, (3, 1)),  # CPU: the network gets the cores, one worker augments
-        (1, "cpu", 4, (1, 0)),
-        (2, "cpu", 0, (2, 0)),
-    ],
-)
-def test_split_threads_never_oversubscribes(threads, device, max_workers, expected):
-    intra, workers = split_threads(threads, torch.device(device), max_workers)
-    assert (intra, workers) == expected and intra + workers <= max(threads, 1)
-
-
 @pytest.mark.slow
 def test_torch_compile_gives_the_eager_numbers(tiny_dataset, tmp_path):
     # without dropout: compiled kernels draw random numbers differently from eager ones
     def no_dropout(cfg):
         return dataclasses.replace(cfg, method_config={"has_dropout": False})
 
-    eager = train(no_dropout(amp_config(tiny_dataset)), tmp_path / "eager", device=CPU)
-    compiled = train(no_dropout(amp_config(tiny_dataset, compile=True)), tmp_path / "compiled", device=CPU)
+    eager = train(no_dropout(amp_config(tiny_dataset)), tmp_path / "eager", device=CPU, bookkeeping=BOOK)
+    compiled = train(
+        no_dropout(amp_config(tiny_dataset, compile=True)), tmp_path / "compiled", device=CPU, bookkeeping=BOOK
+    )
     assert compiled["compile"] is True and eager["compile"] is False
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), rel=2e-3)  # kernel rounding
     assert set(weights(tmp_path / "compiled")) == set(weights(tmp_path / "eager"))  # plain state_dict keys
@@ -222,21 +221,23 @@ def test_changed_data_never_resumes_the_old_model(tiny_dataset, tmp_path):
 
     root = copy_dataset(tiny_dataset, tmp_path / "data")
     cfg = run_config(root)
-    first = train(cfg, tmp_path / "r", device=CPU)
-    assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 6  # same data: the final checkpoint is resumed
+    first = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
+    assert (
+        train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)["resumed_from"] == 6
+    )  # same data: the final checkpoint is resumed
     write_synthetic_la(root, n_train=4, n_test=2, seed=6, shape_xy=((36, 40), (34, 38)), shape_z=20)
-    info = train(cfg, tmp_path / "r", device=CPU)
+    info = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert info["resumed_from"] == 0 and info["data_manifest_sha256"] != first["data_manifest_sha256"]
     [stale] = (tmp_path / "r").glob("checkpoint_stale_*.pt")
     assert torch.load(stale, weights_only=True)["data_sha256"] == first["data_manifest_sha256"]
-    fresh = train(run_config(root), tmp_path / "fresh", device=CPU)
+    fresh = train(run_config(root), tmp_path / "fresh", device=CPU, bookkeeping=BOOK)
     assert losses(tmp_path / "r") == losses(tmp_path / "fresh") and info["model_sha256"] == fresh["model_sha256"]
 
 
 def test_run_info_names_the_model_file_and_the_data(tiny_dataset, tmp_path):
     from harness.provenance import file_sha256
 
-    info = train(run_config(tiny_dataset), tmp_path / "r", device=CPU)
+    info = train(run_config(tiny_dataset), tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert info["model_sha256"] == file_sha256(tmp_path / "r" / "model.pt")
     assert info["data_manifest_sha256"] == file_sha256(tiny_dataset / "manifest.json")
     saved = torch.load(tmp_path / "r" / "model.pt", weights_only=True)
@@ -248,14 +249,14 @@ def test_unreadable_checkpoint_is_set_aside_and_training_restarts(tiny_dataset, 
     import pickle
 
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "full", device=CPU)
-    train(cfg, tmp_path / "r", device=CPU, stop_after=4)
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
+    train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK, stop_after=4)
     checkpoint = tmp_path / "r" / "checkpoint_last.pt"
     if damage == "truncated":
         checkpoint.write_bytes(checkpoint.read_bytes()[:1000])
     else:  # an object weights_only refuses to unpickle (it could run code)
         checkpoint.write_bytes(pickle.dumps(Path("x")))
-    info = train(cfg, tmp_path / "r", device=CPU)
+    info = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert info["resumed_from"] == 0
     assert (tmp_path / "r" / "checkpoint_unreadable.pt").exists()
     assert f"{checkpoint} cannot be loaded" in caplog.text and "restarts from iteration 0" in caplog.text
@@ -263,7 +264,7 @@ def test_unreadable_checkpoint_is_set_aside_and_training_restarts(tiny_dataset, 
 
 
 def test_stop_request_checkpoints_the_current_iteration_and_resume_is_exact(tiny_dataset, tmp_path):
-    from harness.workflow.job_control import JobStopped, StopRequest
+    from harness.run.jobs import JobStopped, StopRequest
 
     class StopAfter(StopRequest):
         """Asks to stop once `n` log lines were written (as SIGTERM would, mid-run)."""
@@ -278,13 +279,15 @@ def test_stop_request_checkpoints_the_current_iteration_and_resume_is_exact(tiny
                 self.reason = "SIGTERM"
             return self.reason is not None
 
-    cfg = run_config(tiny_dataset, iterations=7, checkpoint_every=4)
-    train(cfg, tmp_path / "full", device=CPU)
+    cfg, every_4 = run_config(tiny_dataset, iterations=7), Bookkeeping(log_every=1, checkpoint_every=4)
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=every_4)
     with pytest.raises(JobStopped, match="SIGTERM: stopped after iteration 3 of 7"):
-        train(cfg, tmp_path / "r", device=CPU, stop=StopAfter(tmp_path / "r" / "train_log.jsonl", 3))
+        train(
+            cfg, tmp_path / "r", device=CPU, bookkeeping=every_4, stop=StopAfter(tmp_path / "r" / "train_log.jsonl", 3)
+        )
     assert torch.load(tmp_path / "r" / "checkpoint_last.pt", weights_only=True)["next_it"] == 3
     assert not (tmp_path / "r" / "model.pt").exists()
-    assert train(cfg, tmp_path / "r", device=CPU)["resumed_from"] == 3
+    assert train(cfg, tmp_path / "r", device=CPU, bookkeeping=every_4)["resumed_from"] == 3
     assert losses(tmp_path / "r") == losses(tmp_path / "full")
     for k, v in weights(tmp_path / "full").items():
         assert torch.equal(v, weights(tmp_path / "r")[k]), k

@@ -15,11 +15,14 @@ import harness.train.loop as loop
 from harness.data.dataset import Batch, PatchDataset, batch_plan, make_loader
 from harness.evaluate.predict import predict_cases
 from harness.method.build import resolve_run
-from harness.train.loop import train
-from harness.workflow.grid import Cell, cell_params
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping, train
+from harness.workflow.grid import cell_params
 
 sys.path.insert(0, str(Path(__file__).parent))
 from test_loop import losses, weights  # noqa: E402
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=3)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 LAYOUT = torch.channels_last_3d
@@ -37,10 +40,10 @@ def run_config(root: Path, method: str = "supervised", **protocol):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 3, "n_filters": 2, "checkpoint_every": 3, "log_every": 1, "num_workers": 0,
-                     **protocol},
+        "protocol": {"iterations": 3, "n_filters": 2,
+                     **protocol}
     }  # fmt: skip
-    params = cell_params(config, Cell("tiny", method, 2, 1))
+    params = cell_params(config, RunId("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)
 
@@ -66,7 +69,9 @@ def spy_on_steps(monkeypatch) -> list[dict]:
 def test_switches_are_set_inside_training_and_recorded(tiny_dataset, tmp_path, monkeypatch, tf32):
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = not tf32  # the opposite beforehand
     seen = spy_on_steps(monkeypatch)
-    info = train(run_config(tiny_dataset, tf32=tf32, channels_last=tf32), tmp_path / "run", device=CPU)
+    info = train(
+        run_config(tiny_dataset, tf32=tf32, channels_last=tf32), tmp_path / "run", device=CPU, bookkeeping=BOOK
+    )
     assert len(seen) == 3
     assert all(s == {"cudnn": tf32, "matmul": tf32, "net_cl": tf32, "batch_cl": tf32} for s in seen)
     on_disk = json.loads((tmp_path / "run" / "run_info.json").read_text())
@@ -81,8 +86,9 @@ def test_defaults_and_explicit_defaults_give_bit_identical_cpu_runs(tiny_dataset
     default = run_config(tiny_dataset, method="dtc")
     explicit = run_config(tiny_dataset, method="dtc", tf32=False, channels_last=False)
     assert default.protocol.tf32 is False and default.protocol.channels_last is False
-    train(default, tmp_path / "default", device=CPU)
-    train(explicit, tmp_path / "explicit", device=CPU, workers=1)  # a loader worker: the same batches
+    train(default, tmp_path / "default", device=CPU, bookkeeping=BOOK)
+    with_worker = Bookkeeping(log_every=1, checkpoint_every=3, loader_workers=1)  # a loader worker: the same batches
+    train(explicit, tmp_path / "explicit", device=CPU, bookkeeping=with_worker)
     assert losses(tmp_path / "default") == losses(tmp_path / "explicit")
     for k, v in weights(tmp_path / "default").items():
         assert torch.equal(v, weights(tmp_path / "explicit")[k]), k
@@ -91,9 +97,9 @@ def test_defaults_and_explicit_defaults_give_bit_identical_cpu_runs(tiny_dataset
 def test_channels_last_trains_the_same_maths_on_the_cpu(tiny_dataset, tmp_path):
     """The same step through other kernels: equal up to float rounding after one step (a 2-filter V-Net then
     amplifies the rounding from step to step, so later steps are not compared)."""
-    train(run_config(tiny_dataset, iterations=1, checkpoint_every=1), tmp_path / "plain", device=CPU)
-    cfg = run_config(tiny_dataset, iterations=1, checkpoint_every=1, channels_last=True)
-    train(cfg, tmp_path / "cl", device=CPU)
+    train(run_config(tiny_dataset, iterations=1), tmp_path / "plain", device=CPU, bookkeeping=BOOK)
+    cfg = run_config(tiny_dataset, iterations=1, channels_last=True)
+    train(cfg, tmp_path / "cl", device=CPU, bookkeeping=BOOK)
     assert losses(tmp_path / "cl") == pytest.approx(losses(tmp_path / "plain"), rel=1e-6)
     plain = weights(tmp_path / "plain")
     for k, v in weights(tmp_path / "cl").items():
@@ -102,7 +108,7 @@ def test_channels_last_trains_the_same_maths_on_the_cpu(tiny_dataset, tmp_path):
 
 def test_prediction_sets_the_run_s_switches(tiny_dataset, tmp_path, monkeypatch):
     cfg = run_config(tiny_dataset, tf32=True, channels_last=True)
-    train(cfg, tmp_path / "run", device=CPU)
+    train(cfg, tmp_path / "run", device=CPU, bookkeeping=BOOK)
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     seen: list[tuple] = []
     real = predict_module.sliding_window

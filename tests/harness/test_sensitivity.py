@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from harness.config import DataConfig, ProtocolConfig, RunConfig, write_yaml
+from harness.config import DataConfig, ProtocolConfig, RunConfig
 from harness.data.prepared import PreparedData
 from harness.evaluate.metrics import case_metrics, secondary_metrics
 from harness.evaluate.predictions import make_record, save_nifti, write_record
+from harness.io import write_yaml_atomic
 from harness.report.sensitivity import (
     VARIANTS,
     build_sensitivity_table,
@@ -97,7 +98,7 @@ def write_run(tmp: Path, root: Path, method: str, n: int, seed: int, make_pred) 
     run = tmp / "runs" / method / f"labeled~{n}" / f"seed~{seed}"
     data = DataConfig(root=str(root), n_train=4, patch_size=(16, 16, 16))
     cfg = RunConfig(dataset="tiny", method=method, n_labeled=n, seed=seed, data=data, protocol=ProtocolConfig())
-    write_yaml(cfg.to_dict(), run / "run_config.yaml")
+    write_yaml_atomic(run / "run_config.yaml", cfg.to_dict())
     prepared = PreparedData.open(root, "la_h5")
     model = f"model-{method}-{n}-{seed}".ljust(64, "0")
     info = {"config": cfg.to_dict(), "config_sha256": cfg.sha256(), "code_sha256": "c" * 64, "method_version": 1,

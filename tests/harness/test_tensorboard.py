@@ -14,9 +14,12 @@ from tensorboard.compat.proto.event_pb2 import SessionLog
 from test_loop import run_config
 
 from harness.method.build import resolve_run
-from harness.train.loop import train
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping, train
 from harness.train.tensorboard import STEP_TIME_TAG, TrainBoard, event_files
-from harness.workflow.grid import Cell, cell_params
+from harness.workflow.grid import cell_params
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=2)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 
@@ -52,7 +55,7 @@ def assert_events_mirror_the_log(folder: Path) -> dict[str, list[tuple[int, floa
 
 
 def test_events_mirror_the_training_log(tiny_dataset, tmp_path):
-    train(run_config(tiny_dataset), tmp_path, device=CPU)
+    train(run_config(tiny_dataset), tmp_path, device=CPU, bookkeeping=BOOK)
     events = assert_events_mirror_the_log(tmp_path)
     assert {tag for tag in events if tag.startswith("lr")} == {"lr", "lr/main"}
     assert [step for step, _ in events["loss"]] == list(range(6))
@@ -61,9 +64,11 @@ def test_events_mirror_the_training_log(tiny_dataset, tmp_path):
 
 def test_resumed_run_shows_each_step_once_with_the_uninterrupted_values(tiny_dataset, tmp_path):
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "full", device=CPU)
-    train(cfg, tmp_path / "crash", device=CPU, stop_after=5)  # logged iterations 0-4, checkpoint after 4
-    assert train(cfg, tmp_path / "crash", device=CPU)["resumed_from"] == 4
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
+    train(
+        cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK, stop_after=5
+    )  # logged iterations 0-4, checkpoint after 4
+    assert train(cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK)["resumed_from"] == 4
     resumed = assert_events_mirror_the_log(tmp_path / "crash")
     full = read_events(tmp_path / "full")
     assert {t: v for t, v in resumed.items() if t != STEP_TIME_TAG} == {
@@ -77,8 +82,10 @@ def test_resumed_run_shows_each_step_once_with_the_uninterrupted_values(tiny_dat
 
 
 def test_a_restart_from_scratch_deletes_the_old_curves(tiny_dataset, tmp_path):
-    train(run_config(tiny_dataset), tmp_path, device=CPU, stop_after=2)
-    assert train(run_config(tiny_dataset, iterations=8), tmp_path, device=CPU)["resumed_from"] == 0  # other config
+    train(run_config(tiny_dataset), tmp_path, device=CPU, bookkeeping=BOOK, stop_after=2)
+    assert (
+        train(run_config(tiny_dataset, iterations=8), tmp_path, device=CPU, bookkeeping=BOOK)["resumed_from"] == 0
+    )  # other config
     events = assert_events_mirror_the_log(tmp_path)
     assert [step for step, _ in events["loss"]] == list(range(8)) and len(event_files(tmp_path)) == 1
 
@@ -87,12 +94,12 @@ def test_a_pretraining_stage_writes_its_own_events(tiny_dataset, tmp_path):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 2, "n_filters": 2, "checkpoint_every": 1, "log_every": 1, "num_workers": 0},
-        "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 3, "batch_volumes": 2}}},
+        "protocol": {"iterations": 2, "n_filters": 2, },
+        "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 3, "batch_volumes": 2}}}
     }  # fmt: skip
-    params = cell_params(config, Cell("tiny", "sup_local_contrast", 2, 1))
+    params = cell_params(config, RunId("tiny", "sup_local_contrast", 2, 1))
     params["data"]["root"] = str(tiny_dataset)
-    train(resolve_run(params), tmp_path, device=CPU, stage="stage1")
+    train(resolve_run(params), tmp_path, device=CPU, bookkeeping=BOOK, stage="stage1")
     events = assert_events_mirror_the_log(tmp_path / "stage1")
     assert [step for step, _ in events["loss"]] == [0, 1, 2]
     assert event_files(tmp_path) == []  # the run folder's own curves are the main training's
@@ -100,9 +107,9 @@ def test_a_pretraining_stage_writes_its_own_events(tiny_dataset, tmp_path):
 
 def test_writing_the_events_changes_no_number(tiny_dataset, tmp_path, monkeypatch):
     cfg = run_config(tiny_dataset)
-    train(cfg, tmp_path / "with", device=CPU)
+    train(cfg, tmp_path / "with", device=CPU, bookkeeping=BOOK)
     monkeypatch.setattr(TrainBoard, "log", lambda self, record: None)
-    train(cfg, tmp_path / "without", device=CPU)
+    train(cfg, tmp_path / "without", device=CPU, bookkeeping=BOOK)
     assert event_files(tmp_path / "without") == [] and len(event_files(tmp_path / "with")) == 1
     assert read_log(tmp_path / "with") == read_log(tmp_path / "without")
     saved = [torch.load(tmp_path / run / "model.pt", weights_only=True)["state"]["net"] for run in ("with", "without")]

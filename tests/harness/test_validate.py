@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.config import ConfigError
-from harness.workflow.method_table import read_methods
+from harness.run.method_table import read_methods
 from harness.workflow.validate import SCHEMA_PATH, dotted, load_config_file, validate_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,7 +150,7 @@ def test_defaults_are_filled_in_nested_objects():
     del config["data"]["synthetic"]["synthetic"], config["data"]["copy"]["synthetic"], config["data"]["copy"]["augment"]
     validate_config(config, METHODS)
     assert config["eval"] == {"empty_pred": "worst_case", "windows_per_batch": 4}
-    assert config["compute"]["train_threads"] == 4 and config["report"]["reference_method"] == "simcvd"
+    assert config["compute"]["train_threads"] == 2 and config["report"]["reference_method"] == "simcvd"
     assert config["data"]["copy"]["augment"] == "rotflip_crop"  # an entry under additionalProperties
     assert config["data"]["synthetic"]["synthetic"] == {"seed": 0, "n_test": 4}
     config["data"]["copy"]["synthetic"]["seed"] = 9  # each default is a copy of its own

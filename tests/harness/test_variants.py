@@ -10,8 +10,9 @@ import yaml
 
 from harness.config import ConfigError
 from harness.method.build import resolve_run
-from harness.workflow.grid import Cell, cell_params, grid_cells
-from harness.workflow.method_table import read_methods
+from harness.run.folder import RunId
+from harness.run.method_table import read_methods
+from harness.workflow.grid import cell_params, grid_cells
 from harness.workflow.validate import load_config_file, validate_config
 from harness.workflow.variants import sweep_name
 
@@ -55,14 +56,14 @@ def test_a_variant_runs_with_its_overrides_on_top_of_the_methods_and_records_the
         method_overrides={"mean_teacher": {"ema_decay": 0.9, "protocol": {"lr": 0.02}}},
         variants={"mean_teacher": {"slow": {"ema_decay": 0.999, "protocol": {"iterations": 6}}}},
     ), METHODS)  # fmt: skip
-    params = cell_params(cfg, Cell("synthetic", "mean_teacher@slow", 2, 1))
+    params = cell_params(cfg, RunId("synthetic", "mean_teacher@slow", 2, 1))
     assert params["method_overrides"] == {"ema_decay": 0.999}
     assert params["protocol"]["lr"] == 0.02 and params["protocol"]["iterations"] == 6
     run = resolve_run(params)
     assert run.method == "mean_teacher@slow" and run.base_method == "mean_teacher"
     assert run.method_config["ema_decay"] == 0.999
     assert run.variant_overrides == {"ema_decay": 0.999, "protocol": {"iterations": 6}}
-    base = cell_params(cfg, Cell("synthetic", "mean_teacher", 2, 1))
+    base = cell_params(cfg, RunId("synthetic", "mean_teacher", 2, 1))
     assert base["method_overrides"] == {"ema_decay": 0.9} and base["variant_overrides"] == {}
 
 

@@ -15,8 +15,8 @@ from harness.config import from_dict
 from harness.method import Batch, Method, Progress
 from harness.method.registry import get_method, list_methods
 from harness.nets import build_net
+from harness.run.method_table import read_methods
 from harness.train.optim import backward_and_step
-from harness.workflow.method_table import read_methods
 
 CPU = torch.device("cpu")
 REPO = Path(__file__).resolve().parents[2]
@@ -114,9 +114,11 @@ BASE_NAMES = {n for n in dir(Method) if not n.startswith("_")}
 
 
 def added_public_names(cls: type) -> set[str]:
-    """Public names a method class (and its bases below `Method`) defines that the contract does not declare."""
+    """Public names a method class (and its bases below `Method`) defines that neither the contract nor its own stage
+    declarations (`Stage.step`, `trains`, `starts_from`, `TRAIN_STARTS_FROM`) declare."""
     own = {n for c in cls.__mro__ if c not in (Method, object) for n in vars(c) if not n.startswith("_")}
-    return own - BASE_NAMES
+    declared = {name for s in cls.STAGES for name in (s.step, s.trains, s.starts_from)} | {cls.TRAIN_STARTS_FROM}
+    return own - BASE_NAMES - declared
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -130,13 +132,27 @@ def test_an_undeclared_hook_is_caught():
             pass
 
     assert added_public_names(WithHook) == {"before_epoch"}
+    staged = get_method("sup_local_contrast")
+    assert added_public_names(type("Renamed", (staged,), {"global_step_v2": staged.global_step})) == {"global_step_v2"}
 
 
 def dataclass_keys(cls: type) -> dict:
-    """{field: None or the nested dataclass's keys}, as `harness.workflow.method_table` reads them from source."""
+    """{field: None or the nested dataclass's keys}, as `harness.run.method_table` reads them from source."""
     hints = typing.get_type_hints(cls)
     return {f.name: dataclass_keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
             for f in dataclasses.fields(cls)}  # fmt: skip
+
+
+def literal_defaults(config: object) -> dict:
+    """The Config's defaults as the method table reads them: literals (tuples as lists) and nested dataclasses."""
+    out = {}
+    for f in dataclasses.fields(config):
+        value = getattr(config, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = literal_defaults(value)
+        elif f.default is not dataclasses.MISSING:
+            out[f.name] = list(value) if isinstance(value, tuple) else value
+    return out
 
 
 @pytest.mark.parametrize("name", list_methods())
@@ -145,14 +161,11 @@ def test_the_dag_reads_what_the_method_declares(name):
     defaults a sweep compares its values with."""
     entry = read_methods(REPO)[name]
     cls = get_method(name)
-    assert entry.stages == cls.STAGES and entry.config_keys == dataclass_keys(cls.Config)
-    assert entry.shared_stages == cls.SHARED_STAGES
-    for stage in cls.SHARED_STAGES:  # a stage shared across labeled counts must read no labels
-        assert cls.stage_spec(cls.Config(), stage).data == "images", (name, stage)
-    runtime = {f.name: f.default for f in dataclasses.fields(cls.Config)}
-    for key, value in entry.defaults.items():
-        expected = runtime[key]
-        assert value == (list(expected) if isinstance(expected, tuple) else expected), (name, key)
+    assert entry.stages == cls.stage_names() and entry.config_keys == dataclass_keys(cls.Config)
+    assert entry.shared_stages == tuple(s.name for s in cls.STAGES if s.shared)
+    for stage in cls.STAGES:  # what the DAG reads of a stage is what the loop runs
+        assert entry.stage(stage.name).settings == stage.settings and stage.spec(cls.Config()).data == stage.data
+    assert entry.defaults == literal_defaults(cls.Config()), name
     assert set(read_methods(REPO)) == set(list_methods())
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -10,7 +11,10 @@ import torch
 from harness.method import Batch, Progress
 from harness.nets import build_net
 from harness.numerics.ramps import consistency_weight
+from harness.train.loop import Bookkeeping
 from methods.cvrl import CVRL, Config, sample_positions
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=1000)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 
@@ -86,21 +90,73 @@ def test_the_loop_feeds_case_ids_so_the_queue_is_used(tiny_dataset, tmp_path):
     import json
 
     from harness.method.build import resolve_run
+    from harness.run.folder import RunId
     from harness.train.loop import train
-    from harness.workflow.grid import Cell, cell_params
+    from harness.workflow.grid import cell_params
 
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "crop"}},
-        "protocol": {"iterations": 3, "n_filters": 2, "log_every": 1, "num_workers": 0},
+        "protocol": {
+            "iterations": 3,
+            "n_filters": 2,
+        },
         "method_overrides": {"cvrl": {"voxels_per_volume": 8, "queue_size": 16}},
     }
-    params = cell_params(config, Cell("tiny", "cvrl", 2, 1))
+    params = cell_params(config, RunId("tiny", "cvrl", 2, 1))
     params["data"]["root"] = str(tiny_dataset)
-    train(resolve_run(params), tmp_path, device=CPU)
+    train(resolve_run(params), tmp_path, device=CPU, bookkeeping=BOOK)
     logs = [json.loads(line) for line in (tmp_path / "train_log.jsonl").read_text().splitlines()]
     assert [entry["w/queue_used"] for entry in logs] == [1.0, 1.0, 1.0]
     queue = torch.load(tmp_path / "model.pt", weights_only=True)["state"]["queue"]["case_ids"]
     filled = queue[queue >= 0].tolist()
     assert len(filled) == 12 and set(filled) <= {0, 1, 2, 3}  # 3 steps x 4 samples; IDs of the 4 training cases
     assert {0, 1} <= set(filled[0::4] + filled[1::4])  # labeled cases first in every batch
+
+
+# -- the method's own numerics, hand-computed -----------------------------------------------------------------------
+def test_queue_is_fifo_and_excludes_same_case_and_empty_slots():
+    from methods.cvrl import VolumeQueue
+
+    q = VolumeQueue(size=3, dim=2)
+    assert not q.negative_mask(torch.tensor([0])).any()  # all slots empty
+    q.push(torch.tensor([[1.0, 0.0], [2.0, 0.0]]), torch.tensor([10, 11]))
+    assert q.case_ids.tolist() == [10, 11, -1] and q.ptr.item() == 2
+    q.push(torch.tensor([[3.0, 0.0], [4.0, 0.0]]), torch.tensor([12, 10]))  # wraps: the oldest (10 at slot 0) goes
+    assert q.keys[:, 0].tolist() == [4.0, 2.0, 3.0] and q.case_ids.tolist() == [10, 11, 12] and q.ptr.item() == 1
+    mask = q.negative_mask(torch.tensor([10, 12, 99]))
+    assert mask.tolist() == [[False, True, True], [True, True, False], [True, True, True]]
+    assert set(dict(q.named_buffers())) == {"keys", "case_ids", "ptr"}  # checkpointed state
+
+
+def test_info_nce_masked_hand_computed():
+    from methods.cvrl import info_nce_masked
+
+    a = torch.tensor([[1.0, 0.0]])
+    p = torch.tensor([[1.0, 0.0]])
+    negs = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    only_orth = info_nce_masked(a, p, negs, torch.tensor([[True, False]]), 1.0)
+    assert only_orth.item() == pytest.approx(-math.log(math.e / (math.e + 1)))
+    both = info_nce_masked(a, p, negs, torch.tensor([[True, True]]), 1.0)
+    assert both.item() == pytest.approx(-math.log(math.e / (2 * math.e + 1)))
+    none = info_nce_masked(a, p, negs, torch.tensor([[False, False]]), 1.0)
+    assert none.item() == pytest.approx(0.0, abs=1e-7)
+
+
+def test_elastic_energy_zero_for_perfect_prediction_and_grows_with_boundary_displacement():
+    from methods.cvrl import elastic_energy, elastic_interaction_loss
+
+    y = torch.zeros(1, 16, 16, 1)
+    y[0, 4:10, 4:10, 0] = 1
+    assert elastic_interaction_loss(y.clone(), y).item() == pytest.approx(0.0, abs=1e-6)
+    losses = []
+    for shift in (1, 2, 3):
+        p = torch.roll(y, shifts=shift, dims=1)
+        losses.append(elastic_interaction_loss(p, y).item())
+    assert 0 < losses[0] < losses[1] < losses[2]
+    # a constant map has energy only at k = 0, where |k| = 0
+    assert elastic_energy(torch.full((4, 4), 0.7)).item() == pytest.approx(0.0, abs=1e-6)
+    # a single cosine mode cos(2π·x/4) along x: |F|² = (16/2)² at k = ±2π/4, so E = 2·(π/2)·64/16 = 4π
+    xs = torch.arange(4.0)
+    d = torch.cos(2 * torch.pi * xs / 4)[:, None].expand(4, 4)
+    assert elastic_energy(d).item() == pytest.approx(4 * math.pi, rel=1e-5)

@@ -10,8 +10,11 @@ import torch
 
 from harness.method.build import resolve_run
 from harness.method.registry import get_method, list_methods
-from harness.train.loop import train
-from harness.workflow.grid import Cell, cell_params
+from harness.run.folder import RunId
+from harness.train.loop import Bookkeeping, train
+from harness.workflow.grid import cell_params
+
+BOOK = Bookkeeping(log_every=1, checkpoint_every=2)  # bookkeeping: never part of a run's identity
 
 CPU = torch.device("cpu")
 #: Pre-training stages short enough for tests (2000 iterations each by default).
@@ -22,19 +25,19 @@ def run_config(root: Path, method: str, *, iterations: int = 6):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": iterations, "n_filters": 2, "checkpoint_every": 2, "log_every": 1,
-                     "num_workers": 0, "lr_step": 4},
-        "method_overrides": {"sup_local_contrast": SHORT_STAGES},
+        "protocol": {"iterations": iterations, "n_filters": 2,
+                     "lr_step": 4},
+        "method_overrides": {"sup_local_contrast": SHORT_STAGES}
     }  # fmt: skip
-    params = cell_params(config, Cell("tiny", method, 2, 1))
+    params = cell_params(config, RunId("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)
 
 
 def pretrain(cfg, run_dir: Path) -> None:
     """Run the method's pre-training stages (if any) so that the main training can start."""
-    for stage in get_method(cfg.method).STAGES:
-        train(cfg, run_dir, device=CPU, stage=stage)
+    for stage in get_method(cfg.method).stage_names():
+        train(cfg, run_dir, device=CPU, bookkeeping=BOOK, stage=stage)
 
 
 def log_lines(run_dir: Path) -> list[dict]:
@@ -50,10 +53,10 @@ def test_resume_after_interrupt_equals_uninterrupted_run(name, tiny_dataset, tmp
     cfg = run_config(tiny_dataset, name)
     pretrain(cfg, tmp_path / "full")
     pretrain(cfg, tmp_path / "crash")
-    train(cfg, tmp_path / "full", device=CPU)
+    train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
     # interrupted after iteration 5: the last checkpoint is after iteration 4; iteration 5 is recomputed on resume
-    assert train(cfg, tmp_path / "crash", device=CPU, stop_after=5) == {"stopped_at": 5}
-    assert train(cfg, tmp_path / "crash", device=CPU)["resumed_from"] == 4
+    assert train(cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK, stop_after=5) == {"stopped_at": 5}
+    assert train(cfg, tmp_path / "crash", device=CPU, bookkeeping=BOOK)["resumed_from"] == 4
     full, resumed = log_lines(tmp_path / "full"), log_lines(tmp_path / "crash")
     assert len(full) == 6 and resumed == full  # every logged float, including the ramp weights and the losses
     state_full, state_resumed = final_state(tmp_path / "full"), final_state(tmp_path / "crash")
@@ -76,7 +79,7 @@ def test_semi_supervised_batches_hold_two_labeled_then_two_unlabeled(name, tiny_
         return original(self, batch, progress)
 
     monkeypatch.setattr(cls, "training_step", recording)
-    train(run_config(tiny_dataset, name, iterations=3), tmp_path / "r", device=CPU)
+    train(run_config(tiny_dataset, name, iterations=3), tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert len(seen) == 3
     for n_labeled, batch_size, n_labels, extras in seen:
         assert (n_labeled, batch_size, n_labels) == (2, 4, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
 
 import pytest
@@ -10,7 +11,15 @@ import torch
 from harness.method import Batch, Progress
 from harness.nets import build_net
 from harness.numerics.ramps import sigmoid_rampup
-from methods.simcvd import Config, SimCVD, ramp_value
+from methods.simcvd import (
+    Config,
+    SimCVD,
+    SliceProjectionHead,
+    info_nce,
+    pairwise_distillation,
+    ramp_value,
+    symmetric_info_nce,
+)
 
 CPU = torch.device("cpu")
 
@@ -154,7 +163,7 @@ def test_without_sdm_the_heads_see_the_plain_image_and_the_sdm_head_learns_nothi
 
 
 def test_adaptive_max_pooling_head():
-    from harness.numerics.contrastive import SliceProjectionHead
+    from methods.simcvd import SliceProjectionHead
 
     torch.manual_seed(0)
     head = SliceProjectionHead(pool=4, hidden=(8,), out=4, dropout=0.0, l2_normalise=False, pool_mode="max")
@@ -165,3 +174,89 @@ def test_adaptive_max_pooling_head():
     assert make(head_pool_mode="max").head.pool_fn is torch.nn.functional.adaptive_max_pool2d
     with pytest.raises(ValueError, match="head_pool_mode"):
         Config(head_pool_mode="min")
+
+
+# -- the method's own numerics, hand-computed -----------------------------------------------------------------------
+def test_info_nce_identical_embeddings_orthogonal_negatives_known_optimum():
+    e = torch.eye(4)  # 4 orthonormal embeddings; anchor i matches candidate i, orthogonal to the 3 others
+    tau = 0.5
+    expected = -math.log(math.exp(1 / tau) / (math.exp(1 / tau) + 3))
+    assert torch.allclose(info_nce(e, e, tau), torch.full((4,), expected))
+    # a lower temperature drives the optimum towards 0
+    assert info_nce(e, e, 0.01).max() < 1e-20
+
+
+def test_info_nce_hand_computed_asymmetric_case():
+    a = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[0.0, 1.0], [0.0, 1.0]])  # anchor 0's positive is orthogonal to it; anchor 1's is identical
+    out = info_nce(a, c, 1.0)
+    assert out[0].item() == pytest.approx(math.log(2))  # both scores 0
+    assert out[1].item() == pytest.approx(-math.log(math.e / (2 * math.e)))  # both scores 1
+
+
+def test_symmetric_info_nce_is_symmetric_and_averages_both_directions():
+    g = torch.Generator().manual_seed(0)
+    h_s = torch.nn.functional.normalize(torch.randn(6, 3, generator=g), dim=1)
+    h_t = torch.nn.functional.normalize(torch.randn(6, 3, generator=g), dim=1)
+    assert symmetric_info_nce(h_s, h_t, 0.5) == pytest.approx(symmetric_info_nce(h_t, h_s, 0.5).item())
+    both = 0.5 * (info_nce(h_t, h_s, 0.5) + info_nce(h_s, h_t, 0.5)).mean()
+    assert symmetric_info_nce(h_s, h_t, 0.5).item() == pytest.approx(both.item())
+    # t→s and s→t differ in general (row vs column softmax), so the symmetrisation matters
+    assert not torch.allclose(info_nce(h_t, h_s, 0.5), info_nce(h_s, h_t, 0.5))
+
+
+def test_info_nce_rejects_bad_input():
+    with pytest.raises(ValueError, match="anchors"):
+        info_nce(torch.zeros(3, 2), torch.zeros(4, 2), 0.5)
+    with pytest.raises(ValueError, match="tau"):
+        info_nce(torch.zeros(3, 2), torch.zeros(3, 2), 0.0)
+
+
+def test_pairwise_distillation_softmax_over_positions_of_the_same_volume():
+    # one volume, C = 2, three positions: student (1,0),(0,1),(1,1); teacher (1,0),(0,1),(1,0)
+    v_s = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 1.0]]])
+    v_t = torch.tensor([[[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]])
+    r = 1 / math.sqrt(2)
+    cos = [[1, 0, 1], [0, 1, 0], [r, r, r]]  # cos(v^s_j, v^t_k)
+    per_pos = [-math.log(math.exp(cos[j][j]) / sum(math.exp(v) for v in cos[j])) for j in range(3)]
+    assert pairwise_distillation(v_s, v_t).item() == pytest.approx(sum(per_pos) / 3, rel=1e-6)
+    assert pairwise_distillation(v_s, v_t, reduction="sum").item() == pytest.approx(sum(per_pos), rel=1e-6)
+    t = 0.5
+    per_pos_t = [-math.log(math.exp(cos[j][j] / t) / sum(math.exp(v / t) for v in cos[j])) for j in range(3)]
+    assert pairwise_distillation(v_s, v_t, t).item() == pytest.approx(sum(per_pos_t) / 3, rel=1e-6)
+
+
+def test_pairwise_distillation_does_not_mix_volumes():
+    g = torch.Generator().manual_seed(1)
+    v_s, v_t = torch.randn(2, 4, 2, 2, 2, generator=g), torch.randn(2, 4, 2, 2, 2, generator=g)
+    each = [pairwise_distillation(v_s[i : i + 1], v_t[i : i + 1]).item() for i in range(2)]
+    assert pairwise_distillation(v_s, v_t).item() == pytest.approx(sum(each) / 2, rel=1e-6)
+    with pytest.raises(ValueError, match="reduction"):
+        pairwise_distillation(v_s, v_t, reduction="max")
+
+
+def test_slice_projection_head_shapes_pooling_and_normalisation():
+    head = SliceProjectionHead(pool=4, hidden=(8,), out=3, dropout=0.1).eval()  # eval: AlphaDropout is identity
+    vol = torch.randn(2, 1, 4, 4, 5)
+    h = head(vol)
+    assert h.shape == (2, 5, 3)
+    assert torch.allclose(h.norm(dim=-1), torch.ones(2, 5), atol=1e-6)
+    # slice (b, z) depends only on vol[b, 0, :, :, z]
+    vol2 = vol.clone()
+    vol2[1, 0, :, :, 2] += 1.0
+    h2 = head(vol2)
+    changed = (h2 - h).abs().sum(-1) > 1e-6
+    assert changed.tolist() == [[False] * 5, [False, False, True, False, False]]
+    # pooling 2×2 → 1×1 feeds the slice mean to the MLP
+    head1 = SliceProjectionHead(pool=1, hidden=(), out=1, dropout=0.0, l2_normalise=False).eval()
+    x = torch.arange(8.0).view(1, 1, 2, 2, 2)
+    w, b = head1.mlp[0].weight.item(), head1.mlp[0].bias.item()
+    expected = torch.tensor([x[0, 0, :, :, 0].mean(), x[0, 0, :, :, 1].mean()]) * w + b
+    assert torch.allclose(head1(x)[0, :, 0], expected)
+
+
+def test_slice_projection_head_train_mode_gives_independent_dropout_masks():
+    torch.manual_seed(0)
+    head = SliceProjectionHead(pool=4, hidden=(8,), out=3, dropout=0.1).train()
+    vol = torch.randn(1, 1, 4, 4, 2)
+    assert not torch.allclose(head(vol), head(vol))

@@ -1,5 +1,6 @@
 # Test-set prediction (sliding window -> NIfTI label maps) and per-case metrics. Evaluation settings are params of
-# these rules only, so changing them never retrains.
+# these rules only, so changing them never retrains; each rule's code identity is a param of its own (editing the
+# metrics reruns evaluate and the reports, never training or prediction).
 
 
 rule predict:
@@ -15,19 +16,20 @@ rule predict:
         f"{RUN}/benchmarks/predict.tsv"
     conda:
         "../../environment.yml"
-    threads: TRAIN_THREADS
+    threads: COMPUTE["train_threads"]
     resources:
         gpu=1,
-        mem_mb=config["compute"]["predict_mem_mb"],
-        runtime=config["compute"]["predict_runtime_min"],
+        mem_mb=COMPUTE["predict_mem_mb"],
+        runtime=COMPUTE["predict_runtime_min"],
     params:
-        stride=data_setting("stride"),
-        spacing=eval_spacing,
+        code=code("predict"),
+        stride=DATA.words("stride"),
+        spacing=DATA.eval_spacing,
         windows=config["eval"]["windows_per_batch"],
     shell:
-        "bash {input.gpu_slot:q} python -m harness predict --run-config {input.run_config}"
-        " --model {input.model} --out {output} --stride {params.stride} --spacing {params.spacing}"
-        " --windows {params.windows} --threads {threads} > {log} 2>&1"
+        "bash {input.gpu_slot:q} python -m harness --code-sha256 {params.code} predict --run-config"
+        " {input.run_config} --model {input.model} --out {output} --stride {params.stride}"
+        " --spacing {params.spacing} --windows {params.windows} > {log} 2>&1"
 
 
 rule evaluate:
@@ -45,9 +47,10 @@ rule evaluate:
     conda:
         "../../environment.yml"
     params:
-        spacing=eval_spacing,
+        code=code("evaluate"),
+        spacing=DATA.eval_spacing,
         empty_pred=config["eval"]["empty_pred"],
     shell:
-        "python -m harness evaluate --run-config {input.run_config} --predictions {input.predictions}"
-        " --run-info {input.run_info} --spacing {params.spacing} --empty-pred {params.empty_pred}"
-        " --out-csv {output.csv} --out-json {output.json} > {log} 2>&1"
+        "python -m harness --code-sha256 {params.code} evaluate --run-config {input.run_config}"
+        " --predictions {input.predictions} --run-info {input.run_info} --spacing {params.spacing}"
+        " --empty-pred {params.empty_pred} --out-csv {output.csv} --out-json {output.json} > {log} 2>&1"

@@ -23,14 +23,25 @@ from __future__ import annotations
 import json
 import os
 import shlex
-import shutil
 import socket
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-JOURNAL = "journal.log"
+from harness.io import remove, tmp_path, write_text_atomic
+from harness.run.folder import (
+    JOURNAL,
+    METRICS_CSV,
+    METRICS_JSON,
+    MODEL,
+    PREDICTIONS,
+    RUN_CONFIG,
+    RUN_INFO,
+    RunId,
+)
+from harness.run.stages import job_name
+
 SUMMARY = "summary.json"
 #: What the report rules write under `results/<name>/` (workflow/rules/report.smk).
 REPORT_OUTPUTS = ("tables", "figures", "report", "sensitivity", SUMMARY, "runs.csv")
@@ -52,11 +63,11 @@ class Link:
 def run_chain(stages: Sequence[str] = ()) -> tuple[Link, ...]:
     """The jobs of one run in DAG order; `stages` are the method's pre-training stages (`Method.STAGES`)."""
     return (
-        Link("run_config", ("run_config.yaml", JOURNAL)),
-        *(Link(f"pretrain_{s}", (f"{s}/model.pt", f"{s}/run_info.json")) for s in stages),
-        Link("train", ("model.pt", "run_info.json")),
-        Link("predict", ("predictions",)),
-        Link("evaluate", ("metrics_per_case.csv", "metrics.json")),
+        Link("run_config", (RUN_CONFIG, JOURNAL)),
+        *(Link(job_name(s), (f"{s}/{MODEL}", f"{s}/{RUN_INFO}")) for s in stages),
+        Link(job_name(None), (MODEL, RUN_INFO)),
+        Link("predict", (PREDICTIONS,)),
+        Link("evaluate", (METRICS_CSV, METRICS_JSON)),
     )
 
 
@@ -72,16 +83,6 @@ def downstream(chain: Sequence[Link], job: str) -> list[str]:
     return [out for link in chain[_index(chain, job) + 1 :] for out in link.outputs]
 
 
-def _remove(path: Path) -> bool:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
-    else:
-        return False
-    return True
-
-
 def start_job(run_dir: str | Path, job: str, stages: Sequence[str] = ()) -> list[str]:
     """Invalidate what `job` is about to recompute, then record the start in the journal (rules 1 and 2).
 
@@ -91,8 +92,9 @@ def start_job(run_dir: str | Path, job: str, stages: Sequence[str] = ()) -> list
     run_dir = Path(run_dir)
     chain = run_chain(stages)
     own = chain[_index(chain, job)].outputs
-    deleted = [rel for rel in downstream(chain, job) if _remove(run_dir / rel)]
-    deleted += [f"{rel}.tmp" for rel in (*own, *downstream(chain, job)) if _remove(run_dir / f"{rel}.tmp")]
+    deleted = [rel for rel in downstream(chain, job) if remove(run_dir / rel)]
+    leftovers = [tmp_path(rel) for rel in (*own, *downstream(chain, job))]
+    deleted += [str(rel) for rel in leftovers if remove(run_dir / rel)]
     append_journal(run_dir, job)
     return deleted
 
@@ -108,12 +110,8 @@ def append_journal(run_dir: str | Path, job: str) -> None:
 
 def new_journal(run_dir: str | Path) -> Path:
     """The journal as the `run_config` job writes it: one fixed line (the same content on every rewrite)."""
-    path = Path(run_dir) / JOURNAL
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps({"journal": "one line per job started in this run folder"}) + "\n")
-    tmp.replace(path)
-    return path
+    record = {"journal": "one line per job started in this run folder"}
+    return write_text_atomic(Path(run_dir) / JOURNAL, json.dumps(record) + "\n")
 
 
 # -- the check when the DAG is built (rule 3) -----------------------------------------------------------------------
@@ -152,11 +150,11 @@ def report_problems(bench_dir: Path, run_dirs: Iterable[Path]) -> list[Problem]:
         listed = None  # unreadable: treat every run as listed
     stale = []
     for run_dir in run_dirs:
-        if listed is not None and _key_of_dir(run_dir) not in listed:
+        if listed is not None and RunId.from_folder(run_dir) not in listed:
             continue
         journal = run_dir / JOURNAL
         redone = journal.is_file() and journal.stat().st_mtime > summary.stat().st_mtime
-        if not (run_dir / "metrics_per_case.csv").is_file() and not redone:
+        if not (run_dir / METRICS_CSV).is_file() and not redone:
             stale.append(run_dir)
     if not stale:
         return []
@@ -165,17 +163,8 @@ def report_problems(bench_dir: Path, run_dirs: Iterable[Path]) -> list[Problem]:
     return [Problem(f"{summary} includes run(s) whose metrics are missing: {names}", outputs)]
 
 
-def _run_key(record: dict) -> tuple[str, str, int, int]:
-    return (str(record["dataset"]), str(record["method"]), int(record["n_labeled"]), int(record["seed"]))
-
-
-def _key_of_dir(run_dir: Path) -> tuple[str, str, int, int] | None:
-    """(dataset, method, n_labeled, seed) of `.../<dataset>/<method>/labeled~<n>/seed~<s>`, else None."""
-    try:
-        return (run_dir.parts[-4], run_dir.parts[-3], int(run_dir.parts[-2].split("~")[1]),
-                int(run_dir.parts[-1].split("~")[1]))  # fmt: skip
-    except (IndexError, ValueError):
-        return None
+def _run_key(record: dict) -> RunId:
+    return RunId(str(record["dataset"]), str(record["method"]), int(record["n_labeled"]), int(record["seed"]))
 
 
 def find_inconsistencies(bench_dir: str | Path, runs: Iterable[tuple[Path, Sequence[str]]]) -> list[Problem]:

@@ -1,102 +1,34 @@
-"""The files of a run folder: paths, atomic writes, checkpoints and the hand-off between pre-training stages.
+"""A training job's checkpoints, its model file and the hand-off between pre-training stages.
 
-A checkpoint carries the job's `Identity`: the config hash of its job (`stage_sha256`), the code hash of the run's
-numeric source files (`harness.workflow.code.code_sha256`) and the sha256 of the prepared data's manifest.json. `resume`
-continues only from a checkpoint whose identity matches, so a job rerun because its parameters, its code or its data
-changed starts from scratch (the old checkpoint is kept aside, renamed). An unreadable checkpoint (truncated, or
-holding objects that `torch.load(weights_only=True)` refuses) is set aside too, never loaded.
+A checkpoint carries the job's `Identity` (`harness.run.identity`: config, code, data and threads). `resume`
+continues only from a checkpoint whose identity matches, so a job rerun because its parameters, its code, its data or
+its thread count changed starts from scratch (the old checkpoint is kept aside, renamed). An unreadable checkpoint
+(truncated, or holding objects that `torch.load(weights_only=True)` refuses) is set aside too, never loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.config import RunConfig, sha256_of
-from harness.method import Method, get_method
+from harness.io import atomic_path
+from harness.method import Method
 from harness.method.build import UnreadableWeights, load_weights
 from harness.provenance import file_sha256
+from harness.run.folder import StageFiles
+from harness.run.identity import Identity, stage_config_sha256
+from harness.run.lineage import LineageError
+from harness.run.stages import previous_stage
 from harness.train.optim import Optimisation
 from harness.train.seeding import rng_state, set_rng_state
-from harness.workflow.lineage import LineageError
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT = "checkpoint_last.pt"
-MODEL = "model.pt"
-TRAIN_LOG = "train_log.jsonl"
-RUN_INFO = "run_info.json"
-
-
-@dataclass
-class RunFiles:
-    """The files of one run directory."""
-
-    run_dir: Path
-
-    @property
-    def checkpoint(self) -> Path:
-        return self.run_dir / CHECKPOINT
-
-    @property
-    def model(self) -> Path:
-        return self.run_dir / MODEL
-
-    @property
-    def log(self) -> Path:
-        return self.run_dir / TRAIN_LOG
-
-    @property
-    def info(self) -> Path:
-        return self.run_dir / RUN_INFO
-
-
-@dataclass(frozen=True)
-class Identity:
-    """What a job's weights depend on: its configuration, the code of its numerics and its data."""
-
-    config_sha256: str
-    code_sha256: str
-    data_sha256: str
-
-    def as_dict(self) -> dict[str, str]:
-        return dataclasses.asdict(self)
-
-    def differs(self, saved: dict[str, Any]) -> list[str]:
-        """Names of the fields (without `_sha256`) whose value in `saved` differs from this identity."""
-        return [k.removesuffix("_sha256") for k, v in self.as_dict().items() if saved.get(k) != v]
-
-
-def stage_dir(run_dir: Path, stage: str | None) -> Path:
-    """Folder of a pre-training stage (`<run>/<stage>/`), or the run folder itself for the main training."""
-    return Path(run_dir) if stage is None else Path(run_dir) / stage
-
-
-def stage_sha256(cfg: RunConfig, stage: str | None) -> str:
-    """The hash a job's checkpoints and model carry: the run config's, combined with the stage name for a stage.
-
-    A shared stage (`Method.SHARED_STAGES`: it reads no labels) hashes the config without `n_labeled`, so the runs
-    of every labeled count accept the one model the DAG trains for them."""
-    if stage is None:
-        return cfg.sha256()
-    shared = stage in get_method(cfg.base_method).SHARED_STAGES
-    run = sha256_of({**cfg.to_dict(), "n_labeled": None}) if shared else cfg.sha256()
-    return sha256_of({"run": run, "stage": stage})
-
-
-def previous_stage(method: Method, stage: str | None) -> str | None:
-    """The stage whose model.pt initialises `stage` (None: the first stage, or a method without stages)."""
-    if stage is not None and stage not in method.STAGES:
-        raise ValueError(f"method {method.name} has no stage {stage!r}; its stages: {list(method.STAGES)}")
-    index = len(method.STAGES) if stage is None else method.STAGES.index(stage)
-    return method.STAGES[index - 1] if index > 0 else None
 
 
 def init_from_previous_stage(
@@ -107,31 +39,30 @@ def init_from_previous_stage(
 
     Returns the sha256 of the model file it started from (None for the first stage / a method without stages).
     """
-    previous = previous_stage(method, stage)
+    previous = previous_stage(method.stage_names(), stage)
     if previous is None:
         return None
-    path = Path(path) if path is not None else RunFiles(stage_dir(run_dir, previous)).model
+    path = Path(path) if path is not None else StageFiles.of(run_dir, previous).model
     if not path.exists():
         raise FileNotFoundError(f"{path} is missing: run stage {previous!r} of this run first (`--stage {previous}`)")
     state = load_weights(path)
-    if state["config_sha256"] != stage_sha256(cfg, previous):
+    if state["config_sha256"] != stage_config_sha256(cfg, previous, method.stage_named(previous).shared):
         raise LineageError(f"{path} was trained with another configuration; rerun stage {previous!r}")
     if state.get("data_sha256") != data_sha256:
         raise LineageError(
             f"{path} was trained on another version of the data (manifest.json); rerun stage {previous!r}"
         )
-    method.init_from_stage(previous, state["state"])
+    method.start_from(state["state"])
     logger.info("initialised from stage %s (%s)", previous, path)
     return file_sha256(path)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
-def save_checkpoint(files: RunFiles, next_it: int, identity: Identity, method: Method, optim: Optimisation) -> None:
+def save_checkpoint(files: StageFiles, next_it: int, identity: Identity, method: Method, optim: Optimisation) -> None:
     """Atomically write checkpoint_last.pt; `identity` is what a resume must match."""
     state = {
         "next_it": next_it,
@@ -153,13 +84,13 @@ def set_aside(path: Path, tag: str) -> Path:
     return target
 
 
-def resume(files: RunFiles, identity: Identity, method: Method, optim: Optimisation) -> int:
+def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimisation) -> int:
     """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none).
 
-    A checkpoint whose identity (config, code or data hash) differs from this job's is moved aside as
+    A checkpoint whose identity (config, code, data or threads) differs from this job's is moved aside as
     `checkpoint_stale_<hash>.pt`, an unreadable one as `checkpoint_unreadable.pt`, and training starts from scratch:
-    Snakemake reruns a job when its parameters, its numeric source files or its data change, and such a rerun must
-    not pick up the old run's weights. Starting over gives the numbers of an uninterrupted run (resume is exact).
+    Snakemake reruns a job when its parameters, its code or its data change, and such a rerun must not pick up the
+    old run's weights. Starting over gives the numbers of an uninterrupted run (resume is exact).
     """
     if not files.checkpoint.exists():
         return 0

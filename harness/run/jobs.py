@@ -1,5 +1,10 @@
-"""One writer per run folder, and jobs that stop when asked to or when the workflow that started them is gone.
+"""The jobs of a run: the wrapper every one of them runs in, one writer per run folder, jobs that run the code of
+the workflow's checkout, and jobs that stop when asked to or when the workflow that started them is gone.
 
+- `run_job`: what every job of a run does around its work (delete what it recomputes, note its start in the
+  journal, hold the lock, watch the workflow).
+- `check_checkout` / `CodeCheck`: a job imports the `harness` of the checkout whose Snakefile started it and runs
+  the code the DAG planned (`harness.run.code`), or stops naming both.
 - `RunLock`: an exclusive `flock` on `<run>/.lock` held for a job's lifetime. A second job on the same run folder
   (a rerun started while an orphaned job of a killed Snakemake still writes) is refused with the first one's PID,
   host, job and start time. The kernel releases the lock when its holder dies, even after SIGKILL.
@@ -15,6 +20,7 @@ No torch import: the Snakefile uses this module.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import logging
@@ -24,15 +30,26 @@ import socket
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
 import psutil
 
+from harness.config import base_of
+from harness.run.code import PROJECT_ROOT, code_identity
+from harness.run.folder import LOCK
+from harness.run.lineage import start_job
+from harness.run.method_table import METHODS_DIR, read_method
+
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = ".lock"
+#: How long a job waits for another job holding its run folder (an orphan of a killed workflow stops within seconds).
+JOB_LOCK_WAIT_S = 60.0
+#: The checkout whose Snakefile started a job (set by `export_for_jobs`); jobs refuse to run another one's code.
+CHECKOUT_ENV = "HARNESS_CHECKOUT"
 #: Environment variable naming the Snakemake process that started a job: "<host>:<pid>:<create_time>".
 WORKFLOW_ENV = "HARNESS_WORKFLOW"
 WATCH_INTERVAL_S = 0.5
@@ -42,6 +59,70 @@ JOB_MARKER = "harness"
 
 class RunBusyError(RuntimeError):
     """Another live process holds the run folder's lock; the message names it and the way out."""
+
+
+class WrongCode(RuntimeError):
+    """A job would run other code than the workflow planned (another checkout, or files edited since the DAG was
+    built); the message names both and the way out."""
+
+
+@dataclass
+class CodeCheck:
+    """The code a job must run: the hash the workflow planned (empty: a job started by hand, nothing to compare),
+    its command's handler (`module:function`) and, for a job of a run, its method (`harness.run.code`)."""
+
+    expected_sha256: str
+    entry: str
+    method: str | None = None
+    identity: dict[str, Any] | None = None
+    """The job's code identity (hash and files), once `verify` ran: what the job records in its outputs."""
+
+    def verify(self) -> dict[str, Any]:
+        """The job's code identity; `WrongCode` if it is not the planned one (a file changed since the DAG was
+        built)."""
+        identity = code_identity(self.entry, base_of(self.method) if self.method else None)
+        if self.expected_sha256 and identity.sha256 != self.expected_sha256:
+            raise WrongCode(
+                f"the code of this job changed since the workflow built its DAG (code sha256 {identity.sha256[:12]}, "
+                f"planned {self.expected_sha256[:12]}; its files under {PROJECT_ROOT}: {', '.join(identity.files)})"
+                ". Rerun the workflow: it plans again with the code as it is now."
+            )
+        self.identity = identity.as_dict()
+        return self.identity
+
+
+@contextlib.contextmanager
+def run_job(
+    run_dir: str | Path, job: str, method: str, code: CodeCheck | None = None, wait_s: float = JOB_LOCK_WAIT_S
+) -> Iterator[None]:
+    """What every job of a run does around its work: delete the results derived from what it recomputes and note its
+    start in the run's journal (`harness.run.lineage`) before SIGINT/SIGTERM may stop it, check that it runs the
+    planned code (`code`), then hold the run folder's lock (waiting for an orphaned writer to stop) and stop when its
+    workflow is gone."""
+    run_dir = Path(run_dir)
+    stages = read_method(PROJECT_ROOT / METHODS_DIR / f"{base_of(method)}.py").stages
+    deleted = start_job(run_dir, job, stages)
+    release_stop_signals()
+    if deleted:
+        logger.info("%s: removed results derived from what this job recomputes: %s", run_dir, ", ".join(deleted))
+    if code is not None:
+        code.verify()
+    with RunLock(run_dir, job, wait_s=wait_s):
+        watch_workflow()
+        yield
+
+
+def check_checkout(environ: dict[str, str] | None = None) -> None:
+    """Refuse to run when this process imports the `harness` of another checkout than the workflow's
+    (`CHECKOUT_ENV`, set by the Snakefile): e.g. a second clone run with the first clone's editable `.venv`."""
+    expected = (os.environ if environ is None else environ).get(CHECKOUT_ENV)
+    checkout = Path(expected).resolve() if expected else None
+    if checkout is not None and checkout != PROJECT_ROOT:
+        raise WrongCode(
+            f"this job imports harness from {PROJECT_ROOT}, but its workflow's Snakefile is in {checkout}: the numbers "
+            "would come from the other checkout's code. Run the workflow with a Python that imports this checkout "
+            f"(`pip install -e {checkout}` into its venv, or `make env` there)."
+        )
 
 
 class RunLock:
@@ -55,7 +136,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str | Path, job: str, wait_s: float = 0.0) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
+        self.path = Path(run_dir) / LOCK
         self.job = job
         self.wait_s = wait_s
         self._file: TextIO | None = None
@@ -193,14 +274,18 @@ def watch_workflow(env: dict[str, str] | None = None, interval_s: float = WATCH_
 
 
 # -- in the Snakemake process ----------------------------------------------------------------------------------------
-def export_for_jobs(environ: dict[str, str] | None = None) -> None:
+def export_for_jobs(checkout: str | Path, environ: dict[str, str] | None = None) -> None:
     """Set what the jobs of this Snakemake process inherit: `WORKFLOW_ENV` naming this process (jobs stop when it is
-    gone), and this Python's folder first on PATH, so the rules' `python -m harness` is the Python that runs
-    Snakemake (`.venv/bin/snakemake` works without activating the venv; with --use-conda the job's environment comes
-    first instead)."""
+    gone); this Python's folder first on PATH, so the rules' `python -m harness` is the Python that runs Snakemake
+    (`.venv/bin/snakemake` works without activating the venv; with --use-conda the job's environment comes first
+    instead); and the Snakefile's `checkout` first on PYTHONPATH and in `CHECKOUT_ENV`, so the jobs import its
+    `harness` whatever the venv's editable install points to (`check_checkout` refuses otherwise)."""
     environ = os.environ if environ is None else environ
+    checkout = str(Path(checkout).resolve())
     environ[WORKFLOW_ENV] = workflow_token()
     environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), environ.get("PATH", "")])
+    environ["PYTHONPATH"] = os.pathsep.join(p for p in (checkout, environ.get("PYTHONPATH", "")) if p)
+    environ[CHECKOUT_ENV] = checkout
 
 
 #: How many jobs workflow/scripts/gpu_slot.sh lets share one device (config compute.runs_per_gpu).
