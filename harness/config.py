@@ -124,6 +124,10 @@ def from_dict(cls: type, data: dict[str, Any] | None, where: str) -> Any:
         return cls(**kwargs)
     except TypeError as err:  # a required field is missing
         raise ConfigError(f"{where}: {err}") from err
+    except ValueError as err:  # a value out of its range (a dataclass's __post_init__)
+        if isinstance(err, ConfigError):
+            raise
+        raise ConfigError(f"{where}: {err}") from None
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

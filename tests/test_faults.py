@@ -10,6 +10,12 @@ stopped with a message (which the test then follows, as a user would).
   B  a code change         SIGKILL of the training process (the change alters the numbers)
   C  a data change         SIGKILL of the prediction process (another synthetic seed)
   D  an evaluation change  SIGTERM to Snakemake during prediction: it stops its job and exits at once
+  E  a metrics code edit   (the HD95 percentile) SIGKILL of the evaluation: evaluation and the tables are redone,
+                           training and prediction are not (their code does not import the metrics)
+  F  a thread change       SIGKILL of the training, then `compute.train_threads` changes before the recovery: the
+                           checkpoint of the other thread count is not resumed (the numbers equal a clean run's)
+
+(A list of test cases edited in place is the third change of issue 20: tests/data/test_nifti_workflow.py.)
 """
 
 from __future__ import annotations
@@ -42,9 +48,10 @@ ITERATIONS = 100  # ~3 s of training: an orphaned trainer is stopped long before
 COMPARED = ("tables/*.md", "tables/*.csv", "runs.csv", "summary.json")
 
 
-def write_config(path: Path, *, data_seed: int = 3, stride: tuple[int, int, int] = (8, 8, 8)) -> Path:
+def write_config(path: Path, *, data_seed: int = 3, stride: tuple[int, int, int] = (8, 8, 8), threads: int = 2) -> Path:
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
-    cfg["protocol"].update({"iterations": ITERATIONS, "checkpoint_every": 10, "log_every": 1})
+    cfg["protocol"]["iterations"] = ITERATIONS
+    cfg["compute"].update({"checkpoint_every": 10, "log_every": 1, "train_threads": threads})
     cfg["data"]["synthetic"]["synthetic"]["seed"] = data_seed
     cfg["data"]["synthetic"]["stride"] = list(stride)
     cfg["report"] = {"sensitivity": False}
@@ -165,3 +172,33 @@ def test_random_faults_during_reruns_never_leave_stale_tables(tmp_path):
     expected_d = clean_tables(project, config, tmp_path / "clean_d")
     assert expected_d != expected_c and tables(work) == expected_d
     assert "4x4x4" in expected_d["runs.csv"]
+
+    # E: a metrics edit (HD95 at the 90th percentile); SIGKILL the evaluation: only evaluation and tables are redone
+    model_time = (work / RUN / "model.pt").stat().st_mtime_ns
+    metrics = project / "harness" / "evaluate" / "metrics.py"
+    hd95 = "np.concatenate((d_pg, d_gp)), 95)"
+    metrics.write_text(metrics.read_text().replace(hd95, hd95.replace("95", "90")))
+    proc = start_snakemake(work, config, project=project)
+    evaluator = wait_for(lambda: job_process("evaluate", work), 120)
+    assert evaluator, "no evaluation process started"
+    evaluator.kill()
+    interrupted(proc)
+    recover(project, config, work)
+    expected_e = clean_tables(project, config, tmp_path / "clean_e")
+    assert expected_e != expected_d and tables(work) == expected_e
+    assert (work / RUN / "model.pt").stat().st_mtime_ns == model_time  # neither retrained nor predicted again
+    metrics.write_text(metrics.read_text().replace(hd95.replace("95", "90"), hd95))
+
+    # F: SIGKILL the training, then another thread count before the recovery: its checkpoint is not resumed
+    source.write_text(source.read_text().replace("smooth: float = 1.0", "smooth: float = 0.5"))
+    proc = start_snakemake(work, config, project=project)
+    wait_for_training(work, rng.randint(12, ITERATIONS - 2)).kill()
+    interrupted(proc)
+    assert torch.load(work / RUN / "checkpoint_last.pt", weights_only=True)["threads"] == 2
+    config = write_config(tmp_path / "faults.yaml", data_seed=4, stride=(4, 4, 4), threads=1)
+    recover(project, config, work)
+    info = json.loads((work / RUN / "run_info.json").read_text())
+    assert info["resumed_from"] == 0 and info["threads"] == info["torch_threads"] == 1
+    assert list((work / RUN).glob("checkpoint_stale_*.pt"))
+    expected_f = clean_tables(project, config, tmp_path / "clean_f")
+    assert tables(work) == expected_f and losses(work) == losses(tmp_path / "clean_f")

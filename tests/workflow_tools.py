@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -76,3 +77,22 @@ def job_process(command: str, workdir: Path) -> psutil.Process | None:
 
 def log_lines(path: Path) -> int:
     return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def planned_jobs(text: str) -> dict[str, int]:
+    """Job counts per rule from a dry run's output ('Job stats' table); {} when nothing is to be done."""
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+
+
+def planned_runs(text: str) -> set[tuple[str, str]]:
+    """(rule, method) of every job of a dry run's output that has a method wildcard."""
+    jobs = set()
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
+        rule = re.match(r"(?:local)?rule (\w+):", block)
+        method = re.search(r"wildcards: .*method=([^,\s]+)", block)
+        if rule and method:
+            jobs.add((rule[1], method[1]))
+    return jobs

@@ -90,9 +90,10 @@ def _dataset_ct_statistics(cases: list[SourceCase], settings: NiftiSettings, lay
     return ct_statistics(samples)
 
 
-def _empty_foreground(case: SourceCase, settings: NiftiSettings) -> str:
+def _empty_foreground(case: SourceCase, settings: NiftiSettings, split: str = "train") -> str:
     return (
-        f"training case {case.case_id}: the label {case.label} has no voxel of the foreground values "
+        f"{'training' if split == 'train' else 'test'} case {case.case_id}: the label {case.label} has no voxel of the "
+        "foreground values "
         f"{list(settings.foreground)}; remove the case from the dataset, or correct nifti.foreground"
     )
 
@@ -216,8 +217,6 @@ def _qa_warnings(shape: Sequence[int], split: str, fg_voxels: int) -> list[str]:
         for axis, n in zip("xyz", shape, strict=True)
         if n < MIN_SIDE
     ]
-    if split == "test" and fg_voxels == 0:
-        warnings.append("test case without foreground voxels")
     return warnings
 
 
@@ -225,15 +224,16 @@ def _preprocess(
     arrays: CaseArrays, case: SourceCase, split: str, settings: NiftiSettings, plan: Mapping[str, Any]
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(binary label before resampling, prepared image, prepared label): map the foreground to 1, resample to the
-    plan's target spacing, normalise. A training case must keep some foreground."""
+    plan's target spacing, normalise. Every case must keep some foreground: a training case to learn from, a test
+    case because Dice, HD95 and ASD are undefined against an empty reference."""
     binary = np.isin(arrays.label, settings.foreground).astype(np.uint8)
-    if split == "train" and not binary.any():
-        raise DataError(_empty_foreground(case, settings))
+    if not binary.any():
+        raise DataError(_empty_foreground(case, settings, split))
     target = plan["target_spacing"]
     label = resample(binary, arrays.affine, target, is_label=True)
-    if split == "train" and not label.any():
+    if not label.any():
         raise DataError(
-            f"training case {case.case_id}: the foreground of {case.label} vanishes when resampled to {target} mm; "
+            f"{split} case {case.case_id}: the foreground of {case.label} vanishes when resampled to {target} mm; "
             "set a finer nifti.target_spacing or remove the case"
         )
     resampled = resample(arrays.image, arrays.affine, target, is_label=False)

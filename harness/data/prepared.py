@@ -18,6 +18,7 @@ live here and are re-exported by `harness.data.dataset`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -324,6 +325,16 @@ class PreparedData:
         digests = _case_digests(manifest, lists["train"] + lists["test"], content["cases"])
         spacing = _spacing_mm(manifest, content)
         return cls(root, fmt, digest, tuple(lists["train"]), tuple(lists["test"]), digests, spacing)
+
+    def with_test_cases(self, cases: list[str]) -> PreparedData:
+        """The same data with only `cases` (IDs of test.list, in their list order) as its test cases."""
+        unknown = [c for c in cases if c not in self.test_ids]
+        if unknown:
+            raise DataError(
+                f"{unknown} are not test cases of {self.root} (test.list holds {', '.join(self.test_ids)}): "
+                "give IDs of test.list"
+            )
+        return dataclasses.replace(self, test_ids=tuple(c for c in self.test_ids if c in cases))
 
     def path(self, case_id: str) -> Path:
         """The case file of `case_id`; DataError if the manifest has no such case (unknown IDs never become paths)."""

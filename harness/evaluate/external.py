@@ -5,12 +5,18 @@ The weights are a run's model.pt (its network `state["net"]`, the evaluation net
 `torch.load(weights_only=True)` and mapped as `harness.nets.load_reference_state_dict` does (the same key names; a
 DataParallel `module.` prefix and missing BatchNorm `num_batches_tracked` buffers allowed). Window, stride, windows per
 pass, voxel size, empty-prediction policy and V-Net width come from a benchmark config (`data.<dataset>`, `eval`,
-`protocol.n_filters`, validated and defaulted as the Snakefile does), the test cases from the prepared data
-(`resources/<dataset>/`, `PreparedData`). Prediction (`harness.evaluate.predict.write_predictions`) and metrics
-(`harness.evaluate.score`) are those of a run, so the outputs have a run's format:
+`protocol.n_filters`, validated and defaulted as the Snakefile does; an evaluation needs only `data.<dataset>`, so a
+config without a training grid will do), the test cases from the prepared data (`resources/<dataset>/`, or
+`--data-root`; `PreparedData`), all of them or those `--cases` names. `eval.empty_pred: reference_zero` scores an
+empty prediction 0 as the reference scripts do (for a like-for-like comparison with their numbers; protocol §4.6).
+Prediction (`harness.evaluate.predict.write_predictions`) and metrics (`harness.evaluate.score`) are those of a run,
+so the outputs have a run's format:
 
     <out>/predictions/<case>.nii.gz, predictions.json
     <out>/metrics_per_case.csv, metrics.json
+
+`<out>` defaults to `results/<name>/external/<dataset>/<file stem>-<sha256[:12]>/`: keyed by the weight file's hash,
+so two files of one name never share a folder; an `--out` that holds another weight file's results is refused.
 
 marked as external: the `method` column holds the label (default `external`), `code_sha256` and `method_version` read
 `external`, the `model_sha256` column is the weight file's sha256, and the provenance (`run_info` in metrics.json)
@@ -40,7 +46,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CONFIG = Path("config") / "smoke.yaml"
+DEFAULT_CONFIG = Path("config") / "config.yaml"
 EXTERNAL = "external"
 NETS = ("vnet", "vnet_sdf")
 #: How many keys of each kind (missing, unexpected, wrong shape) an error names.
@@ -154,24 +160,25 @@ def build_network(weights: Weights, net_name: str, n_filters: int) -> tuple[nn.M
 
 def eval_settings(config_path: Path, dataset: str, data_root: Path | None) -> EvalSettings:
     """The evaluation settings of `dataset` in a benchmark config (prepared data in `data_root`, by default
-    `resources/<dataset>`, where the data rules write it)."""
+    `resources/<dataset>`, where the data rules write it). Only `data.<dataset>`, `eval` and `protocol` are read and
+    checked: a config holding just those (no training grid) will do."""
     from harness.config import ConfigError, DataConfig, ProtocolConfig, from_dict
-    from harness.run.method_table import read_methods
     from harness.workflow.grid import data_block
-    from harness.workflow.validate import load_config_file, validate_config
+    from harness.workflow.validate import load_config_file, validate_eval_config
 
     config = load_config_file(config_path)
+    if dataset not in config.get("data", {}):
+        known = ", ".join(sorted(config.get("data", {}))) or "none"
+        raise ConfigError(f"{config_path} has no data.{dataset}; its datasets: {known}")
     try:
-        validate_config(config, read_methods(PROJECT_ROOT))
+        validate_eval_config(config, dataset)
     except ConfigError as err:
         raise ConfigError(f"{config_path}: {err}") from None
-    if dataset not in config["data"]:
-        raise ConfigError(f"{config_path} has no data.{dataset}; its datasets: {', '.join(sorted(config['data']))}")
     block = data_block(config, dataset)
     keys = DataConfig.__dataclass_fields__
     data = {**{k: v for k, v in block.items() if k in keys}, "root": str(data_root or Path("resources") / dataset)}
     return EvalSettings(
-        name=config["name"],
+        name=config.get("name", EXTERNAL),
         data=from_dict(DataConfig, data, f"data.{dataset}"),
         stride=tuple(block["stride"]),
         spacing_mm=None if block.get("source") == "nifti" else tuple(block["spacing_mm"]),  # nifti: the data's
@@ -193,9 +200,11 @@ def evaluate_checkpoint(
     n_labeled: int | None = None,
     seed: int | None = None,
     device: torch.device | None = None,
+    cases: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Predict the test cases of `dataset` with the weights and write a run's prediction and metric files, marked as
-    external (module doc); `out_dir` defaults to `results/<name>/external/<dataset>/<file stem>/`.
+    """Predict the test cases of `dataset` (all, or `cases`) with the weights and write a run's prediction and metric
+    files, marked as external (module doc); `out_dir` defaults to
+    `results/<name>/external/<dataset>/<file stem>-<sha256[:12]>/`.
 
     Returns:
         The provenance written as metrics.json's `run_info`.
@@ -204,7 +213,6 @@ def evaluate_checkpoint(
 
     from harness import provenance
     from harness.config import SAFE_NAME, ConfigError, ProtocolConfig, RunConfig, sha256_of, to_dict
-    from harness.data.prepared import PreparedData
     from harness.evaluate.predict import write_predictions
     from harness.evaluate.predictions import voxel_size
     from harness.evaluate.score import evaluate_cases, write_results
@@ -213,12 +221,16 @@ def evaluate_checkpoint(
         raise ConfigError(f"--label {label!r}: use lowercase letters, digits and _ (it becomes the method column)")
     device = device or torch.device("cpu")
     settings = eval_settings(Path(config_path), dataset, data_root)
+    data = open_data(settings, data_root)
+    if cases is not None:
+        data = data.with_test_cases(cases)
     weights = read_weights(Path(weights_path))
     net, num_classes = build_network(weights, net_name, settings.n_filters)
     net.to(device)
-    data = PreparedData.open(settings.data.root, settings.data.format)
     spacing = voxel_size(settings.spacing_mm, data)
-    out_dir = Path(out_dir or Path("results") / settings.name / EXTERNAL / dataset / weights.path.stem)
+    default_out = Path("results") / settings.name / EXTERNAL / dataset / f"{weights.path.stem}-{weights.sha256[:12]}"
+    out_dir = Path(out_dir or default_out)
+    check_out_dir(out_dir, weights)
     network = {"net": net_name, "n_classes": num_classes, "n_filters": settings.n_filters, "layout": weights.layout}
     run_info = provenance.collect(
         external=True,
@@ -247,7 +259,8 @@ def evaluate_checkpoint(
         model_sha256=weights.sha256, config_sha256=run_info["config_sha256"],
     )  # fmt: skip
     cfg = RunConfig(dataset, label, n_labeled or settings.data.n_train, seed or 0, settings.data, ProtocolConfig())
-    rows = evaluate_cases(cfg, pred_dir, spacing_mm=spacing, empty_pred=settings.empty_pred, run_info=run_info)
+    rows = evaluate_cases(cfg, pred_dir, spacing_mm=spacing, empty_pred=settings.empty_pred, run_info=run_info,
+                          cases=list(data.test_ids))  # fmt: skip
     unknown = {"n_labeled": "" if n_labeled is None else n_labeled, "seed": "" if seed is None else seed}
     eval_record = {**record["settings"], "empty_pred": settings.empty_pred, "model_sha256": weights.sha256,
                    "data_manifest_sha256": data.manifest_sha256}  # fmt: skip
@@ -255,6 +268,38 @@ def evaluate_checkpoint(
                   run_info, eval_record)  # fmt: skip
     logger.info("%s: %d test cases of %s evaluated into %s", weights.path, len(rows), dataset, out_dir)
     return run_info
+
+
+def open_data(settings: EvalSettings, data_root: Path | None):
+    """The prepared dataset; a missing one is refused with where it was looked for and how to give it."""
+    from harness.data.prepared import MANIFEST, PreparedData
+
+    root = Path(settings.data.root)
+    if not (root / MANIFEST).is_file():
+        raise DataError(
+            f"no prepared dataset in {root} ({root / MANIFEST} is missing): prepare it with the workflow "
+            f"(`snakemake --cores all resources/{root.name}/manifest.json --configfile <config>`, whose data.<dataset> "
+            "may name a local copy of the source: LA `released_h5.base_url: /path/to/UA-MT/data`, Pancreas "
+            "`tcia.dicom_root`, your own `source: nifti`; docs/data.md), or pass --data-root with the folder of a "
+            "prepared copy" + ("" if data_root is None else f" (--data-root {data_root} was given)")
+        )
+    return PreparedData.open(str(root), settings.data.format)
+
+
+def check_out_dir(out_dir: Path, weights: Weights) -> None:
+    """Refuse an output folder that holds the results of another weight file (they would be overwritten)."""
+    import json
+
+    metrics = out_dir / "metrics.json"
+    if not metrics.is_file():
+        return
+    previous = json.loads(metrics.read_text()).get("run_info", {}).get("weights_sha256")
+    if previous != weights.sha256:
+        raise WeightsError(
+            f"{out_dir} holds the results of another weight file (sha256 {str(previous)[:12]}, this one "
+            f"{weights.sha256[:12]}): choose another --out, or leave it out (the default folder is keyed by the "
+            "file's sha256)"
+        )
 
 
 def _device(name: str) -> torch.device:
@@ -273,7 +318,7 @@ def _cmd(a: argparse.Namespace) -> None:
     evaluate_checkpoint(
         Path(a.weights), a.net, a.dataset, config_path=Path(a.config), out_dir=Path(a.out) if a.out else None,
         data_root=Path(a.data_root) if a.data_root else None, label=a.label, n_labeled=a.n_labeled, seed=a.seed,
-        device=_device(a.device),
+        device=_device(a.device), cases=a.cases or None,
     )  # fmt: skip
 
 
@@ -284,11 +329,13 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--net", required=True, choices=NETS, help="vnet (UA-MT, SSL4MIS VNet) or vnet_sdf (DTC VNet_sdf)")
     p.add_argument("--dataset", required=True, help="a dataset of the config (data.<dataset>)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark config (default: %(default)s)")
-    p.add_argument("--out", default="", help="output folder (default: results/<name>/external/<dataset>/<file stem>)")
+    p.add_argument("--out", default="", help="output folder (default: results/<name>/external/<dataset>/"
+                   "<file stem>-<sha256[:12]>)")  # fmt: skip
     p.add_argument("--data-root", default="", help="the prepared dataset (default: resources/<dataset>)")
     p.add_argument("--label", default=EXTERNAL, help="the method column of the results (default: %(default)s)")
     p.add_argument("--n-labeled", type=int, default=None, help="labeled cases the weights were trained with")
     p.add_argument("--seed", type=int, default=None, help="the training seed of the weights")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--cases", nargs="+", default=[], help="evaluate only these test cases (IDs of test.list)")
     p.set_defaults(func=_cmd)

@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 
 from harness.config import RunConfig
+from harness.data.download import DataError
 from harness.data.prepared import PreparedData
 from harness.evaluate.metrics import case_metrics
 from harness.evaluate.predictions import check_record, provenance_columns, read_record, voxel_size
@@ -59,6 +60,7 @@ def evaluate_cases(
     spacing_mm: tuple[float, float, float] | None,
     empty_pred: str,
     run_info: dict[str, Any],
+    cases: list[str] | None = None,
 ) -> list[dict]:
     """Per-case Dice, Jaccard, HD95, ASD in voxels and mm, with run identity, settings and provenance columns.
 
@@ -68,8 +70,11 @@ def evaluate_cases(
         spacing_mm: voxel size for the mm columns (None: the prepared data's, `voxel_size`).
         empty_pred: empty-prediction policy (worst_case | nan | reference_zero; protocol §4.6).
         run_info: the run's run_info.json (provenance columns; its model_sha256 must be the predictions').
+        cases: only these test cases (None: every case of test.list, as a run's evaluation always does).
     """
     data = PreparedData.open(cfg.data.root, cfg.data.format)
+    if cases is not None:  # an external evaluation of some test cases (`evaluate-checkpoint --cases`)
+        data = data.with_test_cases(cases)
     spacing_mm = voxel_size(spacing_mm, data)
     record = read_record(pred_dir)
     check_record(record, pred_dir, run_info, data, spacing_mm)
@@ -83,8 +88,11 @@ def evaluate_cases(
         pred = np.asarray(nib.load(pred_path).dataobj)
         if pred.shape != gt.shape:
             raise ValueError(f"{pred_path}: prediction shape {pred.shape} differs from the label's {gt.shape}")
-        vox = case_metrics(pred, gt, spacing=None, empty_pred=empty_pred)
-        mm = case_metrics(pred, gt, spacing=spacing_mm, empty_pred=empty_pred)
+        try:
+            vox = case_metrics(pred, gt, spacing=None, empty_pred=empty_pred)
+            mm = case_metrics(pred, gt, spacing=spacing_mm, empty_pred=empty_pred)
+        except ValueError as err:
+            raise DataError(f"test case {case} ({pred_path} against {data.path(case)}): {err}") from err
         rows.append({
             "dataset": cfg.dataset, "method": cfg.method, "n_labeled": cfg.n_labeled, "n_train": cfg.data.n_train,
             "seed": cfg.seed, "case": case, "dice": vox["dice"], "jaccard": vox["jaccard"], "hd95": vox["hd95"],

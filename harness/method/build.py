@@ -20,16 +20,16 @@ from harness.run.lineage import LineageError, new_journal
 from harness.run.stages import MAIN_STAGE
 
 
-def resolve_run(params: dict[str, Any]) -> RunConfig:
+def resolve_run(params: dict[str, Any], where: str | None = None) -> RunConfig:
     """Merge dataclass defaults ← protocol ← overrides (`harness.workflow.grid.cell_params`) and validate them,
-    the method's own hyperparameters against its `Config`."""
+    the method's own hyperparameters against its `Config`. `where` names where the run's method overrides are
+    written in the config (`harness.workflow.variants.written_at`), for the messages."""
     method_cls = get_method(base_of(params["method"]))
     protocol = dict(params.get("protocol", {}))
     if not method_cls.needs_unlabeled:
         protocol["labeled_bs"] = protocol.get("batch_size", ProtocolConfig.batch_size)
-    method_cfg = from_dict(
-        method_cls.Config, params.get("method_overrides", {}), f"method_overrides.{params['method']}"
-    )
+    where = where or f"method_overrides.{params['method']}"
+    method_cfg = from_dict(method_cls.Config, params.get("method_overrides", {}), where)
     cfg = RunConfig(
         dataset=params["dataset"],
         method=params["method"],
@@ -43,13 +43,19 @@ def resolve_run(params: dict[str, Any]) -> RunConfig:
     )
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
         raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
+    p = cfg.protocol
+    if method_cls.needs_unlabeled and p.labeled_bs >= p.batch_size:
+        raise ConfigError(
+            f"protocol.labeled_bs ({p.labeled_bs}) equals protocol.batch_size ({p.batch_size}), so {cfg.method}'s "
+            f"batches hold no unlabeled sample: set labeled_bs below batch_size (the reference: 2 of 4)"
+        )
     return cfg
 
 
-def write_run_config(params: dict[str, Any], path: Path) -> RunConfig:
+def write_run_config(params: dict[str, Any], path: Path, where: str | None = None) -> RunConfig:
     """Resolve one grid cell's parameters into `path` (run_config.yaml) and start the run's journal beside it (the
     `run_config` rule, run inside the Snakemake process; `python -m harness resolve-run` does the same)."""
-    cfg = resolve_run(params)
+    cfg = resolve_run(params, where)
     write_yaml_atomic(Path(path), cfg.to_dict())
     new_journal(Path(path).parent)
     return cfg

@@ -73,7 +73,7 @@ def _identity(root: Path, stamp: tuple, entry: str, method: str | None) -> CodeI
         method_file = root / "methods" / f"{method}.py"
         if not method_file.is_file():
             raise FileNotFoundError(f"{method_file} does not exist: no method {method!r} in {root}")
-        start.add(method_file)
+        start |= graph.modules_to_files({f"methods.{method}"})  # with the package's __init__.py
     files = graph.closure(start, entry=graph.file_of(module))
     files |= {root / rel for rel in DISPATCHER if (root / rel).is_file()}
     files |= graph.data_files(files)

@@ -18,13 +18,14 @@ def cmd_check_config(a: argparse.Namespace) -> None:
     from harness.run.method_table import read_methods
     from harness.workflow.grid import cell_params, grid_cells
     from harness.workflow.validate import load_config_file, validate_config
+    from harness.workflow.variants import written_at
 
     config = load_config_file(a.config)  # its errors name the file (and line)
     try:
         validate_config(config, read_methods(PROJECT_ROOT))  # the Snakefile's validator
         cells = grid_cells(config)
         for cell in cells:
-            resolve_run(cell_params(config, cell))
+            resolve_run(cell_params(config, cell), written_at(config, cell.method))
     except ConfigError as err:
         raise ConfigError(f"{a.config}: {err}") from None
     logger.info("%s: %d runs resolve", a.config, len(cells))

@@ -108,7 +108,7 @@ def data_block(config: dict[str, Any], ds: str) -> dict[str, Any]:
     return block
 
 
-def _source_problems(ds: str, block: dict[str, Any]) -> list[str]:
+def source_problems(ds: str, block: dict[str, Any]) -> list[str]:
     """Settings a dataset's source needs (list sizes, the source's format, raw_root, the duplicates policy)."""
     source, problems = block.get("source", ""), []
     fmt = block.get("format", IMPLEMENTED_SOURCES.get(source, "la_h5"))
@@ -181,9 +181,9 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
         if source not in IMPLEMENTED_SOURCES:
             planned = PLANNED_SOURCES.get(source, "no plan")
             problems.append(f"dataset {ds!r}: data source {source!r} is not implemented yet ({planned})")
-        source_problems = _source_problems(ds, config["data"][ds])
-        problems += source_problems
-        if source not in IMPLEMENTED_SOURCES or source_problems:
+        found = source_problems(ds, config["data"][ds])
+        problems += found
+        if source not in IMPLEMENTED_SOURCES or found:
             continue
         n_train = data_block(config, ds)["n_train"]
         bad = [n for n in spec["labeled"] if not 1 <= n < n_train]

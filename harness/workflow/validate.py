@@ -32,13 +32,15 @@ from jsonschema.exceptions import ValidationError
 
 from harness.config import ConfigError, ProtocolConfig
 from harness.run.method_table import MethodEntry
-from harness.workflow.grid import check_grid
-from harness.workflow.variants import resolve_variants, undefined_variants, variant_problems
+from harness.workflow.grid import check_grid, source_problems
+from harness.workflow.variants import redundant_variants, resolve_variants, undefined_variants, variant_problems
 
 #: The JSON schema of every benchmark config (its keys are explained in config/README.md).
 SCHEMA_PATH = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
 #: Keys of `method_overrides.<method>.protocol` (the shared protocol, per method).
 PROTOCOL_KEYS = {f.name: None for f in fields(ProtocolConfig)}
+#: The protocol's values where the config sets none (what a variant's `protocol` overrides are compared with).
+PROTOCOL_DEFAULTS = {f.name: f.default for f in fields(ProtocolConfig)}
 #: Longest repr of a config value quoted in a problem line.
 MAX_VALUE_CHARS = 80
 #: Longest schema description appended to a problem line as a hint.
@@ -127,15 +129,19 @@ def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) 
     variants (in place: `methods` and `variants` list them, `harness.workflow.variants`) and refuses undefined
     variants and the grid problems of `harness.workflow.grid.check_grid`.
     """
-    problems = moved_key_problems(config) or schema_problems(config, load_schema())
+    schema = load_schema()
+    coerce_command_line_text(config, schema)
+    problems = moved_key_problems(config) or schema_problems(config, schema)
     if problems:
         raise ConfigError(_problem_list(problems))
     problems = variant_problems(config, methods) + override_problems(config.get("method_overrides", {}), methods)
     problems += _variant_key_problems(config, methods)
     if problems:
         raise ConfigError(_problem_list(problems))
-    resolve_variants(config, {name: entry.defaults for name, entry in methods.items()})
-    problems = undefined_variants(config)
+    defaults = {name: entry.defaults for name, entry in methods.items()}
+    problems = resolve_variants(config, defaults)
+    problems += undefined_variants(config) or redundant_variants(config, defaults, PROTOCOL_DEFAULTS)
+    problems += reference_problems(config, methods)
     if problems:
         raise ConfigError(_problem_list(problems))
     check_grid(config, sorted(methods))
@@ -159,6 +165,35 @@ def moved_key_problems(config: Mapping[str, Any]) -> list[str]:
             problems.append(f"{old}: moved to {new} (bookkeeping: it changes no number, so it is not part of a "
                             f"run's identity); write `{new}: {config[section][key]}` instead")  # fmt: skip
     return problems
+
+
+def reference_problems(config: Mapping[str, Any], methods: Mapping[str, MethodEntry]) -> list[str]:
+    """`report.reference_method` must name a method (the paired tests compare every method with it; one that is not
+    in this grid gives tables without tests, said in their captions; a misspelt one is refused here)."""
+    reference = config.get("report", {}).get("reference_method")
+    known = list(dict.fromkeys([*config["methods"], *methods]))
+    if reference is None or reference in known:
+        return []
+    close = difflib.get_close_matches(str(reference), known, n=1)
+    suggestion = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(config['methods'])}"
+    return [f"report.reference_method: {reference!r} is no method ({suggestion}); the paired tests compare every "
+            "method of the grid with it"]  # fmt: skip
+
+
+def validate_eval_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """Check what evaluating `dataset` reads of `config` (`data.<dataset>`, `eval`, `protocol`, filling in their
+    defaults): an evaluation-only config needs no training grid (`harness.evaluate.external`)."""
+    schema = load_schema()
+    wanted = ("name", "data", "eval", "protocol")
+    sub = {"type": "object", "properties": {k: schema["properties"][k] for k in wanted}, "additionalProperties": True}
+    part = {"data": {dataset: config["data"][dataset]}, **{k: config.get(k, {}) for k in ("eval", "protocol")}}
+    coerce_command_line_text(part, sub)
+    problems = schema_problems(part, sub) or source_problems(dataset, part["data"][dataset])
+    if problems:
+        raise ConfigError(_problem_list(problems))
+    config.update({"eval": part["eval"], "protocol": part["protocol"]})
+    config["data"][dataset] = part["data"][dataset]
+    return config
 
 
 def _problem_list(problems: list[str]) -> str:
@@ -210,6 +245,33 @@ def _nested_key_problems(where: str, values: Any, allowed: Mapping[str, Any]) ->
         elif allowed[key] is not None:
             problems += _nested_key_problems(f"{where}.{key}", value, allowed[key])
     return problems
+
+
+#: JSON types whose values Snakemake's `--config key=value` can hand over as text.
+SCALAR_TYPES = {"integer": int, "number": (int, float), "boolean": bool}
+
+
+def coerce_command_line_text(value: Any, schema: Any) -> Any:
+    """Turn text the schema wants as a number or boolean into one, in place, where YAML reads it so (`--config
+    'seeds=[1,2]'` gives the list ['1', '2']: Snakemake reads list items with YAML's BaseLoader). Returns `value`."""
+    if not isinstance(schema, dict):
+        return value
+    if isinstance(value, dict):
+        props, extra = schema.get("properties", {}), schema.get("additionalProperties")
+        for key in value:
+            value[key] = coerce_command_line_text(value[key], props.get(key, extra))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            value[i] = coerce_command_line_text(item, schema.get("items"))
+    elif isinstance(value, str) and schema.get("type") in SCALAR_TYPES:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        wanted = SCALAR_TYPES[schema["type"]]
+        if isinstance(parsed, wanted) and not (isinstance(parsed, bool) and schema["type"] != "boolean"):
+            return parsed
+    return value
 
 
 def schema_problems(config: Any, schema: dict[str, Any]) -> list[str]:

@@ -95,21 +95,33 @@ def sweep_points(config: Mapping[str, Any], base: str, defaults: Mapping[str, An
     return unique
 
 
-def resolve_variants(config: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> None:
-    """Add the sweep variants of `config` to `variants` and `methods` (in place; idempotent).
+def resolve_variants(config: dict[str, Any], defaults: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """Add the sweep variants of `config` to `variants` and `methods` (in place; idempotent). Returns one line per
+    sweep point that a user variant of the same name defines otherwise (variants and sweep points share one
+    namespace: the grid entry `<method>@<name>`).
 
     `defaults` maps each method to its literal Config defaults (`harness.run.method_table.MethodEntry.defaults`).
     """
     variants = config.setdefault("variants", {})
+    clashes = []
     for base in config.get("sweeps", {}):
         if base not in defaults:
             continue  # reported by variant_problems
         for point in sweep_points(config, base, defaults[base]):
             name = sweep_name(point)
-            variants.setdefault(base, {})[name] = point
+            defined = variants.setdefault(base, {})
+            if name in defined and defined[name] != point:  # a user's variant of the sweep point's name
+                clashes.append(
+                    f"sweeps.{base}: its point {name} ({json.dumps(point)}) and variants.{base}.{name} "
+                    f"({json.dumps(defined[name])}) are two definitions of one grid entry {base}{SEPARATOR}{name}; "
+                    "rename the variant or drop the value from the sweep"
+                )
+                continue
+            defined[name] = point
             entry = f"{base}{SEPARATOR}{name}"
             if entry not in config["methods"]:
                 config["methods"].append(entry)
+    return clashes
 
 
 def variant_problems(config: Mapping[str, Any], methods: Mapping[str, Any]) -> list[str]:
@@ -127,6 +139,49 @@ def variant_problems(config: Mapping[str, Any], methods: Mapping[str, Any]) -> l
     for base, spec in config.get("sweeps", {}).items():
         problems += _sweep_problems(config, base, spec)
     return problems
+
+
+def redundant_variants(
+    config: Mapping[str, Any], defaults: Mapping[str, Mapping[str, Any]], protocol_defaults: Mapping[str, Any]
+) -> list[str]:
+    """One line per grid variant that changes nothing (every override equals the base run's value) and per pair of
+    grid variants with the same effective settings: either would train a copy and add a test to the Holm family."""
+    problems, seen = [], {}
+    for entry in config["methods"]:
+        name, base = variant_of(entry), base_of(entry)
+        if not name or name not in config.get("variants", {}).get(base, {}):
+            continue
+        where = f"variants.{base}.{name}" if not SWEEP_NAME.match(name) else f"sweeps.{base} (point {name})"
+        effective = _changed(config, base, config["variants"][base][name], defaults.get(base, {}), protocol_defaults)
+        if not effective:
+            problems.append(f"{where}: every value equals the base run's ({base}); it would train a copy: remove it")
+            continue
+        key = json.dumps(effective, sort_keys=True)
+        if key in seen:
+            problems.append(f"{where}: the same settings as {seen[key]} ({key}); keep one of the two")
+        seen.setdefault(key, where)
+    return problems
+
+
+def _changed(
+    config: Mapping[str, Any],
+    base: str,
+    overrides: Mapping[str, Any],
+    defaults: Mapping[str, Any],
+    protocol_defaults: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The overrides of a variant that differ from its base run's values (its `protocol` ones too)."""
+    changed = {}
+    for key, value in overrides.items():
+        if key == "protocol":
+            base_protocol = {**protocol_defaults, **config.get("protocol", {}),
+                             **config.get("method_overrides", {}).get(base, {}).get("protocol", {})}  # fmt: skip
+            diff = {k: v for k, v in value.items() if not same_value(v, base_protocol.get(k, _NoLiteralDefault()))}
+            if diff:
+                changed["protocol"] = diff
+        elif not same_value(value, base_value(config, base, key, defaults)):
+            changed[key] = value
+    return changed
 
 
 def undefined_variants(config: Mapping[str, Any]) -> list[str]:
@@ -160,6 +215,19 @@ def run_overrides(config: Mapping[str, Any], method: str) -> dict[str, Any]:
         else:
             merged[key] = value
     return merged
+
+
+def written_at(config: Mapping[str, Any], method: str) -> str:
+    """Where a grid entry's method overrides are written, for messages: `method_overrides.<m>`, `variants.<m>.<name>`
+    or, for a sweep point, `sweeps.<m>.<key>` (the keys it sets)."""
+    name, base = variant_of(method), base_of(method)
+    if not name:
+        return f"method_overrides.{base}"
+    swept = config.get("sweeps", {}).get(base, {})
+    point = config.get("variants", {}).get(base, {}).get(name, {})
+    if SWEEP_NAME.match(name) and point and all(key in swept for key in point):
+        return " and ".join(f"sweeps.{base}.{key}" for key in point)
+    return f"variants.{base}.{name}"
 
 
 def own_overrides(config: Mapping[str, Any], method: str) -> dict[str, Any]:

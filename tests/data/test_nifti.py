@@ -448,15 +448,18 @@ def test_a_refused_case_leaves_none_of_its_files(tmp_path: Path, fault, message)
     assert not (out / "manifest.json").exists()
 
 
-def test_a_test_case_without_foreground_is_kept_with_a_warning(tmp_path: Path) -> None:
+def test_a_test_case_without_foreground_is_refused_by_name(tmp_path: Path) -> None:
+    """Dice, HD95 and ASD are undefined against an empty reference: refused when the case is prepared, naming the
+    case, its label file and the fix, instead of a traceback when it is evaluated."""
     ds = write_msd(tmp_path / "src", 4)
     fault_empty_foreground(ds, "fake_000")
     out = tmp_path / "out"
-    _prepare_all(NiftiSettings(ds, test_list=_write(tmp_path / "t.txt", "fake_000\n")), out)
-    record = json.loads((out / "qa" / "fake_000.json").read_text())
-    assert record["fg_voxels"] == 0 and record["warnings"] == ["test case without foreground voxels"]
-    assert (out / "qa" / "fake_000.png").stat().st_size > 0
-    assert json.loads((out / "manifest.json").read_text())["qa_warnings"] == {"fake_000": record["warnings"]}
+    plan = plan_dataset(NiftiSettings(ds, test_list=_write(tmp_path / "t.txt", "fake_000\n")), out)
+    with pytest.raises(
+        DataError, match=r"test case fake_000: the label .*fake_000.nii.gz has no voxel .*remove the case"
+    ):
+        prepare_case("fake_000", plan, out)
+    assert _case_outputs(out, "fake_000") == []
 
 
 def test_qa_warns_about_sides_below_16_voxels(tmp_path: Path) -> None:

@@ -12,7 +12,7 @@ from nifti_fakes import write_msd, write_nnunet
 from workflow_tools import REPO, run_snakemake
 
 
-def nifti_config(msd: Path, nnunet: Path) -> dict:
+def nifti_config(msd: Path, nnunet: Path, test_list: Path | None = None) -> dict:
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     geometry = {"patch_size": [16, 16, 16], "augment": "rotflip_crop", "stride": [16, 16, 8]}
     cfg["datasets"] = {"heart": {"labeled": [2], "upper_bound": True}, "spleen": {"labeled": [2], "upper_bound": False}}
@@ -22,6 +22,8 @@ def nifti_config(msd: Path, nnunet: Path) -> dict:
         "spleen": {"source": "nifti", "nifti": {"root": str(nnunet), "foreground": [1], "modality": "ct",
                                                 "target_spacing": [1.5, 1.5, 2.0]}, **geometry},
     }  # fmt: skip
+    if test_list is not None:
+        cfg["data"]["spleen"]["nifti"]["test"] = {"list": str(test_list)}
     return cfg
 
 
@@ -30,8 +32,11 @@ def test_msd_and_nnunet_datasets_run_through_the_whole_dag(tmp_path):
     # 5 cases each: MSD 4 train + 1 test (test fraction 0.25), nnU-Net 4 + 1 (0.2): small, and enough for 2 labeled
     msd = write_msd(tmp_path / "src_msd", modality="mri", n_cases=5)
     nnunet = write_nnunet(tmp_path / "src_nnunet", modality="ct", n_cases=5)
+    cases = sorted(p.name.removesuffix(".nii.gz") for p in nnunet.rglob("labelsTr/*.nii.gz"))
+    listed = tmp_path / "spleen_test.txt"  # the spleen's test case, named in a list file
+    listed.write_text(f"{cases[0]}\n")
     config = tmp_path / "mine.yaml"
-    config.write_text(yaml.safe_dump(nifti_config(msd, nnunet)))
+    config.write_text(yaml.safe_dump(nifti_config(msd, nnunet, listed)))
     work = tmp_path / "work"
     run_snakemake(work, config)
 
@@ -60,6 +65,16 @@ def test_msd_and_nnunet_datasets_run_through_the_whole_dag(tmp_path):
     # nothing left to do, and the split is written once: a rerun plans nothing
     dry = run_snakemake(work, config, "-n")
     assert "Nothing to be done" in dry.stdout + dry.stderr
+
+    # the list of test cases edited in place is an input of the preparation: the split and the tables follow it
+    assert (work / "resources" / "spleen" / "test.list").read_text().split() == [cases[0]]
+    new = cases[-1]
+    listed.write_text(f"{new}\n")
+    run_snakemake(work, config)
+    assert (work / "resources" / "spleen" / "test.list").read_text().split() == [new]
+    cases = [r.split(",")[5] for r in (out / "runs/spleen/supervised/labeled~2/seed~1/metrics_per_case.csv")
+             .read_text().splitlines()[1:]]  # fmt: skip
+    assert cases == [new]
 
 
 def test_setting_what_the_data_decides_is_refused(tmp_path):

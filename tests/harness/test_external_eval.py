@@ -172,7 +172,7 @@ def test_the_parser_registers_the_command_without_importing_torch():
     """The parser is built for every `python -m harness` command; registering this one must not slow them down."""
     argv = ["evaluate-checkpoint", "--weights", "w.pth", "--net", "vnet_sdf", "--dataset", "la"]
     code = (f"import sys; from harness.cli import build_parser; args = build_parser().parse_args({argv}); "
-            "assert args.config == 'config/smoke.yaml' and 'torch' not in sys.modules")  # fmt: skip
+            "assert args.config == 'config/config.yaml' and 'torch' not in sys.modules")  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -182,3 +182,53 @@ def test_an_unknown_dataset_or_label_is_refused_before_reading_the_weights(tmp_p
         evaluate_checkpoint(tmp_path / "absent.pth", "vnet", "la", config_path=config)
     with pytest.raises(ConfigError, match="--label 'UA-MT ref'"):
         evaluate_checkpoint(tmp_path / "absent.pth", "vnet", "tiny", config_path=config, label="UA-MT ref")
+
+
+def test_the_default_folder_is_keyed_by_the_weight_file_so_no_result_is_overwritten(evaluated_run, tmp_path,
+                                                                                  monkeypatch):  # fmt: skip
+    """Two different model.pt files: two folders (the first result is kept); an --out holding the other's results
+    is refused."""
+    root, run, _ = evaluated_run
+    first = Path(shutil.copy(run / "model.pt", tmp_path / "a_model.pt")).rename(tmp_path / "model.pt")
+    other = tmp_path / "other" / "model.pt"
+    other.parent.mkdir()
+    saved = torch.load(first, weights_only=True)
+    saved["state"]["net"] = {k: v + 0.01 if v.is_floating_point() else v for k, v in saved["state"]["net"].items()}
+    torch.save(saved, other)
+    config = write_config(tmp_path / "c.yaml")
+    monkeypatch.chdir(tmp_path)
+    for weights in (first, other):
+        evaluate_checkpoint(weights, "vnet", "tiny", config_path=config, data_root=root)
+    folders = sorted((tmp_path / "results" / "ext" / "external" / "tiny").iterdir())
+    assert [f.name for f in folders] == sorted(f"model-{file_sha256(w)[:12]}" for w in (first, other))
+    for folder in folders:
+        recorded = json.loads((folder / "metrics.json").read_text())["run_info"]["weights_sha256"]
+        assert folder.name.endswith(recorded[:12])
+    with pytest.raises(WeightsError, match=r"holds the results of another weight file .*choose another --out"):
+        first_folder = next(f for f in folders if f.name.endswith(file_sha256(first)[:12]))
+        evaluate_checkpoint(other, "vnet", "tiny", config_path=config, data_root=root, out_dir=first_folder)
+
+
+def test_an_evaluation_only_config_and_a_subset_of_cases(evaluated_run, tmp_path):
+    """No training grid is needed to evaluate; --cases evaluates those test cases only, with the run's numbers."""
+    root, run, expected = evaluated_run
+    full = yaml.safe_load(write_config(tmp_path / "full.yaml").read_text())
+    (tmp_path / "eval.yaml").write_text(yaml.safe_dump({k: full[k] for k in ("data", "eval", "protocol")}))
+    case = expected[-1]["case"]
+    argv = ["evaluate-checkpoint", "--weights", str(run / "model.pt"), "--net", "vnet", "--dataset", "tiny",
+            "--config", str(tmp_path / "eval.yaml"), "--data-root", str(root), "--out", str(tmp_path / "out"),
+            "--cases", case]  # fmt: skip
+    assert main(argv) == 0
+    rows = read_rows(tmp_path / "out")
+    assert [(r["case"], float(r["dice"])) for r in rows] == [(case, expected[-1]["dice"])]
+    assert sorted(p.name for p in (tmp_path / "out" / "predictions").glob("*.nii.gz")) == [f"{case}.nii.gz"]
+    assert main([*argv[:-1], "not_a_case"]) == 2
+
+
+def test_missing_prepared_data_names_the_ways_to_give_it(tmp_path, caplog):
+    config = write_config(tmp_path / "c.yaml")
+    argv = ["evaluate-checkpoint", "--weights", str(tmp_path / "w.pth"), "--net", "vnet", "--dataset", "tiny",
+            "--config", str(config), "--data-root", str(tmp_path / "nowhere")]  # fmt: skip
+    assert main(argv) == 2
+    assert "no prepared dataset in" in caplog.text and "--data-root" in caplog.text
+    assert "base_url" in caplog.text and "dicom_root" in caplog.text and "source: nifti" in caplog.text

@@ -15,6 +15,7 @@ from harness.workflow.data_inputs import DataInputs  # noqa: E402
 from harness.workflow.plan import Plan  # noqa: E402
 from harness.workflow.targets import Targets  # noqa: E402
 from harness.workflow.validate import validate_config  # noqa: E402
+from harness.workflow.variants import written_at  # noqa: E402
 
 # Jobs inherit: this Python first on PATH, this checkout first on PYTHONPATH, this process as their workflow.
 export_for_jobs(workflow.basedir)
@@ -93,14 +94,14 @@ def previous_model_arg(wildcards, input):
     return f"--previous-model {input.previous}" if input.previous else ""
 
 
-def write_run_config_logged(cell_json, out, log):
+def write_run_config_logged(cell_json, out, log, where):
     """The run_config rule's work, in this process: resolve and write run_config.yaml, start the journal; the log
     says what was written or why not."""
     from harness.method.build import write_run_config
 
     with open(log, "w") as f:
         try:
-            cfg = write_run_config(json.loads(cell_json), Path(out))
+            cfg = write_run_config(json.loads(cell_json), Path(out), where)
         except Exception as err:
             f.write(f"run_config refused: {err}\n")
             raise
