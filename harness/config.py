@@ -35,6 +35,8 @@ PLANNED_SOURCES: dict[str, str] = {}
 #: On-disk layouts a dataset root can have (harness.data.dataset.case_path).
 DATA_FORMATS = ("la_h5", "pancreas_h5", "case_h5")
 SAFE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+#: LR schedules of the main training (`protocol.lr_schedule`; `harness.method.contract.StageSpec.lr_at`).
+LR_SCHEDULES = ("step", "constant", "poly")
 #: Separates a method from its variant in grid entries, run folders and tables (`simcvd@no_sdm`).
 VARIANT_SEPARATOR = "@"
 
@@ -195,6 +197,11 @@ class ProtocolConfig:
     """LR is multiplied by lr_gamma every lr_step iterations (UA-MT: 2500; SimCVD: 3000)."""
     lr_gamma: float = 0.1
     """Step-decay factor (UA-MT)."""
+    lr_schedule: str = "step"
+    """`step` (lr · lr_gamma^(it // lr_step), UA-MT), `constant` (MC-Net) or `poly` (lr · (1 − (it − 1)/iterations)^
+    lr_power from the second step on, SSL4MIS / AD-MT) [H: the choice per method is a `method_overrides` value]."""
+    lr_power: float = 0.9
+    """Exponent of the poly schedule (SSL4MIS, AD-MT: 0.9)."""
     n_filters: int = 16
     """V-Net base width (UA-MT VNet n_filters=16); the smoke benchmark uses fewer."""
     deterministic: bool = True
@@ -217,6 +224,8 @@ class ProtocolConfig:
         for name in positive:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"protocol.{name}: must be > 0, got {getattr(self, name)}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"protocol.lr_schedule: {self.lr_schedule!r}; use one of {', '.join(LR_SCHEDULES)}")
         if self.amp not in ("off", "bf16", "fp16"):
             raise ConfigError(f"protocol.amp: {self.amp!r}; use off, bf16 or fp16")
         if self.labeled_bs > self.batch_size:

@@ -39,7 +39,7 @@ BuildNet = Callable[..., nn.Module]
 
 #: Optimisers and LR schedules a stage can ask the loop for (`StageSpec`).
 STAGE_OPTIMIZERS = ("adam", "sgd")
-STAGE_SCHEDULES = ("constant", "warmup_cosine", "step")
+STAGE_SCHEDULES = ("constant", "warmup_cosine", "step", "poly")
 #: What a stage trains on: every training image (labels never read), the first N labeled cases (with labels), or
 #: both streams of the semi-supervised protocol (labeled cases with labels, the other training cases image only).
 STAGE_DATA = ("images", "labeled", "labeled+unlabeled")
@@ -62,11 +62,14 @@ class StageSpec:
         optimizer: "adam" or "sgd".
         lr, weight_decay: the optimiser's values.
         schedule: "constant", "warmup_cosine" (linear warm-up over `warmup_fraction` of the iterations, then cosine
-            from lr to 0) or "step" (lr · lr_gamma^(it // lr_step), UA-MT).
+            from lr to 0), "step" (lr · lr_gamma^(it // lr_step), UA-MT) or "poly" (lr · (1 − (it − 1)/iterations)^
+            lr_power from the second step on, the first two steps at lr: the reference sets it after each step,
+            SSL4MIS/AD-MT `lr_ = base_lr * (1 - iter_num / max_iterations) ** 0.9`).
         warmup_fraction: share of the iterations spent warming up (warmup_cosine only).
         momentum: SGD momentum (sgd only).
         unlabeled_volumes: unlabeled samples per batch ("labeled+unlabeled" only).
         lr_step, lr_gamma: the step schedule.
+        lr_power: the poly schedule's exponent.
     """
 
     name: str
@@ -83,6 +86,7 @@ class StageSpec:
     unlabeled_volumes: int = 0
     lr_step: int = 1
     lr_gamma: float = 1.0
+    lr_power: float = 0.9
 
     def __post_init__(self) -> None:
         choices = ((self.data, STAGE_DATA, "data"), (self.optimizer, STAGE_OPTIMIZERS, "optimizer"),
@@ -103,6 +107,8 @@ class StageSpec:
             return self.lr
         if self.schedule == "step":
             return self.lr * self.lr_gamma ** (it // self.lr_step)
+        if self.schedule == "poly":
+            return self.lr * (1.0 - max(it - 1, 0) / self.iterations) ** self.lr_power
         warmup = int(self.warmup_fraction * self.iterations)
         if it < warmup:
             return self.lr * (it + 1) / warmup
@@ -168,7 +174,7 @@ class Stage:
 
 def main_stage(protocol: Any, needs_unlabeled: bool) -> StageSpec:
     """The main training of every method as a stage: the shared protocol (`harness.config.ProtocolConfig`), SGD with
-    the step schedule, two streams for semi-supervised methods, labeled batches for the others."""
+    its LR schedule, two streams for semi-supervised methods, labeled batches for the others."""
     p = protocol
     unlabeled = p.batch_size - p.labeled_bs if needs_unlabeled else 0
     return StageSpec(
@@ -180,11 +186,12 @@ def main_stage(protocol: Any, needs_unlabeled: bool) -> StageSpec:
         optimizer="sgd",
         lr=p.lr,
         weight_decay=p.weight_decay,
-        schedule="step",
+        schedule=p.lr_schedule,
         momentum=p.momentum,
         unlabeled_volumes=unlabeled,
         lr_step=p.lr_step,
         lr_gamma=p.lr_gamma,
+        lr_power=p.lr_power,
     )
 
 

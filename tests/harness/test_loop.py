@@ -291,3 +291,17 @@ def test_stop_request_checkpoints_the_current_iteration_and_resume_is_exact(tiny
     assert losses(tmp_path / "r") == losses(tmp_path / "full")
     for k, v in weights(tmp_path / "full").items():
         assert torch.equal(v, weights(tmp_path / "r")[k]), k
+
+
+def test_poly_and_constant_schedules_hand_values():
+    """poly: the reference sets the LR after each step from the step count before it, so steps 0 and 1 run at the
+    base LR and step k at lr·(1 − (k − 1)/iterations)^0.9 (SSL4MIS / AD-MT); constant: MC-Net+."""
+    from harness.config import ProtocolConfig
+    from harness.method.contract import main_stage
+
+    poly = main_stage(ProtocolConfig(iterations=4, lr=0.01, lr_schedule="poly"), needs_unlabeled=True)
+    assert [poly.lr_at(k) for k in range(4)] == pytest.approx([0.01, 0.01, 0.01 * 0.75**0.9, 0.01 * 0.5**0.9])
+    constant = main_stage(ProtocolConfig(iterations=4, lr=0.01, lr_schedule="constant"), needs_unlabeled=True)
+    assert {constant.lr_at(k) for k in range(4)} == {0.01}
+    with pytest.raises(ConfigError, match="protocol.lr_schedule: 'cosine'"):
+        ProtocolConfig(lr_schedule="cosine")
