@@ -1,5 +1,6 @@
-"""Files of one prepared case, shared by the sources that preprocess cases themselves (`pancreas`, `nifti`).
+"""Files of one prepared case, shared by the sources that write case files (`synthetic`, `la`, `pancreas`, `nifti`).
 
+* `write_h5`: an h5 case file (gzip `image` and `label` as given, optional attributes), written atomically.
 * `write_case_h5`: the case h5 (gzip `image` float32 and `label`, both (x, y, z), attribute `spacing` (x, y, z) mm),
   written to a temporary name and renamed, so a crash never leaves a half-written case file.
 * `write_overlay`: the QA PNG, the label contour over the image's central label slice, for a visual alignment check.
@@ -7,11 +8,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+
+from harness.io import atomic_path
 
 
 def write_case_h5(
@@ -26,18 +28,19 @@ def write_case_h5(
         spacing: voxel size (x, y, z) in mm.
         label_dtype: the stored label type (MC-Net's Pancreas files: float32; `case_h5`: uint8).
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("image", data=image.astype(np.float32), compression="gzip")
-            f.create_dataset("label", data=label.astype(label_dtype), compression="gzip")
-            f.attrs["spacing"] = np.asarray(spacing, dtype=np.float64)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    spacing_attr = {"spacing": np.asarray(spacing, dtype=np.float64)}
+    return write_h5(path, image.astype(np.float32), label.astype(label_dtype), attrs=spacing_attr)
+
+
+def write_h5(path: str | Path, image: np.ndarray, label: np.ndarray, attrs: dict | None = None) -> Path:
+    """An h5 case file as every source writes it: gzip datasets `image` and `label` (as given), then `attrs`,
+    written atomically (`harness.io`)."""
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("image", data=image, compression="gzip")
+        f.create_dataset("label", data=label, compression="gzip")
+        for key, value in (attrs or {}).items():
+            f.attrs[key] = value
+    return Path(path)
 
 
 def central_label_slice(label: np.ndarray) -> int:
@@ -53,8 +56,6 @@ def write_overlay(path: str | Path, image: np.ndarray, label: np.ndarray, title:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     z = central_label_slice(label)
     fig, ax = plt.subplots(figsize=(4, 4))
     ax.imshow(image[:, :, z].T, cmap="gray")
@@ -62,11 +63,9 @@ def write_overlay(path: str | Path, image: np.ndarray, label: np.ndarray, title:
         ax.contour(label[:, :, z].T, levels=[0.5], colors="r", linewidths=0.8)
     ax.set_title(f"{title} z={z}", fontsize=8)
     ax.axis("off")
-    tmp = path.with_name(path.stem + ".tmp.png")
     try:
-        fig.savefig(tmp, dpi=80)
-        os.replace(tmp, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=80)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
+    return Path(path)

@@ -14,7 +14,6 @@ Download semantics (docs/protocol.md §1.2 [H]):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -25,6 +24,8 @@ from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote, unquote, urlparse
+
+from harness.io import write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -264,22 +265,7 @@ def safe_extract_zip(
     return [dest.joinpath(*t.parts) for t in targets]
 
 
-# -- atomic writes -----------------------------------------------------------------------------------------------
-def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write text via `<name>.tmp` and a rename, creating the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write indented JSON atomically."""
-    return write_text_atomic(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
-
-
+# -- case lists ---------------------------------------------------------------------------------------------------
 def write_list(path: str | Path, ids: list[str]) -> Path:
     """A case list: one ID per line, each followed by a newline (the released lists' byte format)."""
     return write_text_atomic(path, "".join(f"{i}\n" for i in ids))

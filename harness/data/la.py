@@ -20,14 +20,13 @@ from __future__ import annotations
 import csv
 import hashlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 
+from harness.data.case_files import write_h5
 from harness.data.download import (
     DataError,
     fetch_url,
@@ -35,10 +34,11 @@ from harness.data.download import (
     missing_case_files,
     sha256_file,
     verify_file,
-    write_json_atomic,
     write_list,
 )
+from harness.data.prepared import H5_NAME, TRAINING_DIR, la_case_path
 from harness.data.splits import read_list
+from harness.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +51,6 @@ LIST_SHA256 = {
 MANIFEST_CSV = Path(__file__).resolve().parent / "manifests" / "la_manifest.csv"
 #: The released layout; the same constants as harness.data.dataset (not imported: that module imports torch, and
 #: every download job would pay for it; tests/data/test_la_data.py checks that both agree).
-TRAINING_DIR, H5_NAME = "2018LA_Seg_Training Set", "mri_norm2.h5"
 PATCH = (112, 112, 80)  # the patch size the crop padding aims at (la_heart_processing.py output_size)
 XY_MARGIN, Z_MARGIN = (10, 20), (5, 10)  # margins drawn as rng.integers(lo, hi): 10-19 and 5-9 voxels
 Z_SIZE = 88  # every LA MRI has 88 slices (protocol §1.1)
@@ -91,11 +90,6 @@ def manifest_lists(cases: dict[str, LaCase]) -> dict[str, list[str]]:
         f"{split}.list": [c.id for c in sorted((c for c in cases.values() if c.split == split), key=lambda c: c.index)]
         for split in ("train", "test")
     }
-
-
-def la_case_path(root: str | Path, case_id: str) -> Path:
-    """`<root>/2018LA_Seg_Training Set/<case_id>/mri_norm2.h5` (= harness.data.dataset.la_case_path)."""
-    return Path(root) / TRAINING_DIR / case_id / H5_NAME
 
 
 def manifest_case(cases: dict[str, LaCase], case_id: str) -> LaCase:
@@ -272,13 +266,7 @@ def preprocess_raw_case(
     image_c, label_c = norm[xs, ys], label[xs, ys]
     if expected_fg is not None and int(label_c.sum()) != expected_fg:
         raise DataError(f"LA case {case_id}: label has {int(label_c.sum())} voxels, the manifest says {expected_fg}")
-    out = la_case_path(root, case_id)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=image_c, compression="gzip")
-        f.create_dataset("label", data=label_c, compression="gzip")
-    os.replace(tmp, out)
+    write_h5(la_case_path(root, case_id), image_c, label_c)
     record = {"case": case_id, "seed": seed, "margins": margins, "crop_x": [xs.start, xs.stop],
               "crop_y": [ys.start, ys.stop], "raw_shape": list(image.shape), "shape": list(image_c.shape),
               "fg_voxels": int(label_c.sum())}  # fmt: skip

@@ -45,7 +45,7 @@ import h5py
 import numpy as np
 
 from harness.data.case_files import write_case_h5, write_overlay
-from harness.data.download import DataError, sha256_file, write_json_atomic, write_list
+from harness.data.download import DataError, sha256_file, write_list
 from harness.data.nifti_case import (
     SPACING_RTOL,
     CaseArrays,
@@ -65,6 +65,7 @@ from harness.data.nifti_layout import (
     split_cases,
 )
 from harness.data.prepared import MANIFEST, case_h5_path, load_case
+from harness.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 

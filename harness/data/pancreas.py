@@ -29,23 +29,15 @@ import h5py
 import numpy as np
 
 from harness.data.case_files import write_case_h5, write_overlay
-from harness.data.download import (
-    DataError,
-    missing_case_files,
-    sha256_file,
-    verify_file,
-    write_json_atomic,
-    write_list,
-)
-from harness.data.prepared import load_case
+from harness.data.download import DataError, missing_case_files, sha256_file, verify_file, write_list
+from harness.data.prepared import load_case, pancreas_case_path
 from harness.data.splits import PANCREAS_DUPLICATES, SPLIT_MCNET, SPLIT_MCNET_MINUS
 from harness.data.tcia import CtSeries, case_number, read_ct_series
+from harness.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
 SPLIT_CSV = Path(__file__).resolve().parent / "manifests" / "pancreas_split.csv"
-#: `<root>/h5/<ID>_norm.h5`, as harness.data.dataset.pancreas_case_path (not imported here: that module imports torch).
-H5_DIR, H5_SUFFIX = "h5", "_norm.h5"
 #: sha256 of ycwu1997/MC-Net @ fee453ca `data/Pancreas/{train,test}.list` (protocol §2.5).
 LIST_SHA256 = {
     "train.list": "96e54f3254f359a10ce5fa8a99ead8735f56660392d45f1f871dfc327d6383cf",
@@ -57,11 +49,6 @@ MARGIN, PATCH_XY, SPACING_MM = 25, 96, 1.0
 QA_RANGES = ((145, 225), (145, 159), (181, 310))
 NEAR_DUPLICATE_R = 0.98
 FINGERPRINT = (16, 16, 16)
-
-
-def pancreas_case_path(root: str | Path, case_id: str) -> Path:
-    """`<root>/h5/<case_id>_norm.h5` (= harness.data.dataset.pancreas_case_path)."""
-    return Path(root) / H5_DIR / f"{case_id}{H5_SUFFIX}"
 
 
 # -- split ------------------------------------------------------------------------------------------------------

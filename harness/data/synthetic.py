@@ -42,15 +42,15 @@ Everything is drawn from `numpy.random.default_rng`: one seed writes identical a
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
-import h5py
 import numpy as np
 from scipy import ndimage
 
-from harness.data.download import sha256_file, write_json_atomic, write_list
+from harness.data.case_files import write_h5
+from harness.data.download import sha256_file, write_list
 from harness.data.prepared import la_case_path
+from harness.io import write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -192,16 +192,6 @@ def _random_ids(rng: np.random.Generator, n: int) -> list[str]:
     return ids
 
 
-def _write_case(path: Path, image: np.ndarray, label: np.ndarray) -> None:
-    """Write `image` and `label` as gzip datasets of a new h5 file, via a temporary name and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("image", data=image, compression="gzip")
-        f.create_dataset("label", data=label, compression="gzip")
-    os.replace(tmp, path)
-
-
 def _check_args(n_train: int, n_test: int, shape_xy: tuple[tuple[int, int], ...], shape_z: int) -> None:
     if n_train < 1 or n_test < 0:
         raise ValueError(f"n_train must be >= 1 and n_test >= 0; got n_train={n_train}, n_test={n_test}")
@@ -219,7 +209,7 @@ def _write_cases(
     for k, (cid, shape, rng) in enumerate(zip(ids, shapes, rngs, strict=True)):
         image, label = make_synthetic_case(rng, shape, touch_z=k % 3 == 0)
         path = la_case_path(root, cid)
-        _write_case(path, image, label)
+        write_h5(path, image, label)
         cases[cid] = {
             "split": "train" if k < n_train else "test",
             "shape": list(shape),

@@ -19,7 +19,6 @@ import json
 import logging
 import os
 import re
-import shutil
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -37,8 +36,8 @@ from harness.data.download import (
     safe_extract_zip,
     sha256_file,
     verify_file,
-    write_json_atomic,
 )
+from harness.io import atomic_path, write_json_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -188,14 +187,10 @@ def fetch_series(
     if entry is None:
         raise _missing_series(case_id, f"the series index {index_path}")
     if entry["source"] == "local":
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
         files = sorted(p for p in Path(entry["path"]).rglob("*") if p.is_file())
-        for k, p in enumerate(files):
-            os.symlink(p.resolve(), tmp / f"{k:05d}_{p.name}")
-        shutil.rmtree(out_dir, ignore_errors=True)
-        os.replace(tmp, out_dir)
+        with atomic_path(out_dir, directory=True) as tmp:
+            for k, p in enumerate(files):
+                os.symlink(p.resolve(), tmp / f"{k:05d}_{p.name}")
         return out_dir
     url = f"{join_url(api_url, 'getImage')}?SeriesInstanceUID={entry['uid']}"
     archive = out_dir.with_name(out_dir.name + ".zip")

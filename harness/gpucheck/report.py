@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.gpucheck.settings import VARIANTS
+from harness.io import write_text_atomic
 
 STEP_COLUMNS = [v.name for v in VARIANTS] + ["compile"]
 
@@ -119,16 +120,10 @@ def render(report: dict[str, Any]) -> str:
     return "\n\n".join("\n".join(lines) for lines in sections) + "\n"
 
 
-def write_atomic(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 def write_report(report: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     """Write `<out_dir>/gpu_check.json` and `<out_dir>/gpu_check.md` (each to a temporary name, then renamed)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "gpu_check.json", out_dir / "gpu_check.md"
-    write_atomic(json.dumps(report, indent=2, default=str), json_path)
-    write_atomic(render(report), md_path)
+    write_text_atomic(json_path, json.dumps(report, indent=2, default=str))
+    write_text_atomic(md_path, render(report))
     return json_path, md_path

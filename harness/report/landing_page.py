@@ -46,7 +46,7 @@ def landing_fragment(tables: Iterable[str | os.PathLike], figure: str | os.PathL
 
 def write_landing(tables: Iterable[str | os.PathLike], figure: str | os.PathLike, out: str | os.PathLike) -> Path:
     """Write `landing_fragment(tables, figure)` to `out` atomically; returns `out`."""
-    from harness.report.table_model import write_text_atomic
+    from harness.io import write_text_atomic
 
     return write_text_atomic(out, landing_fragment(tables, figure))
 

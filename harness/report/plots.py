@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from harness.io import atomic_path
 from harness.report.aggregate import (
     PER_CASE_COLUMNS,
     RUN_COLUMNS,
@@ -38,7 +39,7 @@ from harness.report.aggregate import (
     setting_label,
 )
 from harness.report.outputs import PER_CASE_METRICS, figures
-from harness.report.table_model import atomic_write, format_labeled
+from harness.report.table_model import format_labeled
 
 logger = logging.getLogger(__name__)
 
@@ -81,11 +82,9 @@ def save_figure(fig: Any, png_path: str | os.PathLike) -> list[Path]:
     for fmt in FORMATS:
         path = png.with_suffix(f".{fmt}")
 
-        def write(tmp: Path, fmt: str = fmt) -> None:
-            """Render the figure into the temporary file."""
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=DPI, bbox_inches="tight", metadata=metadata[fmt])
-
-        paths.append(atomic_write(path, write))
+        paths.append(path)
     return paths
 
 

@@ -4,7 +4,7 @@ One table model, `Table` (rows of `Entry` cells plus a numeric `data` frame), is
 `render_markdown`, `render_csv` (the numeric frame), `render_latex` (booktabs; best value of each column within a
 labeled-count group in bold, see `mark_best`; ± in \\scriptsize) and `render_html` (a standalone page for the
 Snakemake report; `render_html_fragment` and `html_page` build larger pages). `RENDERERS` maps a file extension to its
-renderer; `write_table` writes a table in several formats with `write_text_atomic` / `atomic_write`.
+renderer; `write_table` writes a table in several formats (`harness.io.write_text_atomic`).
 
 Also here: the cell formatting helpers (`format_number`, `format_mean_std`, `format_p`, `format_labeled`,
 `method_label`, `mean_std_entry`) and the per-cell rows that the results table (`harness.report.tables`) and the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import html
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -25,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.io import write_text_atomic
 from harness.report.aggregate import CELL_KEYS, MISSING, PROVENANCE_COLUMNS, REFERENCE_ZERO, UNITS
 
 #: Display metrics of every table (distances renamed from the unit's columns) and whether higher is better.
@@ -323,42 +323,6 @@ def dataset_cells(cells: pd.DataFrame, dataset: str) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------------------- files
-def _umask() -> int:
-    """The process umask (read by setting and restoring it)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Create `path` atomically: `write(tmp)` fills a temporary file in the same folder, then os.replace.
-
-    Args:
-        path: destination file; its folder is created if needed.
-        write: callable that writes the complete content to the temporary path it receives.
-
-    Returns:
-        The destination path.
-    """
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the mode a plain open() would
-        os.replace(tmp, dest)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return dest
-
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
-    """Write UTF-8 `text` to `path` atomically (temporary file, then os.replace)."""
-    return atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
-
-
 def write_table(table: Table, folder: str | os.PathLike, formats: Iterable[str] = tuple(RENDERERS)) -> dict[str, Path]:
     """Write `table` as `<folder>/<table.name>.<ext>` for each format; returns {ext: path}."""
     unknown = [f for f in formats if f not in RENDERERS]

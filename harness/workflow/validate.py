@@ -263,14 +263,19 @@ def coerce_command_line_text(value: Any, schema: Any) -> Any:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             value[i] = coerce_command_line_text(item, schema.get("items"))
-    elif isinstance(value, str) and schema.get("type") in SCALAR_TYPES:
+    elif isinstance(value, str):
+        kinds = schema.get("type", [])
+        kinds = [kinds] if isinstance(kinds, str) else list(kinds)
+        if "string" in kinds or not any(k in SCALAR_TYPES for k in kinds):
+            return value
         try:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError:
             return value
-        wanted = SCALAR_TYPES[schema["type"]]
-        if isinstance(parsed, wanted) and not (isinstance(parsed, bool) and schema["type"] != "boolean"):
-            return parsed
+        for kind in kinds:
+            wanted = SCALAR_TYPES.get(kind)
+            if wanted and isinstance(parsed, wanted) and (kind == "boolean") == isinstance(parsed, bool):
+                return parsed
     return value
 
 

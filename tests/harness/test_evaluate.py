@@ -120,9 +120,10 @@ def test_mm_metrics_use_the_voxel_size_the_prepared_data_records(tmp_path):
     import h5py
     import numpy as np
 
-    from harness.data.download import sha256_file, write_json_atomic, write_list
+    from harness.data.download import sha256_file, write_list
     from harness.data.prepared import PreparedData
     from harness.evaluate.predictions import make_record, save_nifti, write_record
+    from harness.io import write_json_atomic
 
     root = tmp_path / "data"
     label = np.zeros((20, 20, 20), np.uint8)

@@ -292,3 +292,37 @@ def test_config_readme_lists_every_key():
     keys = schema_keys(yaml.safe_load(SCHEMA_PATH.read_text()))
     assert len(keys) > 60 and "report.reference_method" in keys
     assert [k for k in keys if f"| `{k}` |" not in readme] == []
+
+
+def test_confusing_inputs_of_issue_20_get_one_line_naming_key_and_fix():
+    """--config list items as text, a misspelt reference method, keys moved out of `protocol`, labeled_bs equal to
+    batch_size: each a line naming the key as written and the fix."""
+    from harness.method.build import resolve_run
+    from harness.run.folder import RunId
+    from harness.workflow.grid import cell_params
+
+    config = smoke()
+    config["seeds"] = ["1", "2"]  # what `--config 'seeds=[1,2]'` hands over (YAML's BaseLoader: text)
+    assert validate_config(config, METHODS)["seeds"] == [1, 2]
+    typo = smoke()
+    typo["report"] = {"reference_method": "simcvdd"}
+    with pytest.raises(
+        ConfigError, match=r"report.reference_method: 'simcvdd' is no method \(did you mean 'simcvd'\?\)"
+    ):
+        validate_config(typo, METHODS)
+    moved = smoke()
+    moved["protocol"]["log_every"] = 5
+    with pytest.raises(ConfigError, match=r"protocol.log_every: moved to compute.log_every .*`compute.log_every: 5`"):
+        validate_config(moved, METHODS)
+    same = validate_config({**smoke(), "protocol": {"labeled_bs": 4, "batch_size": 4}}, METHODS)
+    with pytest.raises(
+        ConfigError, match=r"protocol.labeled_bs \(4\) equals protocol.batch_size \(4\), so mean_teacher"
+    ):
+        resolve_run(cell_params(same, RunId("synthetic", "mean_teacher", 2, 1337)))
+
+
+def test_check_config_names_an_out_of_range_method_value_where_it_is_written(tmp_path):
+    path = bad_smoke(tmp_path, lambda c: c.update(sweeps={"mean_teacher": {"ema_decay": [1.5]}}))
+    res = check_config(path, REPO)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    assert "sweeps.mean_teacher.ema_decay: ema_decay must be in [0, 1]; got 1.5" in res.stderr

@@ -111,3 +111,44 @@ def test_the_simcvd_ablation_config_plans_every_published_row():
     assert len(cells) == 18 * 3 and {c.n_labeled for c in cells} == {8}
     configs = {resolve_run(cell_params(cfg, c)).sha256() for c in cells if c.seed == cfg["seeds"][0]}
     assert len(configs) == 18  # every row is a distinct configuration
+
+
+def test_a_sweep_point_and_a_user_variant_of_one_name_are_refused_with_both_definitions():
+    """Issue 20: the sweep used to replace the user's variant silently (its lr override was gone)."""
+    cfg = tiny(
+        methods=["supervised"],
+        variants={"supervised": {"has_dropout=false": {"has_dropout": False, "protocol": {"lr": 0.05}}}},
+        sweeps={"supervised": {"has_dropout": [False]}},
+    )
+    with pytest.raises(ConfigError) as err:
+        validate_config(cfg, METHODS)
+    text = str(err.value)
+    assert "sweeps.supervised: its point has_dropout=false" in text and "variants.supervised.has_dropout=false" in text
+    assert '"lr": 0.05' in text and "rename the variant" in text
+
+
+def test_variants_that_change_nothing_or_repeat_another_are_refused():
+    copies = tiny(
+        methods=["mean_teacher", "mean_teacher@same", "mean_teacher@a", "mean_teacher@b"],
+        variants={"mean_teacher": {"same": {"ema_decay": 0.99, "protocol": {"lr": 0.01}},  # the defaults
+                                   "a": {"ema_decay": 0.9}, "b": {"ema_decay": 0.9, "noise_std": 0.1}}},
+    )  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        validate_config(copies, METHODS)
+    text = str(err.value)
+    assert "variants.mean_teacher.same: every value equals the base run's" in text
+    assert "variants.mean_teacher.b: the same settings as variants.mean_teacher.a" in text
+
+
+def test_a_variant_error_names_where_its_value_is_written():
+    from harness.workflow.variants import written_at
+
+    cfg = validate_config(tiny(sweeps={"mean_teacher": {"ema_decay": [1.5]}}), METHODS)
+    entry = "mean_teacher@ema_decay=1.5"
+    assert written_at(cfg, entry) == "sweeps.mean_teacher.ema_decay"
+    with pytest.raises(ConfigError, match=r"^sweeps\.mean_teacher\.ema_decay: ema_decay must be in \[0, 1\]; got 1.5"):
+        resolve_run(cell_params(cfg, RunId("synthetic", entry, 2, 1)), written_at(cfg, entry))
+    named = validate_config(tiny(methods=["mean_teacher@x"], variants={"mean_teacher": {"x": {"ema_decay": 2.0}}}),
+                            METHODS)  # fmt: skip
+    assert written_at(named, "mean_teacher@x") == "variants.mean_teacher.x"
+    assert written_at(named, "supervised") == "method_overrides.supervised"
