@@ -31,9 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m harness", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument(
-        "--code-sha256", default="", help="the code identity the workflow planned for this job (harness.run.code): "
-        "the job stops if the code it would run differs"
-    )  # fmt: skip
+        "--code-sha256",
+        default="",
+        help="the code identity the workflow planned for this job (harness.run.code): "
+        "the job stops if the code it would run differs",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         importlib.import_module(name).add_commands(sub)

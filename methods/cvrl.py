@@ -84,8 +84,10 @@ class Config:
         if self.ei_mode not in EI_MODES:
             raise ValueError(f"ei_mode must be one of {EI_MODES}; got {self.ei_mode!r}")
         if self.voxels_per_volume < 1 or not 0.0 <= self.fg_fraction <= 1.0 or self.queue_size < 1:
-            raise ValueError(f"need voxels_per_volume >= 1, fg_fraction in [0, 1], queue_size >= 1; got "
-                             f"{self.voxels_per_volume}, {self.fg_fraction}, {self.queue_size}")  # fmt: skip
+            raise ValueError(
+                f"need voxels_per_volume >= 1, fg_fraction in [0, 1], queue_size >= 1; got "
+                f"{self.voxels_per_volume}, {self.fg_fraction}, {self.queue_size}"
+            )
         if self.tau_volume <= 0 or self.tau_voxel <= 0:
             raise ValueError(f"tau_volume and tau_voxel must be > 0; got {self.tau_volume}, {self.tau_voxel}")
 
@@ -149,8 +151,10 @@ class VolumeQueue(nn.Module):
     def push(self, keys: torch.Tensor, case_ids: torch.Tensor) -> None:
         """Enqueue `keys` `[N, D]` (detached) with `case_ids` `[N]`, overwriting the oldest entries."""
         if keys.ndim != 2 or keys.shape[1] != self.keys.shape[1] or case_ids.shape != (keys.shape[0],):
-            raise ValueError(f"keys must be [N, {self.keys.shape[1]}] and case_ids [N]; got {tuple(keys.shape)}, "
-                             f"{tuple(case_ids.shape)}")  # fmt: skip
+            raise ValueError(
+                f"keys must be [N, {self.keys.shape[1]}] and case_ids [N]; got {tuple(keys.shape)}, "
+                f"{tuple(case_ids.shape)}"
+            )
         size = self.keys.shape[0]
         idx = (self.ptr + torch.arange(keys.shape[0], device=keys.device)) % size
         self.keys[idx] = keys.detach().to(self.keys.dtype)
@@ -163,8 +167,9 @@ class VolumeQueue(nn.Module):
         return filled[None, :] & (self.case_ids[None, :] != anchor_case_ids[:, None])
 
 
-def info_nce_masked(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor,
-                    tau: float) -> torch.Tensor:  # fmt: skip
+def info_nce_masked(
+    anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor, mask: torch.Tensor, tau: float
+) -> torch.Tensor:
     """Per-anchor −log[exp(a·p/τ) / (exp(a·p/τ) + Σ_{k: mask} exp(a·k/τ))].
 
     Args:
@@ -283,9 +288,16 @@ class CVRL(Method):
         loss = sup + r * (cfg.w_vol * l_vol + cfg.w_vox * l_vox + cfg.w_con * l_con) + cfg.w_ei * l_ei
         if case_ids is not None:
             self.queue.push(g_t, case_ids)
-        logs = {"loss/sup": sup.item(), **logs, "loss/vol": l_vol.item(), "loss/vox": l_vox.item(),
-                "loss/con": l_con.item(), "loss/ei": l_ei.item(), "w/ramp": r,
-                "w/queue_used": float(case_ids is not None)}  # fmt: skip
+        logs = {
+            "loss/sup": sup.item(),
+            **logs,
+            "loss/vol": l_vol.item(),
+            "loss/vox": l_vox.item(),
+            "loss/con": l_con.item(),
+            "loss/ei": l_ei.item(),
+            "w/ramp": r,
+            "w/queue_used": float(case_ids is not None),
+        }
         return StepOutput(loss=loss, logs=logs)
 
     def after_optimizer_step(self, progress: Progress) -> None:

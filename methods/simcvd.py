@@ -142,8 +142,9 @@ def info_nce(anchors: torch.Tensor, candidates: torch.Tensor, tau: float) -> tor
         `[N]` losses.
     """
     if anchors.ndim != 2 or anchors.shape != candidates.shape:
-        raise ValueError(f"anchors and candidates must both be [N, D]; got {tuple(anchors.shape)}, "
-                         f"{tuple(candidates.shape)}")  # fmt: skip
+        raise ValueError(
+            f"anchors and candidates must both be [N, D]; got {tuple(anchors.shape)}, {tuple(candidates.shape)}"
+        )
     if tau <= 0:
         raise ValueError(f"tau must be > 0; got {tau}")
     logits = anchors @ candidates.T / tau
@@ -212,9 +213,14 @@ class SliceProjectionHead(nn.Module):
     """
 
     def __init__(
-        self, pool: int = 128, hidden: tuple[int, ...] = (256, 256), out: int = 128, dropout: float = 0.1,
-        l2_normalise: bool = True, pool_mode: str = "avg",
-    ) -> None:  # fmt: skip
+        self,
+        pool: int = 128,
+        hidden: tuple[int, ...] = (256, 256),
+        out: int = 128,
+        dropout: float = 0.1,
+        l2_normalise: bool = True,
+        pool_mode: str = "avg",
+    ) -> None:
         super().__init__()
         if pool < 1 or out < 1 or any(h < 1 for h in hidden) or not 0.0 <= dropout < 1.0:
             raise ValueError(

@@ -41,8 +41,17 @@ from harness.method import Batch, BuildNet, Method, Progress, Stage, StepOutput,
 from harness.numerics.losses import supervised_loss
 
 #: V-Net modules of the encoder (stages 1–5 and their down-sampling), the part stage 1 trains and hands on.
-ENCODER = ("block_one", "block_one_dw", "block_two", "block_two_dw", "block_three", "block_three_dw",
-           "block_four", "block_four_dw", "block_five")  # fmt: skip
+ENCODER = (
+    "block_one",
+    "block_one_dw",
+    "block_two",
+    "block_two_dw",
+    "block_three",
+    "block_three_dw",
+    "block_four",
+    "block_four_dw",
+    "block_five",
+)
 MODES = ("stride", "block")
 
 
@@ -116,8 +125,10 @@ class Config:
         if self.stage2.mode not in MODES:
             raise ValueError(f"stage2.mode must be one of {MODES}; got {self.stage2.mode!r}")
         if self.stage2.stride < 1 or self.stage2.block_size % self.stage2.stride:
-            raise ValueError(f"stage2.block_size ({self.stage2.block_size}) must be a multiple of stage2.stride "
-                             f"({self.stage2.stride}) >= 1")  # fmt: skip
+            raise ValueError(
+                f"stage2.block_size ({self.stage2.block_size}) must be a multiple of stage2.stride "
+                f"({self.stage2.stride}) >= 1"
+            )
         if min(self.stage1.tau, self.stage2.tau, *self.intensity.brightness, *self.intensity.gamma) <= 0:
             raise ValueError("stage taus, brightness and gamma ranges must be > 0")
 
@@ -212,8 +223,9 @@ def position_groups(
         (f `[G, P, D]`, labels `[G, P]`).
     """
     if emb.ndim != 5 or labels.shape != (emb.shape[0], *emb.shape[2:]):
-        raise ValueError(f"emb must be [V, D, X, Y, Z] and labels [V, X, Y, Z]; got {tuple(emb.shape)}, "
-                         f"{tuple(labels.shape)}")  # fmt: skip
+        raise ValueError(
+            f"emb must be [V, D, X, Y, Z] and labels [V, X, Y, Z]; got {tuple(emb.shape)}, {tuple(labels.shape)}"
+        )
     if stride < 1:
         raise ValueError(f"stride must be >= 1; got {stride}")
     e = emb[:, :, ::stride, ::stride, ::stride]
@@ -222,8 +234,9 @@ def position_groups(
     if block is None:
         return e.permute(0, 2, 3, 4, 1).reshape(1, -1, d), lab.reshape(1, -1)
     if block % stride or any(s % block for s in emb.shape[2:]):
-        raise ValueError(f"block ({block}) must be a multiple of stride ({stride}) and divide the patch "
-                         f"{tuple(emb.shape[2:])}")  # fmt: skip
+        raise ValueError(
+            f"block ({block}) must be a multiple of stride ({stride}) and divide the patch {tuple(emb.shape[2:])}"
+        )
     b = block // stride
     nx, ny, nz = (s // b for s in e.shape[2:])
     e = e.reshape(v, d, nx, b, ny, b, nz, b).permute(2, 4, 6, 0, 3, 5, 7, 1).reshape(nx * ny * nz, -1, d)

@@ -30,26 +30,86 @@ def pipeline(tmp_path_factory) -> Path:
     work = tmp_path_factory.mktemp("cli")
     harness("make-synthetic", "--out", "resources/tiny", "--seed", "2", "--n-train", "4", "--n-test", "2", cwd=work)
     params = {
-        "dataset": "tiny", "method": "supervised", "n_labeled": 2, "seed": 7,
+        "dataset": "tiny",
+        "method": "supervised",
+        "n_labeled": 2,
+        "seed": 7,
         "data": {"root": "resources/tiny", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"},
         "protocol": {"iterations": 3, "n_filters": 2},
         "threads": 1,
         "method_overrides": {},
-    }  # fmt: skip
+    }
     run = work / "runs" / "r"
     harness("resolve-run", "--params", json.dumps(params), "--out", str(run / "run_config.yaml"), cwd=work)
-    harness("train", "--run-config", str(run / "run_config.yaml"), "--run-dir", str(run), "--log-every", "1",
-            "--checkpoint-every", "2", cwd=work)  # fmt: skip
+    harness(
+        "train",
+        "--run-config",
+        str(run / "run_config.yaml"),
+        "--run-dir",
+        str(run),
+        "--log-every",
+        "1",
+        "--checkpoint-every",
+        "2",
+        cwd=work,
+    )
     common = ["--run-config", str(run / "run_config.yaml"), "--spacing", "0.5", "0.5", "2"]
-    harness("predict", *common, "--model", str(run / "model.pt"), "--out", str(run / "predictions"),
-            "--stride", "8", "8", "8", "--windows", "3", "--device", "cpu", cwd=work)  # fmt: skip
-    harness("evaluate", *common, "--predictions", str(run / "predictions"), "--run-info", str(run / "run_info.json"),
-            "--empty-pred", "worst_case", "--out-csv", str(run / "metrics_per_case.csv"),
-            "--out-json", str(run / "metrics.json"), cwd=work)  # fmt: skip
-    harness("report-tables", "--name", "cli", "--out", "out", "--inputs", str(run / "metrics_per_case.csv"),
-            "--published-source", "none", "--bootstrap-samples", "100", cwd=work)  # fmt: skip
-    harness("report-figures", "--out", "out/figures", "--inputs", str(run / "metrics_per_case.csv"),
-            "--published-source", "none", cwd=work)  # fmt: skip
+    harness(
+        "predict",
+        *common,
+        "--model",
+        str(run / "model.pt"),
+        "--out",
+        str(run / "predictions"),
+        "--stride",
+        "8",
+        "8",
+        "8",
+        "--windows",
+        "3",
+        "--device",
+        "cpu",
+        cwd=work,
+    )
+    harness(
+        "evaluate",
+        *common,
+        "--predictions",
+        str(run / "predictions"),
+        "--run-info",
+        str(run / "run_info.json"),
+        "--empty-pred",
+        "worst_case",
+        "--out-csv",
+        str(run / "metrics_per_case.csv"),
+        "--out-json",
+        str(run / "metrics.json"),
+        cwd=work,
+    )
+    harness(
+        "report-tables",
+        "--name",
+        "cli",
+        "--out",
+        "out",
+        "--inputs",
+        str(run / "metrics_per_case.csv"),
+        "--published-source",
+        "none",
+        "--bootstrap-samples",
+        "100",
+        cwd=work,
+    )
+    harness(
+        "report-figures",
+        "--out",
+        "out/figures",
+        "--inputs",
+        str(run / "metrics_per_case.csv"),
+        "--published-source",
+        "none",
+        cwd=work,
+    )
     return work
 
 
@@ -119,8 +179,14 @@ def test_check_config(tmp_path):
 
 
 def test_resolve_run_error_is_readable(tmp_path):
-    params = {"dataset": "d", "method": "supervised", "n_labeled": 1, "seed": 1,
-              "data": {"root": "x", "n_train": 2, "patch_size": [16, 16, 16]}, "protocol": {"lr": "high"}}  # fmt: skip
+    params = {
+        "dataset": "d",
+        "method": "supervised",
+        "n_labeled": 1,
+        "seed": 1,
+        "data": {"root": "x", "n_train": 2, "patch_size": [16, 16, 16]},
+        "protocol": {"lr": "high"},
+    }
     res = harness("resolve-run", "--params", json.dumps(params), "--out", "x.yaml", cwd=tmp_path, check=False)
     assert res.returncode == 2 and "protocol.lr: expected a number, got 'high'" in res.stderr
     assert not (tmp_path / "x.yaml").exists()

@@ -15,8 +15,13 @@ from workflow_tools import REPO, copy_project, env, snakemake_cmd
 
 
 def planned_rules(workdir: Path, config: Path, project: Path = REPO) -> set[str]:
-    res = subprocess.run(snakemake_cmd(workdir, config, "-n", project=project), env=env(project),
-                         capture_output=True, text=True, check=True)  # fmt: skip
+    res = subprocess.run(
+        snakemake_cmd(workdir, config, "-n", project=project),
+        env=env(project),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     text = res.stdout + res.stderr
     if "Nothing to be done" in text:
         return set()

@@ -8,14 +8,29 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 #: Citations of files a clone does not have (the spec and design notes the project was started from).
-OUTSIDE = re.compile("|".join([r"shared/spec", r"\.\./shared/(?!data)", r"\bDESIGN\.md", r"\bPERFORMANCE\.md",
-                               r"\becosystem\.md", r"spec/methods\.md"]))  # fmt: skip
+OUTSIDE = re.compile(
+    "|".join(
+        [
+            r"shared/spec",
+            r"\.\./shared/(?!data)",
+            r"\bDESIGN\.md",
+            r"\bPERFORMANCE\.md",
+            r"\becosystem\.md",
+            r"spec/methods\.md",
+        ]
+    )
+)
 TEXT = (".py", ".md", ".smk", ".yaml", ".yml", ".sh", ".rst", ".toml", ".cfg", "Snakefile", "Makefile")
 
 
 def tracked_text_files() -> list[Path]:
-    names = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                           capture_output=True, text=True, check=True).stdout.split("\n")  # fmt: skip
+    names = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split("\n")
     return [REPO / n for n in names if n.endswith(TEXT) and (REPO / n).is_file()]
 
 

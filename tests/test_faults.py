@@ -83,8 +83,10 @@ def recover(project: Path, config: Path, workdir: Path) -> None:
     downstream results. The test then checks that the command it prints leads to correct tables.)
     """
     for _ in range(3):
-        results = [run_snakemake(workdir, config, flag, project=project, check=False)
-                   for flag in ("--unlock", "--rerun-incomplete")]  # fmt: skip
+        results = [
+            run_snakemake(workdir, config, flag, project=project, check=False)
+            for flag in ("--unlock", "--rerun-incomplete")
+        ]
         refused = [r for r in results if "results refused" in r.stderr]
         if not refused:
             assert results[-1].returncode == 0, results[-1].stdout + results[-1].stderr

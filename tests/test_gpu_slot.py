@@ -159,7 +159,11 @@ def test_two_slots_per_device_fill_every_device_before_stacking(tmp_path):
         devices.append(read_device(tmp_path, f"job{i}"))
     assert devices == ["0", "1", "0", "1"]
     assert sorted(p.name for p in (tmp_path / "locks").iterdir()) == [
-        "gpu0.lock", "gpu0.slot1.lock", "gpu1.lock", "gpu1.slot1.lock"]  # fmt: skip
+        "gpu0.lock",
+        "gpu0.slot1.lock",
+        "gpu1.lock",
+        "gpu1.slot1.lock",
+    ]
     fifth = start(tmp_path, "fifth", 0, **slots)
     assert read_device(tmp_path, "fifth", 1.0) == ""  # never a third job on a device: it waits
     assert all(j.poll() is None for j in jobs) and fifth.poll() is None

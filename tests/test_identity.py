@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_tools import REPO, copy_project, planned_jobs, planned_runs, run_snakemake
+from workflow_tools import REPO, copy_project, env, grid_args, planned_jobs, planned_runs, run_snakemake, snakemake
 
 pytestmark = pytest.mark.slow
 METHODS = ("supervised", "mean_teacher")
@@ -93,24 +93,18 @@ def test_a_data_code_edit_prepares_the_data_again(finished):
 def test_jobs_run_the_code_of_the_snakefiles_checkout(tmp_path):
     """A second clone run with the first clone's venv (whose editable install points to the first clone): the jobs
     import the second clone's harness, as their recorded code says."""
-    import os
-    import subprocess
-    import sys
-
     from harness.cli import command_entry
     from harness.run.code import code_identity
 
     second = copy_project(tmp_path / "second")
     method = second / "methods" / "supervised.py"
     method.write_text(method.read_text().replace('"""supervised:', '"""supervised (second clone):', 1))
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-    cmd = [str(Path(sys.executable).parent / "snakemake"), "--snakefile", str(second / "Snakefile"), "--directory",
-           str(tmp_path / "work"), "--configfile", str(second / ".test" / "config" / "config.yaml"), "--cores", "2",
-           "--until", "train"]  # fmt: skip
-    res = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert res.returncode == 0, res.stdout + res.stderr
-    info = yaml.safe_load((tmp_path / "work" / "results/ci/runs/synthetic/supervised/labeled~2/seed~1/run_info.json")
-                          .read_text())  # fmt: skip
+    work = tmp_path / "work"
+    config = second / ".test" / "config" / "config.yaml"
+    snakemake(*grid_args(work, config, "--until", "train"), project=second, environ=env(second, activated=False))
+    info = yaml.safe_load(
+        (tmp_path / "work" / "results/ci/runs/synthetic/supervised/labeled~2/seed~1/run_info.json").read_text()
+    )
     entry, _ = command_entry("train")
     assert info["code"]["sha256"] == code_identity(entry, "supervised", root=second).sha256
     assert info["code"]["sha256"] != code_identity(entry, "supervised", root=REPO).sha256

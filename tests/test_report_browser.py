@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from workflow_tools import BIN, REPO, env, run_snakemake
+from workflow_tools import REPO, run_snakemake, snakemake
 
 CONFIG = REPO / ".test" / "config" / "config.yaml"
 WINDOW = (1400, 1000)
@@ -38,8 +38,17 @@ def chromium() -> str:
 
 
 def headless(browser: str, page: Path, profile: Path, *flags: str) -> subprocess.CompletedProcess:
-    cmd = [browser, "--headless", "--disable-gpu", "--no-sandbox", f"--user-data-dir={profile}",
-           f"--window-size={WINDOW[0]},{WINDOW[1]}", "--virtual-time-budget=30000", *flags, page.as_uri()]  # fmt: skip
+    cmd = [
+        browser,
+        "--headless",
+        "--disable-gpu",
+        "--no-sandbox",
+        f"--user-data-dir={profile}",
+        f"--window-size={WINDOW[0]},{WINDOW[1]}",
+        "--virtual-time-budget=30000",
+        *flags,
+        page.as_uri(),
+    ]
     res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, f"chromium failed ({res.returncode}):\n{res.stderr[-3000:]}"
     return res
@@ -49,10 +58,7 @@ def build_report(workdir: Path) -> Path:
     """The tiny grid run, then the report as the README builds it (no --cores)."""
     run_snakemake(workdir, CONFIG)
     out = workdir / "report.html"
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--configfile", str(CONFIG), "--report", str(out)]  # fmt: skip
-    res = subprocess.run(cmd, env=env(), capture_output=True, text=True)
-    assert res.returncode == 0, f"snakemake --report failed:\n{res.stdout}\n{res.stderr}"
+    snakemake("--directory", str(workdir), "--configfile", str(CONFIG), "--report", str(out))
     return out
 
 

@@ -6,7 +6,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from workflow_tools import REPO, RUN, env, snakemake_cmd
+from workflow_tools import REPO, RUN, env, grid_args
+from workflow_tools import snakemake as run
 
 from harness.run.jobs import RUNS_PER_GPU_ENV, export_runs_per_gpu
 
@@ -25,10 +26,7 @@ def snakemake(workdir: Path, runs_per_gpu: int, *extra: str, **variables: str) -
     config = workdir / f"runs_per_gpu_{runs_per_gpu}.yaml"
     config.write_text(CONFIG.read_text() + f"compute:\n  runs_per_gpu: {runs_per_gpu}\n")
     full_env = {k: v for k, v in env().items() if k not in ("CUDA_VISIBLE_DEVICES", RUNS_PER_GPU_ENV)}
-    full_env.update(variables)
-    res = subprocess.run(snakemake_cmd(workdir, config, *extra), env=full_env, capture_output=True, text=True)
-    assert res.returncode == 0, f"{res.stdout}\n{res.stderr}"
-    return res
+    return run(*grid_args(workdir, config, *extra), environ={**full_env, **variables})
 
 
 @pytest.mark.slow

@@ -2,41 +2,25 @@
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
-
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
+from workflow_tools import REPO, env, planned_jobs
+from workflow_tools import snakemake as run
 
 
 def snakemake(*args: str, cwd: Path = REPO, check: bool = True, activated: bool = True) -> subprocess.CompletedProcess:
-    """`.venv/bin/snakemake ...`; with `activated=False` as from a shell that never activated the venv (no venv on
-    PATH, no PYTHONPATH): the rules must still run the venv's Python."""
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
-    if not activated:
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
-        env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
+    """`workflow_tools.snakemake`; with `activated=False` as from a shell that never activated the venv."""
+    return run(*args, cwd=cwd, check=check, environ=env(activated=activated))
 
 
 def planned(res: subprocess.CompletedProcess) -> dict[str, int]:
     """Job counts per rule from a dry run's 'Job stats' table."""
-    text = res.stdout + res.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    return planned_jobs(res.stdout + res.stderr)
 
 
 def test_lint_is_clean():
@@ -134,8 +118,15 @@ def test_tiny_end_to_end_and_rerun_scope(tmp_path):
 
 
 def test_slurm_profile_dry_run_requests_gpus_and_resources(tmp_path):
-    res = snakemake("-n", "--workflow-profile", str(REPO / "profiles" / "slurm"), "--configfile",
-                    str(REPO / ".test" / "config" / "config.yaml"), "--directory", str(tmp_path))  # fmt: skip
+    res = snakemake(
+        "-n",
+        "--workflow-profile",
+        str(REPO / "profiles" / "slurm"),
+        "--configfile",
+        str(REPO / ".test" / "config" / "config.yaml"),
+        "--directory",
+        str(tmp_path),
+    )
     text = res.stdout + res.stderr
     train = text.split("rule train:")[1].split("\n\n")[0]
     assert "gpu=1" in train and "mem_mb=" in train and "runtime=" in train
@@ -149,8 +140,9 @@ def test_dry_run_prints_a_labelled_cost_estimate(tmp_path):
     (run / "benchmarks" / "train.tsv").write_text("s\th:m:s\n12.0\t0:00:12\n")
     (run / "run_info.json").write_text('{"iterations": 10}')
     protocol = {"iterations": 10, "n_filters": 8}
-    (run / "run_config.yaml").write_text(yaml.safe_dump({"method": "supervised", "protocol": protocol,
-                                                         "data": {"patch_size": [32, 32, 32]}}))  # fmt: skip
+    (run / "run_config.yaml").write_text(
+        yaml.safe_dump({"method": "supervised", "protocol": protocol, "data": {"patch_size": [32, 32, 32]}})
+    )
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
     res = snakemake("-n", "--configfile", str(tmp_path / "c.yaml"), "--directory", str(tmp_path))
@@ -171,8 +163,9 @@ def test_label_free_stage1_is_trained_once_per_dataset_and_seed(tmp_path):
     assert jobs["pretrain_stage1"] == 2 and jobs["pretrain_stage2"] == 4 and jobs["train"] == 4
     text = res.stdout + res.stderr
     stage1_outputs = re.findall(r"output: (\S+/stage1/model.pt)", text)
-    assert sorted(stage1_outputs) == [f"results/ci/runs/synthetic/sup_local_contrast/labeled~2/seed~{s}/stage1/model.pt"
-                                      for s in (1, 2)]  # fmt: skip
+    assert sorted(stage1_outputs) == [
+        f"results/ci/runs/synthetic/sup_local_contrast/labeled~2/seed~{s}/stage1/model.pt" for s in (1, 2)
+    ]
     stage2_of_3 = re.search(r"rule pretrain_stage2:\n\s+input: ([^\n]*labeled~3/seed~1/run_config.yaml[^\n]*)", text)
     assert stage2_of_3 and "labeled~2/seed~1/stage1/model.pt" in stage2_of_3.group(1)
 

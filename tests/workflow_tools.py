@@ -18,33 +18,54 @@ BIN = Path(sys.executable).parent
 RUN = "results/ci/runs/synthetic/supervised/labeled~2/seed~1"
 
 
-def env(project: Path = REPO) -> dict[str, str]:
-    """The environment of a workflow run: this venv first on PATH, `project`'s harness importable."""
-    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(project)}
+def env(project: Path = REPO, *, activated: bool = True, **variables: str) -> dict[str, str]:
+    """The environment of a workflow run: this venv first on PATH, `project`'s harness importable; with
+    `activated=False`, as from a shell that never activated the venv (no venv on PATH, no PYTHONPATH); `variables` on
+    top."""
+    if activated:
+        base = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(project)}
+    else:
+        base = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+        base["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    return {**base, **variables}
 
 
-def snakemake_cmd(workdir: Path, config: Path, *extra: str, project: Path = REPO) -> list[str]:
-    return [str(BIN / "snakemake"), "--snakefile", str(project / "Snakefile"), "--directory", str(workdir),
-            "--configfile", str(config), "--cores", "2", *extra]  # fmt: skip
-
-
-def run_snakemake(workdir: Path, config: Path, *extra: str, project: Path = REPO, check: bool = True):
-    res = subprocess.run(snakemake_cmd(workdir, config, *extra, project=project), env=env(project),
-                         capture_output=True, text=True)  # fmt: skip
+def snakemake(
+    *args: str, cwd: Path = REPO, project: Path = REPO, check: bool = True, environ: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """The one way the tests run `.venv/bin/snakemake` on `project`'s Snakefile (in `cwd`, with `environ`, default
+    `env(project)`); an AssertionError with both outputs when it fails and `check` is set."""
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(project / "Snakefile"), *args]
+    res = subprocess.run(cmd, cwd=cwd, env=environ or env(project), capture_output=True, text=True)
     if check and res.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(extra)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
+        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
     return res
 
 
+def grid_args(workdir: Path, config: Path, *extra: str) -> list[str]:
+    """The arguments of a run of `config` in `workdir` on 2 cores."""
+    return ["--directory", str(workdir), "--configfile", str(config), "--cores", "2", *extra]
+
+
+def run_snakemake(workdir: Path, config: Path, *extra: str, project: Path = REPO, check: bool = True):
+    """`config`'s grid in `workdir` (`grid_args`)."""
+    return snakemake(*grid_args(workdir, config, *extra), project=project, check=check)
+
+
 def start_snakemake(workdir: Path, config: Path, *extra: str, project: Path = REPO) -> subprocess.Popen:
-    return subprocess.Popen(snakemake_cmd(workdir, config, *extra, project=project), env=env(project),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    cmd = [str(BIN / "snakemake"), "--snakefile", str(project / "Snakefile"), *grid_args(workdir, config, *extra)]
+    return subprocess.Popen(cmd, env=env(project), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
 def copy_project(dst: Path) -> Path:
     """The project's tracked and untracked (not ignored) files, copied to `dst` (a project whose code a test edits)."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"], cwd=REPO,
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     for rel in filter(None, listed.split("\0")):
         if (REPO / rel).is_file():
             (dst / rel).parent.mkdir(parents=True, exist_ok=True)

@@ -76,12 +76,17 @@ def read_manifest(path: str | Path = MANIFEST_CSV) -> dict[str, LaCase]:
         rows = list(csv.DictReader(f))
     return {
         r["id"]: LaCase(
-            r["id"], r["split"], int(r["index"]), r["role"],
-            (int(r["shape_x"]), int(r["shape_y"]), int(r["shape_z"])), int(r["fg_voxels"]), int(r["bytes"]),
+            r["id"],
+            r["split"],
+            int(r["index"]),
+            r["role"],
+            (int(r["shape_x"]), int(r["shape_y"]), int(r["shape_z"])),
+            int(r["fg_voxels"]),
+            int(r["bytes"]),
             r["sha256"],
         )
         for r in rows
-    }  # fmt: skip
+    }
 
 
 def manifest_lists(cases: dict[str, LaCase]) -> dict[str, list[str]]:
@@ -112,18 +117,29 @@ def fetch_case(root: str | Path, case_id: str, base_url: str, *, retries: int = 
     """
     case = manifest_case(read_manifest(), case_id)
     return fetch_url(
-        case_url(base_url, case_id), la_case_path(root, case_id), what=f"LA case {case_id}", sha256=case.sha256,
-        size=case.bytes, retries=retries, progress=progress,
-    )  # fmt: skip
+        case_url(base_url, case_id),
+        la_case_path(root, case_id),
+        what=f"LA case {case_id}",
+        sha256=case.sha256,
+        size=case.bytes,
+        retries=retries,
+        progress=progress,
+    )
 
 
 def fetch_lists(root: str | Path, base_url: str, *, retries: int = 3, progress: bool = False) -> list[Path]:
     """Download `train.list` and `test.list` into `root`, each checked against its pinned sha256."""
     return [
-        fetch_url(join_url(base_url, name), Path(root) / name, what=f"LA {name}", sha256=digest, retries=retries,
-                  progress=progress)
+        fetch_url(
+            join_url(base_url, name),
+            Path(root) / name,
+            what=f"LA {name}",
+            sha256=digest,
+            retries=retries,
+            progress=progress,
+        )
         for name, digest in LIST_SHA256.items()
-    ]  # fmt: skip
+    ]
 
 
 def write_lists_from_manifest(root: str | Path) -> list[Path]:
@@ -182,11 +198,17 @@ def write_manifest(
                 raise DataError(f"LA case {cid}: {margins} is missing; preprocess the raw case again")
             entries[cid] = {"split": case.split, "sha256": sha256_file(path), "margins_sha256": sha256_file(margins)}
     manifest = {
-        "dataset": "la", "source": source, "la_source": source, "format": "la_h5", "split": "",
+        "dataset": "la",
+        "source": source,
+        "la_source": source,
+        "format": "la_h5",
+        "split": "",
         "origin": {"repository": REPOSITORY, "commit": COMMIT} if source == "released_h5" else {"crop_seed": crop_seed},
-        "n_train": len(lists["train.list"]), "n_test": len(lists["test.list"]), "lists": dict(list_sha256),
+        "n_train": len(lists["train.list"]),
+        "n_test": len(lists["test.list"]),
+        "lists": dict(list_sha256),
         "cases": entries,
-    }  # fmt: skip
+    }
     write_json_atomic(root / "manifest.json", manifest)
     logger.info("LA (%s): %d cases verified; wrote %s", source, len(entries), root / "manifest.json")
     return manifest
@@ -267,10 +289,23 @@ def preprocess_raw_case(
     if expected_fg is not None and int(label_c.sum()) != expected_fg:
         raise DataError(f"LA case {case_id}: label has {int(label_c.sum())} voxels, the manifest says {expected_fg}")
     write_h5(la_case_path(root, case_id), image_c, label_c)
-    record = {"case": case_id, "seed": seed, "margins": margins, "crop_x": [xs.start, xs.stop],
-              "crop_y": [ys.start, ys.stop], "raw_shape": list(image.shape), "shape": list(image_c.shape),
-              "fg_voxels": int(label_c.sum())}  # fmt: skip
+    record = {
+        "case": case_id,
+        "seed": seed,
+        "margins": margins,
+        "crop_x": [xs.start, xs.stop],
+        "crop_y": [ys.start, ys.stop],
+        "raw_shape": list(image.shape),
+        "shape": list(image_c.shape),
+        "fg_voxels": int(label_c.sum()),
+    }
     write_json_atomic(Path(root) / "raw_margins" / f"{case_id}.json", record)
-    logger.info("LA case %s: margins %s, crop x %s y %s -> %s", case_id, margins, record["crop_x"], record["crop_y"],
-                record["shape"])  # fmt: skip
+    logger.info(
+        "LA case %s: margins %s, crop x %s y %s -> %s",
+        case_id,
+        margins,
+        record["crop_x"],
+        record["crop_y"],
+        record["shape"],
+    )
     return record

@@ -104,8 +104,11 @@ def check_geometry(label: Any, series: CtSeries, what: str, rtol: float = 1e-2) 
             "(affine disagrees with its series)"
         )
     offset = np.array(label.GetOrigin(), float) - np.array(series.first_position, float)
-    return {"label_spacing": spacing.tolist(), "series_spacing": list(series.spacing),
-            "origin_offset_mm": offset.round(3).tolist()}  # fmt: skip
+    return {
+        "label_spacing": spacing.tolist(),
+        "series_spacing": list(series.spacing),
+        "origin_offset_mm": offset.round(3).tolist(),
+    }
 
 
 def series_to_image(series: CtSeries, label: Any) -> Any:
@@ -200,10 +203,13 @@ def preprocess(image: Any, label: Any, what: str) -> Prepared:
         raise DataError(f"{what}: the cropped image is constant after windowing")
     out = ((crop - float(crop.mean())) / std).astype(np.float32)
     return Prepared(
-        image=out, label=lab[xs, ys].astype(np.float32), spacing=tuple(float(v) for v in img_r.GetSpacing()),
-        crop=(xs, ys), resampled_shape=tuple(int(v) for v in img.shape),
+        image=out,
+        label=lab[xs, ys].astype(np.float32),
+        spacing=tuple(float(v) for v in img_r.GetSpacing()),
+        crop=(xs, ys),
+        resampled_shape=tuple(int(v) for v in img.shape),
         fingerprint=resize(windowed[::4, ::4, ::4], FINGERPRINT, order=1, anti_aliasing=True).astype(np.float32),
-    )  # fmt: skip
+    )
 
 
 def _qa_warnings(shape: tuple[int, ...]) -> list[str]:
@@ -241,13 +247,20 @@ def prepare_case(case_id: str, dicom_dir: str | Path, labels_dir: str | Path, ro
     qa.mkdir(parents=True, exist_ok=True)
     write_overlay(qa / f"{case_id}.png", prepared.image, prepared.label, what)
     record = {
-        "case": case_id, "dicom_shape_zyx": list(series.hu.shape), "skipped_files": series.skipped, **geometry,
-        "resampled_shape": list(prepared.resampled_shape), "spacing": list(prepared.spacing),
+        "case": case_id,
+        "dicom_shape_zyx": list(series.hu.shape),
+        "skipped_files": series.skipped,
+        **geometry,
+        "resampled_shape": list(prepared.resampled_shape),
+        "spacing": list(prepared.spacing),
         "crop_x": [prepared.crop[0].start, prepared.crop[0].stop],
-        "crop_y": [prepared.crop[1].start, prepared.crop[1].stop], "shape": list(prepared.image.shape),
-        "fg_voxels": int(prepared.label.sum()), "h5_sha256": sha256_file(h5), "warnings": warnings,
+        "crop_y": [prepared.crop[1].start, prepared.crop[1].stop],
+        "shape": list(prepared.image.shape),
+        "fg_voxels": int(prepared.label.sum()),
+        "h5_sha256": sha256_file(h5),
+        "warnings": warnings,
         "fingerprint": prepared.fingerprint.round(4).ravel().tolist(),
-    }  # fmt: skip
+    }
     write_json_atomic(qa / f"{case_id}.json", record)
     logger.info("%s: %s -> %s, spacing %s", what, record["resampled_shape"], record["shape"], record["spacing"])
     return record
@@ -293,8 +306,9 @@ def _note_served_duplicates(root: Path, split: str, policy: str) -> None:
         logger.warning(
             "the series index lists %s, but duplicates=auto resolved to %s when the DAG was built (no local copy); "
             "set data.<dataset>.tcia.duplicates: require to use the unchanged MC-Net split",
-            " and ".join(sorted(PANCREAS_DUPLICATES)), split,
-        )  # fmt: skip
+            " and ".join(sorted(PANCREAS_DUPLICATES)),
+            split,
+        )
 
 
 def write_manifest(root: str | Path, *, split: str, policy: str, lists: dict[str, list[str]] | None = None) -> dict:
@@ -330,15 +344,24 @@ def write_manifest(root: str | Path, *, split: str, policy: str, lists: dict[str
         hashes[name] = sha256_file(path)
     labels_index = root / "raw" / "labels" / "index.json"
     manifest = {
-        "dataset": "pancreas", "source": "tcia", "format": "pancreas_h5", "preprocessing": "mcnet", "split": split,
-        "pancreas_split": split, "duplicates_policy": policy,
+        "dataset": "pancreas",
+        "source": "tcia",
+        "format": "pancreas_h5",
+        "preprocessing": "mcnet",
+        "split": split,
+        "pancreas_split": split,
+        "duplicates_policy": policy,
         "excluded": sorted(PANCREAS_DUPLICATES) if split == SPLIT_MCNET_MINUS else [],
-        "n_train": len(lists["train.list"]), "n_test": len(lists["test.list"]), "lists": hashes,
-        "labels_archive_sha256": json.loads(labels_index.read_text())["archive_sha256"] if labels_index.is_file()
+        "n_train": len(lists["train.list"]),
+        "n_test": len(lists["test.list"]),
+        "lists": hashes,
+        "labels_archive_sha256": json.loads(labels_index.read_text())["archive_sha256"]
+        if labels_index.is_file()
         else None,
-        "cases": cases, "near_duplicates": dups,
+        "cases": cases,
+        "near_duplicates": dups,
         "qa_warnings": {cid: r["warnings"] for cid, r in qa.items() if r.get("warnings")},
-    }  # fmt: skip
+    }
     write_json_atomic(root / "manifest.json", manifest)
     logger.info("Pancreas (%s): %d cases verified; wrote %s", split, len(cases), root / "manifest.json")
     return manifest

@@ -255,18 +255,31 @@ def write_synthetic_la(
     (root / "manifest.json").unlink(missing_ok=True)
     master = np.random.default_rng(seed)
     ids = _random_ids(master, n_train + n_test)
-    shapes = [(int(master.integers(shape_xy[0][0], shape_xy[0][1] + 1)),
-               int(master.integers(shape_xy[1][0], shape_xy[1][1] + 1)), int(shape_z)) for _ in ids]  # fmt: skip
+    shapes = [
+        (
+            int(master.integers(shape_xy[0][0], shape_xy[0][1] + 1)),
+            int(master.integers(shape_xy[1][0], shape_xy[1][1] + 1)),
+            int(shape_z),
+        )
+        for _ in ids
+    ]
     cases = _write_cases(root, ids, shapes, master.spawn(len(ids)), n_train)
     train_ids, test_ids = sorted(ids[:n_train]), ids[n_train:]
-    lists = {name: sha256_file(write_list(root / name, names)) for name, names in
-             (("train.list", train_ids), ("test.list", test_ids))}  # fmt: skip
+    lists = {
+        name: sha256_file(write_list(root / name, names))
+        for name, names in (("train.list", train_ids), ("test.list", test_ids))
+    }
     manifest = {
-        "dataset": "synthetic", "source": "synthetic", "format": "la_h5", "seed": int(seed),
-        "n_train": n_train, "n_test": n_test,
+        "dataset": "synthetic",
+        "source": "synthetic",
+        "format": "la_h5",
+        "seed": int(seed),
+        "n_train": n_train,
+        "n_test": n_test,
         "generator": {"shape_xy": [list(r) for r in shape_xy], "shape_z": int(shape_z)},
-        "lists": lists, "cases": cases,
-    }  # fmt: skip
+        "lists": lists,
+        "cases": cases,
+    }
     write_json_atomic(root / "manifest.json", manifest)
     logger.info("wrote %d synthetic LA cases (seed %d) and %s", len(ids), seed, root / "manifest.json")
     return {**manifest, "train": train_ids, "test": test_ids}

@@ -320,8 +320,10 @@ def fetch_labels(
         raise _manual_labels(url, archive, str(err)) from err
     digest = sha256_file(archive)
     labels = {f"image{LABEL_RE.search(f.name).group(1)}": {"file": f.name, "sha256": sha256_file(f)} for f in files}
-    write_json_atomic(raw_dir / "labels" / "index.json", {"archive": archive.name, "archive_sha256": digest,
-                                                          "labels": dict(sorted(labels.items()))})  # fmt: skip
+    write_json_atomic(
+        raw_dir / "labels" / "index.json",
+        {"archive": archive.name, "archive_sha256": digest, "labels": dict(sorted(labels.items()))},
+    )
     if not sha256:
         logger.info("label archive sha256 %s (pin it with data.<dataset>.tcia.labels_sha256)", digest)
     logger.info("%d label files extracted from %s", len(labels), archive)

@@ -126,8 +126,11 @@ def key_problems(net: nn.Module, state_dict: Mapping[str, torch.Tensor]) -> list
     expected = net.state_dict()
     missing = [k for k in expected if k not in given and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
-              if k in given and given[k].shape != v.shape]  # fmt: skip
+    shapes = [
+        f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in given and given[k].shape != v.shape
+    ]
     problems = []
     for what, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", shapes)):
         if keys:
@@ -254,18 +257,35 @@ def evaluate_checkpoint(
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_dir = out_dir / "predictions"
     record = write_predictions(
-        predict, data, pred_dir, window=settings.data.patch_size, stride=settings.stride,
-        windows_per_batch=settings.windows_per_batch, spacing_mm=spacing, num_classes=num_classes,
-        model_sha256=weights.sha256, config_sha256=run_info["config_sha256"],
-    )  # fmt: skip
+        predict,
+        data,
+        pred_dir,
+        window=settings.data.patch_size,
+        stride=settings.stride,
+        windows_per_batch=settings.windows_per_batch,
+        spacing_mm=spacing,
+        num_classes=num_classes,
+        model_sha256=weights.sha256,
+        config_sha256=run_info["config_sha256"],
+    )
     cfg = RunConfig(dataset, label, n_labeled or settings.data.n_train, seed or 0, settings.data, ProtocolConfig())
-    rows = evaluate_cases(cfg, pred_dir, spacing_mm=spacing, empty_pred=settings.empty_pred, run_info=run_info,
-                          cases=list(data.test_ids))  # fmt: skip
+    rows = evaluate_cases(
+        cfg, pred_dir, spacing_mm=spacing, empty_pred=settings.empty_pred, run_info=run_info, cases=list(data.test_ids)
+    )
     unknown = {"n_labeled": "" if n_labeled is None else n_labeled, "seed": "" if seed is None else seed}
-    eval_record = {**record["settings"], "empty_pred": settings.empty_pred, "model_sha256": weights.sha256,
-                   "data_manifest_sha256": data.manifest_sha256}  # fmt: skip
-    write_results([{**row, **unknown} for row in rows], out_dir / "metrics_per_case.csv", out_dir / "metrics.json",
-                  run_info, eval_record)  # fmt: skip
+    eval_record = {
+        **record["settings"],
+        "empty_pred": settings.empty_pred,
+        "model_sha256": weights.sha256,
+        "data_manifest_sha256": data.manifest_sha256,
+    }
+    write_results(
+        [{**row, **unknown} for row in rows],
+        out_dir / "metrics_per_case.csv",
+        out_dir / "metrics.json",
+        run_info,
+        eval_record,
+    )
     logger.info("%s: %d test cases of %s evaluated into %s", weights.path, len(rows), dataset, out_dir)
     return run_info
 
@@ -316,10 +336,18 @@ def _cmd(a: argparse.Namespace) -> None:
 
         torch.set_num_threads(a.threads)
     evaluate_checkpoint(
-        Path(a.weights), a.net, a.dataset, config_path=Path(a.config), out_dir=Path(a.out) if a.out else None,
-        data_root=Path(a.data_root) if a.data_root else None, label=a.label, n_labeled=a.n_labeled, seed=a.seed,
-        device=_device(a.device), cases=a.cases or None,
-    )  # fmt: skip
+        Path(a.weights),
+        a.net,
+        a.dataset,
+        config_path=Path(a.config),
+        out_dir=Path(a.out) if a.out else None,
+        data_root=Path(a.data_root) if a.data_root else None,
+        label=a.label,
+        n_labeled=a.n_labeled,
+        seed=a.seed,
+        device=_device(a.device),
+        cases=a.cases or None,
+    )
 
 
 def add_command(sub: argparse._SubParsersAction) -> None:
@@ -329,8 +357,9 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--net", required=True, choices=NETS, help="vnet (UA-MT, SSL4MIS VNet) or vnet_sdf (DTC VNet_sdf)")
     p.add_argument("--dataset", required=True, help="a dataset of the config (data.<dataset>)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark config (default: %(default)s)")
-    p.add_argument("--out", default="", help="output folder (default: results/<name>/external/<dataset>/"
-                   "<file stem>-<sha256[:12]>)")  # fmt: skip
+    p.add_argument(
+        "--out", default="", help="output folder (default: results/<name>/external/<dataset>/<file stem>-<sha256[:12]>)"
+    )
     p.add_argument("--data-root", default="", help="the prepared dataset (default: resources/<dataset>)")
     p.add_argument("--label", default=EXTERNAL, help="the method column of the results (default: %(default)s)")
     p.add_argument("--n-labeled", type=int, default=None, help="labeled cases the weights were trained with")

@@ -93,12 +93,25 @@ def evaluate_cases(
             mm = case_metrics(pred, gt, spacing=spacing_mm, empty_pred=empty_pred)
         except ValueError as err:
             raise DataError(f"test case {case} ({pred_path} against {data.path(case)}): {err}") from err
-        rows.append({
-            "dataset": cfg.dataset, "method": cfg.method, "n_labeled": cfg.n_labeled, "n_train": cfg.data.n_train,
-            "seed": cfg.seed, "case": case, "dice": vox["dice"], "jaccard": vox["jaccard"], "hd95": vox["hd95"],
-            "asd": vox["asd"], "hd95_mm": mm["hd95"], "asd_mm": mm["asd"], "empty_pred": int(vox["empty_pred"]),
-            "empty_pred_policy": empty_pred, **provenance,
-        })  # fmt: skip
+        rows.append(
+            {
+                "dataset": cfg.dataset,
+                "method": cfg.method,
+                "n_labeled": cfg.n_labeled,
+                "n_train": cfg.data.n_train,
+                "seed": cfg.seed,
+                "case": case,
+                "dice": vox["dice"],
+                "jaccard": vox["jaccard"],
+                "hd95": vox["hd95"],
+                "asd": vox["asd"],
+                "hd95_mm": mm["hd95"],
+                "asd_mm": mm["asd"],
+                "empty_pred": int(vox["empty_pred"]),
+                "empty_pred_policy": empty_pred,
+                **provenance,
+            }
+        )
     return rows
 
 
@@ -139,10 +152,16 @@ def write_results(rows: list[dict], csv_path: Path, json_path: Path, run_info: d
         "metrics": means,
         "n_cases": len(rows),
         "n_empty_pred": sum(r["empty_pred"] for r in rows),
-        "eval": {**eval_settings, "postprocess_lcc": False, "hd95": "pooled (medpy)",
-                 "asd": "directed pred->gt (medpy)", "surface_connectivity": 1, "decision": "argmax / p > 0.5"},
+        "eval": {
+            **eval_settings,
+            "postprocess_lcc": False,
+            "hd95": "pooled (medpy)",
+            "asd": "directed pred->gt (medpy)",
+            "surface_connectivity": 1,
+            "decision": "argmax / p > 0.5",
+        },
         "run_info": run_info,
-    }  # fmt: skip
+    }
     write_json_atomic(json_path, record)
 
 

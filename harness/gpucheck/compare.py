@@ -27,17 +27,34 @@ WINDOW, RTOL = 50, 0.10
 
 
 def compare_config(
-    root: Path, *, iterations: int, seed: int = 1337, n_labeled: int = 8, patch: tuple[int, int, int] = (112, 112, 80),
-    n_filters: int = 16, data_format: str = "la_h5",
-) -> RunConfig:  # fmt: skip
+    root: Path,
+    *,
+    iterations: int,
+    seed: int = 1337,
+    n_labeled: int = 8,
+    patch: tuple[int, int, int] = (112, 112, 80),
+    n_filters: int = 16,
+    data_format: str = "la_h5",
+) -> RunConfig:
     """`supervised` on the prepared dataset at `root` with the protocol's defaults, `iterations` steps, every loss
     logged, no loader workers (both devices get identical batches in the same process layout)."""
     n_train = len(PreparedData.open(str(root), data_format).train_ids)
-    data = {"root": str(root), "format": data_format, "n_train": n_train, "patch_size": list(patch),
-            "augment": "rotflip_crop"}  # fmt: skip
+    data = {
+        "root": str(root),
+        "format": data_format,
+        "n_train": n_train,
+        "patch_size": list(patch),
+        "augment": "rotflip_crop",
+    }
     protocol = {"iterations": iterations, "n_filters": n_filters, "lr_step": max(iterations, 1)}
-    params = {"dataset": "la", "method": "supervised", "n_labeled": n_labeled, "seed": seed, "data": data,
-              "protocol": protocol}  # fmt: skip
+    params = {
+        "dataset": "la",
+        "method": "supervised",
+        "n_labeled": n_labeled,
+        "seed": seed,
+        "data": data,
+        "protocol": protocol,
+    }
     return resolve_run(params)
 
 
@@ -58,17 +75,33 @@ def compare_losses(reference: list[float], other: list[float], *, window: int = 
         raise ValueError(f"loss curves of different or zero length: {len(reference)} and {len(other)} iterations")
     ref, oth = window_means(reference, window), window_means(other, window)
     rel = [abs(b - a) / abs(a) if a else abs(b - a) for a, b in zip(ref, oth, strict=True)]
-    return {"window": window, "rtol": rtol, "reference_means": ref, "other_means": oth, "relative_differences": rel,
-            "max_relative_difference": max(rel), "passed": max(rel) <= rtol}  # fmt: skip
+    return {
+        "window": window,
+        "rtol": rtol,
+        "reference_means": ref,
+        "other_means": oth,
+        "relative_differences": rel,
+        "max_relative_difference": max(rel),
+        "passed": max(rel) <= rtol,
+    }
 
 
 def compare_devices(
-    cfg: RunConfig, out_dir: Path, devices: tuple[torch.device, torch.device], *, window: int = WINDOW,
+    cfg: RunConfig,
+    out_dir: Path,
+    devices: tuple[torch.device, torch.device],
+    *,
+    window: int = WINDOW,
     rtol: float = RTOL,
-) -> dict[str, Any]:  # fmt: skip
+) -> dict[str, Any]:
     """Train `cfg` on both devices (run folders `<out_dir>/<device>/`) and compare their losses, the first device's
     curve being the reference."""
     curves = [train_losses(cfg, out_dir / str(d).replace(":", "_"), d) for d in devices]
     result = compare_losses(curves[0], curves[1], window=window, rtol=rtol)
-    return {"devices": [str(d) for d in devices], "iterations": cfg.protocol.iterations, "seed": cfg.seed,
-            "data": cfg.data.root, **result}  # fmt: skip
+    return {
+        "devices": [str(d) for d in devices],
+        "iterations": cfg.protocol.iterations,
+        "seed": cfg.seed,
+        "data": cfg.data.root,
+        **result,
+    }

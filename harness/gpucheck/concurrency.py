@@ -39,9 +39,14 @@ class Worker:
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "harness.gpucheck.worker", json.dumps(spec)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, bufsize=0, cwd=PROJECT_ROOT, env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self.stderr,
+            bufsize=0,
+            cwd=PROJECT_ROOT,
+            env=env,
             start_new_session=True,
-        )  # fmt: skip
+        )
         self.buffer = b""
 
     @property
@@ -99,9 +104,17 @@ def worker_spec(
 ) -> dict[str, Any]:
     """What a worker builds: its task, the step (method, stage, dataset of `settings`), the precision and the cuDNN
     mode (`protocol.deterministic`)."""
-    return {"task": task, "quick": settings.quick, "method": case.method, "stage": case.stage,
-            "dataset": case.dataset.name, "device": device, "threads": 1, "deterministic": deterministic,
-            "variant": {"amp": variant.amp, "tf32": variant.tf32, "channels_last": variant.channels_last}}  # fmt: skip
+    return {
+        "task": task,
+        "quick": settings.quick,
+        "method": case.method,
+        "stage": case.stage,
+        "dataset": case.dataset.name,
+        "device": device,
+        "threads": 1,
+        "deterministic": deterministic,
+        "variant": {"amp": variant.amp, "tf32": variant.tf32, "channels_last": variant.channels_last},
+    }
 
 
 def run_group(workers: list[Worker], seconds: float, timeout: float) -> dict[str, Any]:
@@ -111,8 +124,13 @@ def run_group(workers: list[Worker], seconds: float, timeout: float) -> dict[str
         w.go()
     results = [json.loads(w.expect("result", seconds + timeout)) for w in workers]
     rates = [r["steps"] / r["seconds"] for r in results]
-    return {"k": len(workers), "status": "ok", "processes": results, "aggregate_steps_per_s": sum(rates),
-            "per_run_step_s": sum(r["seconds"] / r["steps"] for r in results) / len(workers)}  # fmt: skip
+    return {
+        "k": len(workers),
+        "status": "ok",
+        "processes": results,
+        "aggregate_steps_per_s": sum(rates),
+        "per_run_step_s": sum(r["seconds"] / r["steps"] for r in results) / len(workers),
+    }
 
 
 def concurrency(spec: dict[str, Any], settings: CheckSettings, ready_timeout: float) -> list[dict[str, Any]]:

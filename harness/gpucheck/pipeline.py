@@ -45,8 +45,14 @@ def loader_rate(case: StepCase, settings: CheckSettings, workers: int, device: t
         if i + 1 == batches:
             break
     seconds = time.perf_counter() - t0
-    return {"method": case.method, "dataset": case.dataset.name, "workers": workers, "samples": samples,
-            "sdf": "sdf" in (method.label_transforms() or {}), "samples_per_s": samples / seconds}  # fmt: skip
+    return {
+        "method": case.method,
+        "dataset": case.dataset.name,
+        "workers": workers,
+        "samples": samples,
+        "sdf": "sdf" in (method.label_transforms() or {}),
+        "samples_per_s": samples / seconds,
+    }
 
 
 def bottleneck(loader_per_s: float, step_per_s: float | None) -> str:
@@ -78,6 +84,12 @@ def sliding_window_time(
     t0 = time.perf_counter()
     sliding_window(predict, image, geometry.patch, geometry.stride, 2, windows_per_batch=windows_per_batch)
     synchronize(device)
-    return {"dataset": geometry.name, "volume": list(geometry.volume), "patch": list(geometry.patch),
-            "stride": list(geometry.stride), "windows": count_windows(geometry.volume, geometry.patch, geometry.stride),
-            "windows_per_batch": windows_per_batch, "seconds_per_case": time.perf_counter() - t0}  # fmt: skip
+    return {
+        "dataset": geometry.name,
+        "volume": list(geometry.volume),
+        "patch": list(geometry.patch),
+        "stride": list(geometry.stride),
+        "windows": count_windows(geometry.volume, geometry.patch, geometry.stride),
+        "windows_per_batch": windows_per_batch,
+        "seconds_per_case": time.perf_counter() - t0,
+    }

@@ -62,8 +62,17 @@ def project(
     wall time on each number of GPUs with each measured k (hours / (GPUs × speed-up of k))."""
     est = estimate(config, units, read_methods(PROJECT_ROOT))
     sequential = est["total_hours"] + predict_h
-    rows = [{"gpus": g, "k": k, "speedup": s, "wall_hours": sequential / (g * s)} for g in gpus
-            for k, s in sorted(speedups.items())]  # fmt: skip
-    return {"train_hours_per_method": est["hours_per_method"], "train_hours": est["total_hours"],
-            "predict_hours": predict_h, "sequential_hours": sequential, "unmeasured": est["unmeasured"],
-            "runs": len(grid_cells(config)), "rows": rows}  # fmt: skip
+    rows = [
+        {"gpus": g, "k": k, "speedup": s, "wall_hours": sequential / (g * s)}
+        for g in gpus
+        for k, s in sorted(speedups.items())
+    ]
+    return {
+        "train_hours_per_method": est["hours_per_method"],
+        "train_hours": est["total_hours"],
+        "predict_hours": predict_h,
+        "sequential_hours": sequential,
+        "unmeasured": est["unmeasured"],
+        "runs": len(grid_cells(config)),
+        "rows": rows,
+    }

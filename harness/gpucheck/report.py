@@ -65,31 +65,48 @@ def steps_section(report: dict[str, Any]) -> list[str]:
 def loader_section(rows: list[dict[str, Any]]) -> list[str]:
     header = ["dataset", "method", "SDF", "workers", "loader samples/s", "step samples/s", "bottleneck"]
     body = [
-        [r["dataset"], r["method"], r["sdf"], r["workers"], f"{r['samples_per_s']:.1f}",
-         number(r["step_samples_per_s"], ".1f"), r["bottleneck"]]
+        [
+            r["dataset"],
+            r["method"],
+            r["sdf"],
+            r["workers"],
+            f"{r['samples_per_s']:.1f}",
+            number(r["step_samples_per_s"], ".1f"),
+            r["bottleneck"],
+        ]
         for r in rows
-    ]  # fmt: skip
+    ]
     return ["## Data loader (samples/s) beside what the step consumes", ""] + table(header, body)
 
 
 def sliding_section(rows: list[dict[str, Any]]) -> list[str]:
     header = ["dataset", "case size", "windows", "windows per pass", "seconds per case"]
     body = [
-        [r["dataset"], "×".join(map(str, r["volume"])), r["windows"], r["windows_per_batch"],
-         f"{r['seconds_per_case']:.2f}"]
+        [
+            r["dataset"],
+            "×".join(map(str, r["volume"])),
+            r["windows"],
+            r["windows_per_batch"],
+            f"{r['seconds_per_case']:.2f}",
+        ]
         for r in rows
-    ]  # fmt: skip
+    ]
     return ["## Sliding window per test case", ""] + table(header, body)
 
 
 def concurrency_section(k: dict[str, Any]) -> list[str]:
     header = ["k", "status", "steps/s (all runs)", "speed-up vs k=1", "s per step of one run", "process IDs"]
     body = [
-        [r["k"], r["status"], number(r.get("aggregate_steps_per_s", "–"), ".2f"),
-         number(r.get("speedup_vs_1", "–"), ".2f"), number(r.get("per_run_step_s", "–"), ".3f"),
-         " ".join(str(p["pid"]) for p in r.get("processes", []))]
+        [
+            r["k"],
+            r["status"],
+            number(r.get("aggregate_steps_per_s", "–"), ".2f"),
+            number(r.get("speedup_vs_1", "–"), ".2f"),
+            number(r.get("per_run_step_s", "–"), ".3f"),
+            " ".join(str(p["pid"]) for p in r.get("processes", [])),
+        ]
         for r in k["rows"]
-    ]  # fmt: skip
+    ]
     return [f"## k runs sharing the device ({k['method']}, {k['dataset']}; k processes)", ""] + table(header, body)
 
 

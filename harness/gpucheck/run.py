@@ -129,8 +129,14 @@ def projection(
     if cuda:
         return result
     rows = [{**r, "wall_hours": NO_CUDA} for r in result["rows"]]
-    return {**result, "train_hours_per_method": NO_CUDA, "train_hours": NO_CUDA, "predict_hours": NO_CUDA,
-            "sequential_hours": NO_CUDA, "rows": rows}  # fmt: skip
+    return {
+        **result,
+        "train_hours_per_method": NO_CUDA,
+        "train_hours": NO_CUDA,
+        "predict_hours": NO_CUDA,
+        "sequential_hours": NO_CUDA,
+        "rows": rows,
+    }
 
 
 @contextlib.contextmanager
@@ -161,8 +167,9 @@ def run_check(settings: CheckSettings, device: torch.device, grid: dict[str, Any
         windows = grid["eval"]["windows_per_batch"]
         sliding = [sliding_window_time(g, settings, windows, device) for g in settings.datasets]
         k_case = StepCase(settings.k_method, None, settings.datasets[0])
-        k_rows = concurrency(worker_spec("throughput", k_case, settings, variant, str(device), deterministic),
-                             settings, ready)  # fmt: skip
+        k_rows = concurrency(
+            worker_spec("throughput", k_case, settings, variant, str(device), deterministic), settings, ready
+        )
         steps += measure_steps(cases, [v for v in VARIANTS if v != variant], settings, device, clock)
         steps += measure_compiles(cases, settings, variant, device, clock, deterministic)
     return {

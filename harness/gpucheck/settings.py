@@ -53,8 +53,9 @@ class Variant:
 FP32 = Variant()
 #: fp32 (TF32 off), TF32, bf16 autocast; each with contiguous and channels_last_3d tensors. fp32 comes first: it is
 #: the reference's setting, measured before anything else so the time budget never drops it.
-VARIANTS = tuple(Variant(amp, tf32, cl) for cl in (False, True) for amp, tf32 in (("off", False), ("off", True),
-                                                                                  ("bf16", False)))  # fmt: skip
+VARIANTS = tuple(
+    Variant(amp, tf32, cl) for cl in (False, True) for amp, tf32 in (("off", False), ("off", True), ("bf16", False))
+)
 
 
 @dataclass(frozen=True)
@@ -97,9 +98,19 @@ class CheckSettings:
 
 def full_settings() -> CheckSettings:
     """The paper sizes (n_filters 16, batch 2 + 2) for one CUDA device, in about 7 minutes."""
-    return CheckSettings(quick=False, datasets=(LA, PANCREAS), n_filters=16, warmup=3, iterations=10,
-                         loader_samples=48, k_values=(1, 2, 3), k_seconds=15.0, k_method="simcvd",
-                         compile_budget_s=120.0, budget_s=420.0)  # fmt: skip
+    return CheckSettings(
+        quick=False,
+        datasets=(LA, PANCREAS),
+        n_filters=16,
+        warmup=3,
+        iterations=10,
+        loader_samples=48,
+        k_values=(1, 2, 3),
+        k_seconds=15.0,
+        k_method="simcvd",
+        compile_budget_s=120.0,
+        budget_s=420.0,
+    )
 
 
 def quick_settings() -> CheckSettings:
@@ -107,8 +118,20 @@ def quick_settings() -> CheckSettings:
     tiny_la = DatasetGeometry("la", (16, 16, 16), (20, 18, 18), (16, 16, 8), 2, "rotflip_crop")
     tiny_pancreas = DatasetGeometry("pancreas", (16, 16, 16), (24, 20, 18), (16, 16, 16), 2, "crop")
     overrides = {"sup_local_contrast": {"stage1": {"batch_volumes": 2}, "stage2": {"stride": 4}}}
-    return CheckSettings(quick=True, datasets=(tiny_la, tiny_pancreas), n_filters=2, warmup=1, iterations=2,
-                         loader_samples=4, k_values=(1, 2, 3), k_seconds=1.0, k_method="supervised",
-                         compile_budget_s=1.0, budget_s=50.0, overrides=overrides,
-                         variant_methods=("supervised",), compile_cases=1,
-                         loader_methods=("supervised", "dtc"))  # fmt: skip
+    return CheckSettings(
+        quick=True,
+        datasets=(tiny_la, tiny_pancreas),
+        n_filters=2,
+        warmup=1,
+        iterations=2,
+        loader_samples=4,
+        k_values=(1, 2, 3),
+        k_seconds=1.0,
+        k_method="supervised",
+        compile_budget_s=1.0,
+        budget_s=50.0,
+        overrides=overrides,
+        variant_methods=("supervised",),
+        compile_cases=1,
+        loader_methods=("supervised", "dtc"),
+    )

@@ -51,12 +51,27 @@ def step_cases(settings: CheckSettings) -> list[StepCase]:
 
 def run_config(case: StepCase, settings: CheckSettings, variant: Variant) -> RunConfig:
     """The run configuration of the step: the protocol's defaults (batch 2 + 2) at the check's sizes and precision."""
-    protocol = {"n_filters": settings.n_filters, "amp": variant.amp, "tf32": variant.tf32,
-                "channels_last": variant.channels_last}  # fmt: skip
-    data = {"root": "synthetic (gpu-check)", "n_train": N_TRAIN, "patch_size": list(case.dataset.patch),
-            "augment": case.dataset.augment}  # fmt: skip
-    params = {"dataset": case.dataset.name, "method": case.method, "n_labeled": N_LABELED, "seed": 0, "data": data,
-              "protocol": protocol, "method_overrides": settings.overrides.get(case.method, {})}  # fmt: skip
+    protocol = {
+        "n_filters": settings.n_filters,
+        "amp": variant.amp,
+        "tf32": variant.tf32,
+        "channels_last": variant.channels_last,
+    }
+    data = {
+        "root": "synthetic (gpu-check)",
+        "n_train": N_TRAIN,
+        "patch_size": list(case.dataset.patch),
+        "augment": case.dataset.augment,
+    }
+    params = {
+        "dataset": case.dataset.name,
+        "method": case.method,
+        "n_labeled": N_LABELED,
+        "seed": 0,
+        "data": data,
+        "protocol": protocol,
+        "method_overrides": settings.overrides.get(case.method, {}),
+    }
     return resolve_run(params)
 
 
@@ -145,8 +160,14 @@ def measure_step(case: StepCase, settings: CheckSettings, variant: Variant, devi
             torch.cuda.reset_peak_memory_stats(device)
         runner = StepRunner(case, settings, variant, device)
         times = [runner.step() for _ in range(settings.warmup + settings.iterations)][settings.warmup :]
-        record.update(status="ok", samples=runner.samples, labeled=runner.batch.n_labeled, timed_steps=len(times),
-                      median_step_s=statistics.median(times), peak_memory_mb=peak_memory_mb(device))  # fmt: skip
+        record.update(
+            status="ok",
+            samples=runner.samples,
+            labeled=runner.batch.n_labeled,
+            timed_steps=len(times),
+            median_step_s=statistics.median(times),
+            peak_memory_mb=peak_memory_mb(device),
+        )
         del runner
     except Exception as err:  # out of memory, an unsupported kernel: recorded, the check goes on
         record.update(status=f"error: {type(err).__name__}: {str(err).strip().splitlines()[0] if str(err) else ''}")
@@ -160,9 +181,17 @@ def measure_step(case: StepCase, settings: CheckSettings, variant: Variant, devi
 
 def case_record(case: StepCase, variant: Variant, *, compiled: bool = False) -> dict[str, Any]:
     """What a step measurement is of: method, stage, dataset, patch, precision variant, compile."""
-    return {"method": case.method, "stage": case.stage or "train", "dataset": case.dataset.name,
-            "patch": list(case.dataset.patch), "variant": variant.name, "amp": variant.amp, "tf32": variant.tf32,
-            "channels_last": variant.channels_last, "compile": compiled}  # fmt: skip
+    return {
+        "method": case.method,
+        "stage": case.stage or "train",
+        "dataset": case.dataset.name,
+        "patch": list(case.dataset.patch),
+        "variant": variant.name,
+        "amp": variant.amp,
+        "tf32": variant.tf32,
+        "channels_last": variant.channels_last,
+        "compile": compiled,
+    }
 
 
 def skipped(case: StepCase, variant: Variant, reason: str, *, compiled: bool = False) -> dict[str, Any]:

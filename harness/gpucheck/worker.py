@@ -62,8 +62,13 @@ def throughput(spec: dict[str, Any]) -> dict[str, Any]:
         runner.step()
         steps += 1
     seconds = time.perf_counter() - t0
-    return {"pid": os.getpid(), "steps": steps, "seconds": seconds, "samples_per_step": runner.samples,
-            "peak_memory_mb": peak_memory_mb(runner.device)}  # fmt: skip
+    return {
+        "pid": os.getpid(),
+        "steps": steps,
+        "seconds": seconds,
+        "samples_per_step": runner.samples,
+        "peak_memory_mb": peak_memory_mb(runner.device),
+    }
 
 
 def compiled(spec: dict[str, Any]) -> dict[str, Any]:
@@ -75,8 +80,12 @@ def compiled(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(max(settings.warmup - 1, 0)):
         runner.step()
     times = [runner.step() for _ in range(settings.iterations)]
-    return {"pid": os.getpid(), "median_step_s": statistics.median(times), "timed_steps": len(times),
-            "peak_memory_mb": peak_memory_mb(runner.device)}  # fmt: skip
+    return {
+        "pid": os.getpid(),
+        "median_step_s": statistics.median(times),
+        "timed_steps": len(times),
+        "peak_memory_mb": peak_memory_mb(runner.device),
+    }
 
 
 def main(argv: list[str]) -> int:

@@ -89,8 +89,11 @@ class StageSpec:
     lr_power: float = 0.9
 
     def __post_init__(self) -> None:
-        choices = ((self.data, STAGE_DATA, "data"), (self.optimizer, STAGE_OPTIMIZERS, "optimizer"),
-                   (self.schedule, STAGE_SCHEDULES, "schedule"))  # fmt: skip
+        choices = (
+            (self.data, STAGE_DATA, "data"),
+            (self.optimizer, STAGE_OPTIMIZERS, "optimizer"),
+            (self.schedule, STAGE_SCHEDULES, "schedule"),
+        )
         for value, allowed, key in choices:
             if value not in allowed:
                 raise ValueError(f"stage {self.name!r}: {key} in {allowed}; got {value!r}")

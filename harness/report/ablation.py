@@ -32,8 +32,19 @@ from harness.workflow.variants import same_value
 
 logger = logging.getLogger(__name__)
 
-HEADER = ("Variant", "Overrides", "Labeled", "Dice (%)", "Δ Dice vs base", "p (Wilcoxon, Holm)", "95HD (voxel)",
-          "ASD (voxel)", "Seeds", "Published Dice (%)", "Published in")  # fmt: skip
+HEADER = (
+    "Variant",
+    "Overrides",
+    "Labeled",
+    "Dice (%)",
+    "Δ Dice vs base",
+    "p (Wilcoxon, Holm)",
+    "95HD (voxel)",
+    "ASD (voxel)",
+    "Seeds",
+    "Published Dice (%)",
+    "Published in",
+)
 
 
 @dataclass(frozen=True)
@@ -47,8 +58,12 @@ class RunSetting:
     method_config: Mapping[str, Any]
 
     def as_match(self) -> dict[str, Any]:
-        return {"base": self.base, "dataset": self.dataset, "method_config": self.method_config,
-                "variant_overrides": self.variant_overrides}  # fmt: skip
+        return {
+            "base": self.base,
+            "dataset": self.dataset,
+            "method_config": self.method_config,
+            "variant_overrides": self.variant_overrides,
+        }
 
 
 def read_settings(run_configs: Iterable[str | os.PathLike]) -> dict[tuple[str, str], RunSetting]:
@@ -57,8 +72,13 @@ def read_settings(run_configs: Iterable[str | os.PathLike]) -> dict[tuple[str, s
     for path in run_configs:
         raw = yaml.safe_load(Path(path).read_text())
         method = raw["method"]
-        setting = RunSetting(raw["dataset"], method, method.split(VARIANT_SEPARATOR, 1)[0],
-                             raw.get("variant_overrides") or {}, raw.get("method_config") or {})  # fmt: skip
+        setting = RunSetting(
+            raw["dataset"],
+            method,
+            method.split(VARIANT_SEPARATOR, 1)[0],
+            raw.get("variant_overrides") or {},
+            raw.get("method_config") or {},
+        )
         settings.setdefault((setting.dataset, method), setting)
     return settings
 
@@ -73,8 +93,14 @@ def _family(base: str, methods: Sequence[str], settings: Mapping, dataset: str, 
     own = [m for m in methods if m == base or m.startswith(base + VARIANT_SEPARATOR)]
     tables = set(published.loc[published["method_key"] == base, "table"])
     in_tables = published[published["table"].isin(tables)]
-    baselines = [m for m in methods if VARIANT_SEPARATOR not in m and m != base and (dataset, m) in settings
-                 and (in_tables["method_key"] == m).any()]  # fmt: skip
+    baselines = [
+        m
+        for m in methods
+        if VARIANT_SEPARATOR not in m
+        and m != base
+        and (dataset, m) in settings
+        and (in_tables["method_key"] == m).any()
+    ]
     return baselines + own
 
 
@@ -123,13 +149,21 @@ def build_ablation_table(
             rows.append(tuple(_row(cell, test, setting, hit)))
             groups.append(int(n_labeled))
             data.append([entry.text for entry in rows[-1]])
-    caption = (f"Ablation of {base} on {dataset}: mean ± std over seeds of per-run means over the test cases; "
-               f"Δ = mean per-case Dice difference to {base} (points), Wilcoxon signed-rank p, Holm-corrected per "
-               f"labeled count. Published: {source_label()}, joined by configuration.")  # fmt: skip
+    caption = (
+        f"Ablation of {base} on {dataset}: mean ± std over seeds of per-run means over the test cases; "
+        f"Δ = mean per-case Dice difference to {base} (points), Wilcoxon signed-rank p, Holm-corrected per "
+        f"labeled count. Published: {source_label()}, joined by configuration."
+    )
     return Table(
-        name=f"ablation_{base}_{dataset}", title=f"Ablation ({base}, {dataset})", caption=caption, header=HEADER,
-        rows=tuple(rows), groups=tuple(groups), data=pd.DataFrame(data, columns=list(HEADER)), text_columns=3,
-    )  # fmt: skip
+        name=f"ablation_{base}_{dataset}",
+        title=f"Ablation ({base}, {dataset})",
+        caption=caption,
+        header=HEADER,
+        rows=tuple(rows),
+        groups=tuple(groups),
+        data=pd.DataFrame(data, columns=list(HEADER)),
+        text_columns=3,
+    )
 
 
 def sweep_points(per_case: pd.DataFrame, settings: Mapping, base: str, key: str, dataset: str) -> pd.DataFrame:
@@ -144,8 +178,15 @@ def sweep_points(per_case: pd.DataFrame, settings: Mapping, base: str, key: str,
         if setting is None or setting.base != base or set(setting.variant_overrides) - {key}:
             continue
         if key in setting.method_config:
-            rows.append({"method": run["method"], "n_labeled": int(run["n_labeled"]), "seed": int(run["seed"]),
-                         "value": setting.method_config[key], "dice": float(run["dice"])})  # fmt: skip
+            rows.append(
+                {
+                    "method": run["method"],
+                    "n_labeled": int(run["n_labeled"]),
+                    "seed": int(run["seed"]),
+                    "value": setting.method_config[key],
+                    "dice": float(run["dice"]),
+                }
+            )
     return pd.DataFrame(rows, columns=["method", "n_labeled", "seed", "value", "dice"])
 
 
@@ -171,11 +212,22 @@ def plot_sweep(points: pd.DataFrame, published: pd.DataFrame, title: str, key: s
         xs = [x_of[_key_of(values, v)] for v in group["value"]]
         ax.scatter(xs, 100 * group["dice"], s=14, alpha=0.6, label=f"seeds, {n_labeled} labeled")
         means = group.groupby("value")["dice"].mean()
-        ax.plot([x_of[_key_of(values, v)] for v in means.index], 100 * means.to_numpy(), marker="o",
-                label=f"mean, {n_labeled} labeled")  # fmt: skip
+        ax.plot(
+            [x_of[_key_of(values, v)] for v in means.index],
+            100 * means.to_numpy(),
+            marker="o",
+            label=f"mean, {n_labeled} labeled",
+        )
     for n_labeled, group in published.groupby("n_labeled"):
-        ax.scatter([x_of[_key_of(values, v)] for v in group["value"]], group["dice"], marker="*", s=90,
-                   color="black", label=f"published, {n_labeled} labeled", zorder=3)  # fmt: skip
+        ax.scatter(
+            [x_of[_key_of(values, v)] for v in group["value"]],
+            group["dice"],
+            marker="*",
+            s=90,
+            color="black",
+            label=f"published, {n_labeled} labeled",
+            zorder=3,
+        )
     ax.set_xticks(range(len(values)), [str(v) for v in values])
     ax.set(xlabel=key, ylabel="Dice (%)", title=title)
     ax.grid(alpha=0.3)

@@ -67,8 +67,12 @@ def extract_ablation_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
         if identity is None or (row["table"], row["method"]) != FULL_MODEL and "blation" not in row["table"]:
             continue
         method_key, overrides = identity
-        added = {"source_id": "simcvd", "dataset_key": row["dataset"].lower(), "method_key": method_key,
-                 "overrides": canonical(overrides)}  # fmt: skip
+        added = {
+            "source_id": "simcvd",
+            "dataset_key": row["dataset"].lower(),
+            "method_key": method_key,
+            "overrides": canonical(overrides),
+        }
         rows.append({**{c: row[c] for c in SPEC_COLUMNS}, **added})
     return _typed(pd.DataFrame(rows, columns=[*SPEC_COLUMNS, *ADDED_COLUMNS]))
 

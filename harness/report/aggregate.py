@@ -38,8 +38,17 @@ CELL_KEYS = ("dataset", "method", "n_labeled")
 METRICS = ("dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm")
 PERCENT_METRICS = ("dice", "jaccard")
 DISTANCE_METRICS = ("hd95", "asd", "hd95_mm", "asd_mm")
-PROVENANCE_COLUMNS = ("config_sha256", "method_version", "git_commit", "empty_pred_policy", "stride",
-                      "windows_per_batch", "code_sha256", "data_sha256", "model_sha256")  # fmt: skip
+PROVENANCE_COLUMNS = (
+    "config_sha256",
+    "method_version",
+    "git_commit",
+    "empty_pred_policy",
+    "stride",
+    "windows_per_batch",
+    "code_sha256",
+    "data_sha256",
+    "model_sha256",
+)
 #: Settings every run of one dataset must share: one table never mixes data versions or evaluation protocols.
 SHARED_PER_DATASET = ("data_sha256", "stride", "windows_per_batch", "empty_pred_policy")
 RUN_COLUMNS = (*RUN_KEYS, *METRICS, "n_cases", "n_empty_pred", *PROVENANCE_COLUMNS)

@@ -83,14 +83,15 @@ def _published_caption(dataset: str, joined: pd.DataFrame, options: TableOptions
     units = sorted({u for u in joined["published_unit"] if u})
     unit_text = f"published distances in {', '.join(units)}" if units else "published distance unit not confirmed"
     unit_text = f"; {unit_text}" if has_rows else ""
-    return " ".join([
+    parts = [
         f"{dataset}: reproduced mean ± std over seeds (Dice/Jaccard in %, 95HD/ASD in voxels) beside one published",
         f"source table. {head} Δ = reproduced − published (percentage points for Dice/Jaccard).",
         f"{OUTSIDE_CI_MARK} = the published value lies outside the {100 * options.confidence:.0f}% bootstrap interval",
         f"of the reproduced mean (seeds and test cases resampled, B = {options.n_resamples}, seed",
         f"{options.bootstrap_seed}). – = no published value. Published numbers are single runs whose code scores an",
         f"empty prediction 0 on every metric{unit_text}.",
-    ])  # fmt: skip
+    ]
+    return " ".join(parts)
 
 
 def _flag(published: float, low: float, high: float) -> Any:
@@ -105,9 +106,12 @@ def _published_data(cells: pd.DataFrame, per_case: pd.DataFrame, options: TableO
     data = table_data(cells, "voxel")
     joined = join_published(data, load_published(), options.published_source)
     ci = cell_intervals(
-        per_case, [m for m, _ in DISPLAY_METRICS], n_resamples=options.n_resamples, seed=options.bootstrap_seed,
+        per_case,
+        [m for m, _ in DISPLAY_METRICS],
+        n_resamples=options.n_resamples,
+        seed=options.bootstrap_seed,
         confidence=options.confidence,
-    )  # fmt: skip
+    )
     joined = joined.merge(ci, on=list(CELL_KEYS), how="left", validate="one_to_one")
     for metric, _ in DISPLAY_METRICS:
         scale = 100.0 if metric in PERCENT_METRICS else 1.0
@@ -198,13 +202,15 @@ def _stats_caption(dataset: str, tests: pd.DataFrame, options: TableOptions) -> 
             "the per-case Dice averaged over each method's seeds: Wilcoxon signed-rank (scipy, zero differences "
             "dropped) and paired t; Holm = Holm-corrected over the methods tested at the same labeled count."
         )
-    return " ".join([
-        f"{dataset}: mean Dice (%) over test cases and seeds with its {100 * options.confidence:.0f}% bootstrap",
-        f"confidence interval (seeds and cases resampled independently, B = {options.n_resamples}, seed",
-        f"{options.bootstrap_seed}); Δ = mean paired difference in percentage points.",
-        ref_text,
-        "– = no test (the method is the reference, or no reference run at that labeled count; reasons in the CSV).",
-    ])  # fmt: skip
+    return " ".join(
+        [
+            f"{dataset}: mean Dice (%) over test cases and seeds with its {100 * options.confidence:.0f}% bootstrap",
+            f"confidence interval (seeds and cases resampled independently, B = {options.n_resamples}, seed",
+            f"{options.bootstrap_seed}); Δ = mean paired difference in percentage points.",
+            ref_text,
+            "– = no test (the method is the reference, or no reference run at that labeled count; reasons in the CSV).",
+        ]
+    )
 
 
 def _stats_data(cells: pd.DataFrame, per_case: pd.DataFrame, options: TableOptions) -> pd.DataFrame:
@@ -212,9 +218,12 @@ def _stats_data(cells: pd.DataFrame, per_case: pd.DataFrame, options: TableOptio
     data = cells[[*CELL_KEYS, "setting", "n_train", "n_seeds", "n_cases", "empty_pred_policy"]].copy()
     data["dice_mean"] = cells["dice_mean"] * 100.0
     ci = cell_intervals(
-        per_case, ["dice"], n_resamples=options.n_resamples, seed=options.bootstrap_seed,
+        per_case,
+        ["dice"],
+        n_resamples=options.n_resamples,
+        seed=options.bootstrap_seed,
         confidence=options.confidence,
-    )  # fmt: skip
+    )
     tests = compare_to_reference(per_case, reference=options.reference_method, alternative=options.alternative)
     data = data.merge(ci, on=list(CELL_KEYS), how="left").merge(tests, on=list(CELL_KEYS), how="left")
     for column in ("dice_ci_low", "dice_ci_high", "mean_diff"):
@@ -244,15 +253,29 @@ def build_stats_table(
     rows = []
     for _, row in data.iterrows():
         ci = f"[{format_number(row['dice_ci_low'])}, {format_number(row['dice_ci_high'])}]"
-        rows.append([
-            *label_entries(row), Entry(str(int(row["n_pairs"]) if row["n_pairs"] else MISSING)),
-            Entry(format_number(row["dice_mean"])), Entry(ci if is_finite(row["dice_ci_low"]) else MISSING),
-            Entry("reference" if row["is_reference"] else format_number(row["mean_diff"], signed=True)),
-            *(Entry(format_p(row[c])) for c in ("wilcoxon_p", "wilcoxon_p_holm", "t_p", "t_p_holm")),
-        ])  # fmt: skip
+        rows.append(
+            [
+                *label_entries(row),
+                Entry(str(int(row["n_pairs"]) if row["n_pairs"] else MISSING)),
+                Entry(format_number(row["dice_mean"])),
+                Entry(ci if is_finite(row["dice_ci_low"]) else MISSING),
+                Entry("reference" if row["is_reference"] else format_number(row["mean_diff"], signed=True)),
+                *(Entry(format_p(row[c])) for c in ("wilcoxon_p", "wilcoxon_p_holm", "t_p", "t_p_holm")),
+            ]
+        )
     ref = options.reference_method
-    header = ("Method", "Labeled", "Paired cases", "Dice (%)", "95% CI", f"Δ vs {ref}", "Wilcoxon p", "Holm p",
-              "t-test p", "Holm p")  # fmt: skip
+    header = (
+        "Method",
+        "Labeled",
+        "Paired cases",
+        "Dice (%)",
+        "95% CI",
+        f"Δ vs {ref}",
+        "Wilcoxon p",
+        "Holm p",
+        "t-test p",
+        "Holm p",
+    )
     return Table(
         name=f"{dataset}_stats",
         title=f"Statistics ({dataset}, Dice)",

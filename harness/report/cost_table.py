@@ -114,9 +114,17 @@ def load_benchmarks(patterns: Mapping[str, str], paths: Iterable[str | os.PathLi
             raise ValueError(f"paths: {path} matches none of the benchmark patterns {dict(patterns)}")
         rule, match = hits[0]
         wildcards = match.groupdict()
-        rows.append({"rule": rule, "dataset": wildcards.get("dataset", ""), "method": wildcards.get("method", ""),
-                     "n_labeled": int(wildcards.get("n", 0)), "seed": int(wildcards.get("seed", 0)),
-                     "path": str(path), **_read_benchmark(path)})  # fmt: skip
+        rows.append(
+            {
+                "rule": rule,
+                "dataset": wildcards.get("dataset", ""),
+                "method": wildcards.get("method", ""),
+                "n_labeled": int(wildcards.get("n", 0)),
+                "seed": int(wildcards.get("seed", 0)),
+                "path": str(path),
+                **_read_benchmark(path),
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -154,8 +162,14 @@ def _run_info_record(path: Path) -> dict[str, Any]:
     keys["n_labeled"], keys["seed"] = int(keys["n_labeled"]), int(keys["seed"])
     gpu_mem = info.get("peak_gpu_memory_mb")
     gpu_mem = float(gpu_mem) if isinstance(gpu_mem, int | float) and not isinstance(gpu_mem, bool) else math.nan
-    return {**keys, "device": label, "gpu": label.split(" ")[0] != "cpu", "cores": _cores(info),
-            "gpu_mem_mb": gpu_mem, "run_info": str(path)}  # fmt: skip
+    return {
+        **keys,
+        "device": label,
+        "gpu": label.split(" ")[0] != "cpu",
+        "cores": _cores(info),
+        "gpu_mem_mb": gpu_mem,
+        "run_info": str(path),
+    }
 
 
 def load_run_info(paths: Iterable[str | os.PathLike]) -> pd.DataFrame:
@@ -232,17 +246,32 @@ def _row(label: str, records: pd.DataFrame, rules: list[str]) -> tuple[list[Entr
     devices = sorted(set(records["device"]))
     n_runs = len(records[list(RUN_KEYS)].drop_duplicates())
     gpu_mem = records.drop_duplicates(list(RUN_KEYS))["gpu_mem_mb"].max() if "gpu_mem_mb" in records else math.nan
-    record: dict[str, Any] = {"labeled": ";".join(map(str, labeled)), "n_runs": n_runs, "device": "; ".join(devices),
-                              "peak_gpu_memory_mb": gpu_mem}  # fmt: skip
-    entries = [Entry(label), Entry(", ".join(map(str, labeled))), Entry("; ".join(devices)), Entry(str(n_runs)),
-               Entry(format_number(gpu_mem, decimals=0))]  # fmt: skip
+    record: dict[str, Any] = {
+        "labeled": ";".join(map(str, labeled)),
+        "n_runs": n_runs,
+        "device": "; ".join(devices),
+        "peak_gpu_memory_mb": gpu_mem,
+    }
+    entries = [
+        Entry(label),
+        Entry(", ".join(map(str, labeled))),
+        Entry("; ".join(devices)),
+        Entry(str(n_runs)),
+        Entry(format_number(gpu_mem, decimals=0)),
+    ]
     for rule in rules:
         r = records[records["rule"] == rule]
         time_s, rss = r["s"], r.get("max_rss", pd.Series(dtype=float))
-        record |= {f"{rule}_s_mean": time_s.mean(), f"{rule}_s_std": time_s.std(ddof=1),
-                   f"{rule}_max_rss_mb": rss.max(), f"{rule}_n": len(r)}  # fmt: skip
-        entries += [mean_std_entry(time_s.mean(), time_s.std(ddof=1), decimals=1),
-                    Entry(format_number(rss.max(), decimals=0))]  # fmt: skip
+        record |= {
+            f"{rule}_s_mean": time_s.mean(),
+            f"{rule}_s_std": time_s.std(ddof=1),
+            f"{rule}_max_rss_mb": rss.max(),
+            f"{rule}_n": len(r),
+        }
+        entries += [
+            mean_std_entry(time_s.mean(), time_s.std(ddof=1), decimals=1),
+            Entry(format_number(rss.max(), decimals=0)),
+        ]
     hours = row_hours(records)
     record |= hours
     entries += [Entry(format_number(hours[name], decimals=2)) for name, _ in HOUR_COLUMNS]

@@ -181,7 +181,7 @@ def _method_handles(palette: Mapping[str, Any], methods: Sequence[str], upper: b
                 markeredgecolor="black",
                 linestyle=":",
                 label=f"published (stars; dotted =\nupper bound): {published_label}",
-            )  # fmt: skip
+            )
         )
     return handles
 
@@ -241,8 +241,9 @@ def _panel_per_case(
         warnings.filterwarnings("ignore", message=r"vert: bool was deprecated", category=DeprecationWarning)
         sns.boxplot(**common, color="0.88", showfliers=False, width=0.6)
     with _seeded_global_numpy(0):  # seaborn's jitter draws from the global NumPy state
-        sns.stripplot(**common, hue="seed_label", hue_order=list(seed_palette), palette=seed_palette, size=3.5,
-                      jitter=0.2)  # fmt: skip
+        sns.stripplot(
+            **common, hue="seed_label", hue_order=list(seed_palette), palette=seed_palette, size=3.5, jitter=0.2
+        )
     if ax.get_legend() is not None:
         ax.get_legend().remove()
     suffix = ": upper bound" if n_labeled == n_train else " labeled"
@@ -371,8 +372,19 @@ def _curve_panel(ax: Any, sns: ModuleType, part: pd.DataFrame, methods: list[str
         ax.text(0.5, 0.5, "not logged", ha="center", va="center", color="0.5", transform=ax.transAxes)
         ax.set_yticks([])
         return
-    sns.lineplot(data=part, x="it", y="value", hue="method", hue_order=methods, palette=palette, estimator="mean",
-                 errorbar=None, linewidth=1.2, ax=ax, legend=False)  # fmt: skip
+    sns.lineplot(
+        data=part,
+        x="it",
+        y="value",
+        hue="method",
+        hue_order=methods,
+        palette=palette,
+        estimator="mean",
+        errorbar=None,
+        linewidth=1.2,
+        ax=ax,
+        legend=False,
+    )
     ax.grid(alpha=0.3)
 
 
@@ -602,8 +614,9 @@ def write_figures(
     if runs_df.empty or per_case_df.empty:
         raise ValueError("runs_df, per_case_df: expected at least one row each")
     out = Path(out_dir)
-    paths = plot_dice_vs_labeled(runs_df, out / "dice_vs_labeled.png", published=published,
-                                 published_label=published_label)  # fmt: skip
+    paths = plot_dice_vs_labeled(
+        runs_df, out / "dice_vs_labeled.png", published=published, published_label=published_label
+    )
     for dataset in sorted(per_case_df["dataset"].unique()):
         for metric in PER_CASE_METRICS:
             paths += plot_per_case(per_case_df, dataset, out / f"{metric}_per_case_{dataset}.png", metric=metric)

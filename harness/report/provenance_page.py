@@ -67,14 +67,32 @@ def build_provenance_table(frame: pd.DataFrame) -> Table:
     rows = []
     for _, r in frame.iterrows():
         dirty = " (dirty)" if r["git_dirty"] else ""
-        rows.append([
-            Entry(f"{r['dataset']}/{r['method']}"), Entry(str(r["n_labeled"])), Entry(str(r["seed"])),
-            Entry(str(r["config_sha256"])[:12]), Entry(str(r["method_version"])),
-            Entry(str(r["git_commit"])[:10] + dirty), Entry(str(r["torch"])), Entry(str(r["device"])),
-            Entry(format_number(r["wall_time_s"], decimals=1)), Entry(str(r["data_manifest_sha256"])[:12] or MISSING),
-        ])  # fmt: skip
-    header = ("Run", "Labeled", "Seed", "Config sha256", "Method version", "Git commit", "torch", "Device",
-              "Train wall time (s)", "Data manifest sha256")  # fmt: skip
+        rows.append(
+            [
+                Entry(f"{r['dataset']}/{r['method']}"),
+                Entry(str(r["n_labeled"])),
+                Entry(str(r["seed"])),
+                Entry(str(r["config_sha256"])[:12]),
+                Entry(str(r["method_version"])),
+                Entry(str(r["git_commit"])[:10] + dirty),
+                Entry(str(r["torch"])),
+                Entry(str(r["device"])),
+                Entry(format_number(r["wall_time_s"], decimals=1)),
+                Entry(str(r["data_manifest_sha256"])[:12] or MISSING),
+            ]
+        )
+    header = (
+        "Run",
+        "Labeled",
+        "Seed",
+        "Config sha256",
+        "Method version",
+        "Git commit",
+        "torch",
+        "Device",
+        "Train wall time (s)",
+        "Data manifest sha256",
+    )
     return Table(
         name="provenance",
         title="Provenance of every run",

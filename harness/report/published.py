@@ -32,9 +32,19 @@ logger = logging.getLogger(__name__)
 
 DATA_FILE = Path(__file__).resolve().parent / "published.csv"
 SPEC_COLUMNS = (
-    "source", "table", "dataset", "n_labeled", "n_unlabeled", "method", "dice", "jaccard", "hd95", "asd",
-    "distance_unit", "notes",
-)  # fmt: skip
+    "source",
+    "table",
+    "dataset",
+    "n_labeled",
+    "n_unlabeled",
+    "method",
+    "dice",
+    "jaccard",
+    "hd95",
+    "asd",
+    "distance_unit",
+    "notes",
+)
 ADDED_COLUMNS = ("source_id", "dataset_key", "method_key", "setting")
 VALUE_COLUMNS = ("dice", "jaccard", "hd95", "asd")
 NO_SOURCE = "none"

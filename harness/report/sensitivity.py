@@ -44,7 +44,7 @@ from harness.report.table_model import (
     method_label,
     write_table,
     write_text_atomic,
-)  # fmt: skip
+)
 
 logger = logging.getLogger(__name__)
 
@@ -142,10 +142,23 @@ def _case_task(task: tuple[PreparedData, str, list[dict], tuple[float, float, fl
             raise ValueError(f"{run['predictions']}/{case}.nii.gz: shape {pred.shape} differs from the label's")
         for variant, m in case_variants(pred, gt, spacing_mm=spacing_mm, policy=policy).items():
             unit = "mm" if variant == "mm" else "voxel"
-            rows.append({**run["identity"], "case": case, "variant": variant, "unit": unit, "dice": m["dice"],
-                         "jaccard": m["jaccard"], "hd95": m["hd95"], "asd": m["asd"], "hd95_mm": np.nan,
-                         "asd_mm": np.nan, "empty_pred": int(m["empty_pred"]),
-                         "empty_pred_policy": m["empty_pred_policy"], **run["provenance"]})  # fmt: skip
+            rows.append(
+                {
+                    **run["identity"],
+                    "case": case,
+                    "variant": variant,
+                    "unit": unit,
+                    "dice": m["dice"],
+                    "jaccard": m["jaccard"],
+                    "hd95": m["hd95"],
+                    "asd": m["asd"],
+                    "hd95_mm": np.nan,
+                    "asd_mm": np.nan,
+                    "empty_pred": int(m["empty_pred"]),
+                    "empty_pred_policy": m["empty_pred_policy"],
+                    **run["provenance"],
+                }
+            )
     return rows
 
 
@@ -162,8 +175,13 @@ def _run_entry(run_config: Path, data: PreparedData, spacing_mm: Sequence[float]
     predictions = run_config.parent / "predictions"
     record = read_record(predictions)
     check_record(record, predictions, info, data, spacing_mm)
-    identity = {"dataset": cfg.dataset, "method": cfg.method, "n_labeled": cfg.n_labeled, "n_train": cfg.data.n_train,
-                "seed": cfg.seed}  # fmt: skip
+    identity = {
+        "dataset": cfg.dataset,
+        "method": cfg.method,
+        "n_labeled": cfg.n_labeled,
+        "n_train": cfg.data.n_train,
+        "seed": cfg.seed,
+    }
     return {"predictions": str(predictions), "identity": identity, "provenance": provenance_columns(record, info)}
 
 

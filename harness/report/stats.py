@@ -255,8 +255,15 @@ def case_means(per_case: pd.DataFrame, metric: str) -> pd.Series:
 
 def _no_test(note: str, n_pairs: int = 0) -> dict:
     """Test columns of a row without a test: NaN statistics and the reason."""
-    return {"n_pairs": n_pairs, "mean_diff": math.nan, "wilcoxon_statistic": math.nan, "wilcoxon_p": math.nan,
-            "t_statistic": math.nan, "t_p": math.nan, "note": note}  # fmt: skip
+    return {
+        "n_pairs": n_pairs,
+        "mean_diff": math.nan,
+        "wilcoxon_statistic": math.nan,
+        "wilcoxon_p": math.nan,
+        "t_statistic": math.nan,
+        "t_p": math.nan,
+        "note": note,
+    }
 
 
 def _test_row(method_cases: pd.Series, reference_cases: pd.Series | None, alternative: str) -> dict:
@@ -267,8 +274,15 @@ def _test_row(method_cases: pd.Series, reference_cases: pd.Series | None, altern
     if len(both) < 2:
         return _no_test("fewer than 2 paired cases", len(both))
     res = paired_tests(both["x"].to_numpy(), both["y"].to_numpy(), alternative=alternative)
-    return {"n_pairs": res.n, "mean_diff": res.mean_diff, "wilcoxon_statistic": res.wilcoxon_statistic,
-            "wilcoxon_p": res.wilcoxon_p, "t_statistic": res.t_statistic, "t_p": res.t_p, "note": ""}  # fmt: skip
+    return {
+        "n_pairs": res.n,
+        "mean_diff": res.mean_diff,
+        "wilcoxon_statistic": res.wilcoxon_statistic,
+        "wilcoxon_p": res.wilcoxon_p,
+        "t_statistic": res.t_statistic,
+        "t_p": res.t_p,
+        "note": "",
+    }
 
 
 def compare_to_reference(

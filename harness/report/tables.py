@@ -37,7 +37,7 @@ from harness.report.aggregate import (
     load_per_case,
     per_cell,
     per_run,
-)  # fmt: skip
+)
 from harness.report.comparison_tables import TableOptions, build_published_table, build_stats_table
 from harness.report.stats import cell_intervals
 from harness.report.table_model import (

@@ -101,8 +101,11 @@ def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimis
         logger.error(
             "%s cannot be loaded (%s); it was moved to %s and is not used: training restarts from iteration 0 "
             "(the numbers equal an uninterrupted run's). Delete %s if you do not need it.",
-            files.checkpoint, err.reason, moved, moved,
-        )  # fmt: skip
+            files.checkpoint,
+            err.reason,
+            moved,
+            moved,
+        )
         return 0
     changed = identity.differs(state)
     if changed:

@@ -28,8 +28,15 @@ def cmd_train(a: argparse.Namespace) -> None:
         book = Bookkeeping(log_every=a.log_every, checkpoint_every=a.checkpoint_every, loader_workers=a.workers)
         logger.info("device %s, %d intra-op threads, %d loader workers", device, cfg.threads, book.loader_workers)
         previous = Path(a.previous_model) if a.previous_model else None
-        train(cfg, Path(a.run_dir), device=torch.device(device), bookkeeping=book, stage=a.stage, stop=stop,
-              previous_model=previous)  # fmt: skip
+        train(
+            cfg,
+            Path(a.run_dir),
+            device=torch.device(device),
+            bookkeeping=book,
+            stage=a.stage,
+            stop=stop,
+            previous_model=previous,
+        )
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

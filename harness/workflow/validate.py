@@ -162,8 +162,10 @@ def moved_key_problems(config: Mapping[str, Any]) -> list[str]:
     for old, new in MOVED_KEYS.items():
         section, key = old.split(".")
         if isinstance(config.get(section), Mapping) and key in config[section]:
-            problems.append(f"{old}: moved to {new} (bookkeeping: it changes no number, so it is not part of a "
-                            f"run's identity); write `{new}: {config[section][key]}` instead")  # fmt: skip
+            problems.append(
+                f"{old}: moved to {new} (bookkeeping: it changes no number, so it is not part of a "
+                f"run's identity); write `{new}: {config[section][key]}` instead"
+            )
     return problems
 
 
@@ -176,8 +178,10 @@ def reference_problems(config: Mapping[str, Any], methods: Mapping[str, MethodEn
         return []
     close = difflib.get_close_matches(str(reference), known, n=1)
     suggestion = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(config['methods'])}"
-    return [f"report.reference_method: {reference!r} is no method ({suggestion}); the paired tests compare every "
-            "method of the grid with it"]  # fmt: skip
+    return [
+        f"report.reference_method: {reference!r} is no method ({suggestion}); the paired tests compare every "
+        "method of the grid with it"
+    ]
 
 
 def validate_eval_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
@@ -222,8 +226,11 @@ def _variant_key_problems(config: Mapping[str, Any], methods: Mapping[str, Metho
     for base, named in config.get("variants", {}).items():
         if base in methods:
             allowed = {**methods[base].config_keys, "protocol": PROTOCOL_KEYS}
-            problems += [p for name, values in named.items()
-                         for p in _nested_key_problems(f"variants.{base}.{name}", values, allowed)]  # fmt: skip
+            problems += [
+                p
+                for name, values in named.items()
+                for p in _nested_key_problems(f"variants.{base}.{name}", values, allowed)
+            ]
     for base, spec in config.get("sweeps", {}).items():
         if base in methods:
             swept = {k: v for k, v in spec.items() if k != "product"}

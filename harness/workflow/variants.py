@@ -128,8 +128,11 @@ def variant_problems(config: Mapping[str, Any], methods: Mapping[str, Any]) -> l
     """One line per unknown base method, badly named or undefined variant, or bad sweep (before `resolve_variants`)."""
     problems = []
     for where, bases in (("variants", config.get("variants", {})), ("sweeps", config.get("sweeps", {}))):
-        problems += [f"{where}.{base}: unknown method; methods: {', '.join(sorted(methods))}"
-                     for base in bases if base not in methods]  # fmt: skip
+        problems += [
+            f"{where}.{base}: unknown method; methods: {', '.join(sorted(methods))}"
+            for base in bases
+            if base not in methods
+        ]
     for base, named in config.get("variants", {}).items():
         problems += [
             f"variants.{base}.{name}: a variant name must match {VARIANT_NAME.pattern} (it becomes a folder name)"
@@ -174,8 +177,11 @@ def _changed(
     changed = {}
     for key, value in overrides.items():
         if key == "protocol":
-            base_protocol = {**protocol_defaults, **config.get("protocol", {}),
-                             **config.get("method_overrides", {}).get(base, {}).get("protocol", {})}  # fmt: skip
+            base_protocol = {
+                **protocol_defaults,
+                **config.get("protocol", {}),
+                **config.get("method_overrides", {}).get(base, {}).get("protocol", {}),
+            }
             diff = {k: v for k, v in value.items() if not same_value(v, base_protocol.get(k, _NoLiteralDefault()))}
             if diff:
                 changed["protocol"] = diff
@@ -195,8 +201,11 @@ def undefined_variants(config: Mapping[str, Any]) -> list[str]:
 
 def _sweep_problems(config: Mapping[str, Any], base: str, spec: Mapping[str, Any]) -> list[str]:
     where = f"sweeps.{base}"
-    problems = [] if base in config["methods"] else [f"{where}: add {base!r} to methods (its base run is the sweep's "
-                                                      "default point)"]  # fmt: skip
+    problems = (
+        []
+        if base in config["methods"]
+        else [f"{where}: add {base!r} to methods (its base run is the sweep's default point)"]
+    )
     for key, values in spec.items():
         if key == PRODUCT:
             continue

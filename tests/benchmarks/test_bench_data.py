@@ -73,8 +73,9 @@ def test_sdf_reference(benchmark, label_patches):
 
 def _dataset(la_cases, with_sdf: bool) -> PatchDataset:
     transforms = {"sdf": signed_distance_map} if with_sdf else None
-    return PatchDataset(la_cases, [], patch_size=PATCH, augment_mode="rotflip_crop", seed=1337,
-                        label_transforms=transforms)  # fmt: skip
+    return PatchDataset(
+        la_cases, [], patch_size=PATCH, augment_mode="rotflip_crop", seed=1337, label_transforms=transforms
+    )
 
 
 def _samples(dataset: PatchDataset) -> list[dict[str, torch.Tensor]]:

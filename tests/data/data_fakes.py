@@ -240,13 +240,27 @@ def build_tcia(tmp: Path) -> dict:
         files = write_ct_series(folder, hu, spacing_xyz=spacing, patient=f"PANCREAS_{num}", order=order)
         uid = f"1.2.826.0.1.3680043.8.498.{num}"
         zips[uid] = zip_bytes({p.name: p.read_bytes() for p in files})
-        series.append({"SeriesInstanceUID": uid, "PatientID": f"PANCREAS_{num}", "Modality": "CT",
-                       "Collection": "Pancreas-CT", "ImageCount": len(files)})  # fmt: skip
+        series.append(
+            {
+                "SeriesInstanceUID": uid,
+                "PatientID": f"PANCREAS_{num}",
+                "Modality": "CT",
+                "Collection": "Pancreas-CT",
+                "ImageCount": len(files),
+            }
+        )
         path = write_label(tmp / f"label{num}.nii.gz", label, spacing)
         members[f"TCIA_pancreas_labels-02-05-2017/label{num}.nii.gz"] = path.read_bytes()
         labels[f"image{num}"] = label
-    series.append({"SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.99", "PatientID": "PANCREAS_0001",
-                   "Modality": "SEG", "Collection": "Pancreas-CT", "ImageCount": 1})  # a non-CT series  # fmt: skip
+    series.append(
+        {
+            "SeriesInstanceUID": "1.2.826.0.1.3680043.8.498.99",
+            "PatientID": "PANCREAS_0001",
+            "Modality": "SEG",
+            "Collection": "Pancreas-CT",
+            "ImageCount": 1,
+        }
+    )  # a non-CT series
     members["TCIA_pancreas_labels-02-05-2017/README.txt"] = b"labels"
     return {"series": series, "zips": zips, "labels_zip": zip_bytes(members), "labels": labels}
 

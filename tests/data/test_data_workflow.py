@@ -5,39 +5,21 @@ archive's manual step stops with a message and continues once the file is in pla
 from __future__ import annotations
 
 import json
-import os
-import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from data_fakes import API, LA_PREFIX, LABELS_PATH
+from workflow_tools import REPO, planned_jobs, snakemake
 
 from harness.data import la
 from harness.data.dataset import la_case_path, load_case, pancreas_case_path
 from harness.data.download import sha256_file
 
-REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
-
-
-def snakemake(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), *args]
-    res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
-    if check and res.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed ({res.returncode}):\n{res.stdout}\n{res.stderr}")
-    return res
-
 
 def planned(res: subprocess.CompletedProcess) -> dict[str, int]:
-    text = res.stdout + res.stderr
-    if "Nothing to be done" in text:
-        return {}
-    table = text.split("Job stats:")[-1]
-    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
+    return planned_jobs(res.stdout + res.stderr)
 
 
 def paper_config(path: Path, la_url: str, tcia_url: str, labels_path: str = LABELS_PATH) -> Path:
@@ -104,6 +86,13 @@ def test_lint_and_dry_run_of_the_paper_data_rules(tmp_path):
     jobs = planned(
         snakemake("-n", *cfg, "resources/la/manifest.json", "resources/pancreas/manifest.json", cwd=tmp_path)
     )
-    assert jobs == {"fetch_la_case": 100, "fetch_la_lists": 1, "la_manifest": 1, "pancreas_series": 1,
-                    "pancreas_labels": 1, "fetch_pancreas_series": 80, "preprocess_pancreas_case": 80,
-                    "pancreas_manifest": 1}  # fmt: skip
+    assert jobs == {
+        "fetch_la_case": 100,
+        "fetch_la_lists": 1,
+        "la_manifest": 1,
+        "pancreas_series": 1,
+        "pancreas_labels": 1,
+        "fetch_pancreas_series": 80,
+        "preprocess_pancreas_case": 80,
+        "pancreas_manifest": 1,
+    }

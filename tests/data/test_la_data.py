@@ -59,8 +59,9 @@ def fetched(tmp_path_factory, la_server_session) -> tuple[Path, list[str]]:
     """Every case la-mini serves, plus the two lists, fetched once into a fresh root."""
     root = tmp_path_factory.mktemp("la")
     base = la_server_session.url + LA_PREFIX
-    ids = sorted(p.name for p in (need(SHARED / "data" / "la-mini") / LA_PREFIX.lstrip("/") / la.TRAINING_DIR
-                                  ).iterdir())  # fmt: skip
+    ids = sorted(
+        p.name for p in (need(SHARED / "data" / "la-mini") / LA_PREFIX.lstrip("/") / la.TRAINING_DIR).iterdir()
+    )
     for case_id in ids:
         la.fetch_case(root, case_id, base, retries=0, progress=False)
     la.fetch_lists(root, base, retries=0)
@@ -167,15 +168,25 @@ def test_downloaded_cases_train_and_evaluate_end_to_end(fetched, tmp_path):
     config = {
         "datasets": {"la": {"labeled": [4]}},
         "data": {"la": {"source": "released_h5", "n_train": 8, "patch_size": [32, 32, 32], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 3, "n_filters": 2, }
-    }  # fmt: skip
+        "protocol": {
+            "iterations": 3,
+            "n_filters": 2,
+        },
+    }
     params = cell_params(config, RunId("la", "supervised", 4, 1))
     params["data"]["root"] = str(run_root)
     cfg = resolve_run(params)
     cpu = torch.device("cpu")
     info = train(cfg, tmp_path / "run", device=cpu, bookkeeping=BOOK)
-    predict_cases(cfg, tmp_path / "run" / "model.pt", tmp_path / "run" / "pred", stride=(32, 32, 32),
-                  windows_per_batch=16, spacing_mm=(0.625, 0.625, 0.625), device=cpu)  # fmt: skip
+    predict_cases(
+        cfg,
+        tmp_path / "run" / "model.pt",
+        tmp_path / "run" / "pred",
+        stride=(32, 32, 32),
+        windows_per_batch=16,
+        spacing_mm=(0.625, 0.625, 0.625),
+        device=cpu,
+    )
     rows = evaluate_cases(
         cfg, tmp_path / "run" / "pred", spacing_mm=(0.625,) * 3, empty_pred="worst_case", run_info=info
     )

@@ -17,11 +17,17 @@ def nifti_config(msd: Path, nnunet: Path, test_list: Path | None = None) -> dict
     geometry = {"patch_size": [16, 16, 16], "augment": "rotflip_crop", "stride": [16, 16, 8]}
     cfg["datasets"] = {"heart": {"labeled": [2], "upper_bound": True}, "spleen": {"labeled": [2], "upper_bound": False}}
     cfg["data"] = {
-        "heart": {"source": "nifti", "nifti": {"root": str(msd), "foreground": [1], "modality": "mri",
-                                               "test": {"fraction": 0.25, "seed": 0}}, **geometry},
-        "spleen": {"source": "nifti", "nifti": {"root": str(nnunet), "foreground": [1], "modality": "ct",
-                                                "target_spacing": [1.5, 1.5, 2.0]}, **geometry},
-    }  # fmt: skip
+        "heart": {
+            "source": "nifti",
+            "nifti": {"root": str(msd), "foreground": [1], "modality": "mri", "test": {"fraction": 0.25, "seed": 0}},
+            **geometry,
+        },
+        "spleen": {
+            "source": "nifti",
+            "nifti": {"root": str(nnunet), "foreground": [1], "modality": "ct", "target_spacing": [1.5, 1.5, 2.0]},
+            **geometry,
+        },
+    }
     if test_list is not None:
         cfg["data"]["spleen"]["nifti"]["test"] = {"list": str(test_list)}
     return cfg
@@ -72,8 +78,10 @@ def test_msd_and_nnunet_datasets_run_through_the_whole_dag(tmp_path):
     listed.write_text(f"{new}\n")
     run_snakemake(work, config)
     assert (work / "resources" / "spleen" / "test.list").read_text().split() == [new]
-    cases = [r.split(",")[5] for r in (out / "runs/spleen/supervised/labeled~2/seed~1/metrics_per_case.csv")
-             .read_text().splitlines()[1:]]  # fmt: skip
+    cases = [
+        r.split(",")[5]
+        for r in (out / "runs/spleen/supervised/labeled~2/seed~1/metrics_per_case.csv").read_text().splitlines()[1:]
+    ]
     assert cases == [new]
 
 

@@ -170,8 +170,9 @@ def test_window_and_crop_by_hand():
 
 def _case(tmp_path: Path, hu: np.ndarray, label: np.ndarray, spacing, label_spacing=None, label_zyx=None, num="0001"):
     write_ct_series(tmp_path / "dicom", hu, spacing_xyz=spacing, patient=f"PANCREAS_{num}")
-    write_label(tmp_path / "labels" / f"label{num}.nii.gz", label if label_zyx is None else label_zyx,
-                label_spacing or spacing)  # fmt: skip
+    write_label(
+        tmp_path / "labels" / f"label{num}.nii.gz", label if label_zyx is None else label_zyx, label_spacing or spacing
+    )
     return tmp_path / "dicom", tmp_path / "labels"
 
 
@@ -351,10 +352,20 @@ def test_a_prepared_pancreas_root_trains_and_evaluates(two_cases, tmp_path):
     pancreas.write_manifest(two_cases, split="mcnet", policy="require", lists=LISTS)
     config = {
         "datasets": {"pancreas": {"labeled": [1]}},
-        "data": {"pancreas": {"source": "tcia", "format": "pancreas_h5", "n_train": 1, "patch_size": [16, 16, 16],
-                              "augment": "crop"}},
-        "protocol": {"iterations": 2, "n_filters": 2, }
-    }  # fmt: skip
+        "data": {
+            "pancreas": {
+                "source": "tcia",
+                "format": "pancreas_h5",
+                "n_train": 1,
+                "patch_size": [16, 16, 16],
+                "augment": "crop",
+            }
+        },
+        "protocol": {
+            "iterations": 2,
+            "n_filters": 2,
+        },
+    }
     params = cell_params(config, RunId("pancreas", "supervised", 1, 1))
     params["data"].update(root=str(two_cases), n_train=1)
     cfg = resolve_run(params)
@@ -362,7 +373,14 @@ def test_a_prepared_pancreas_root_trains_and_evaluates(two_cases, tmp_path):
     cpu = torch.device("cpu")
     info = train(cfg, tmp_path / "run", device=cpu, bookkeeping=BOOK)
     assert info["config"]["data"]["split"] == "mcnet_minus_0025_0070" and info["config"]["data"]["source"] == "tcia"
-    predict_cases(cfg, tmp_path / "run" / "model.pt", tmp_path / "pred", stride=(16, 16, 16), windows_per_batch=32,
-                  spacing_mm=(1.0, 1.0, 1.0), device=cpu)  # fmt: skip
+    predict_cases(
+        cfg,
+        tmp_path / "run" / "model.pt",
+        tmp_path / "pred",
+        stride=(16, 16, 16),
+        windows_per_batch=32,
+        spacing_mm=(1.0, 1.0, 1.0),
+        device=cpu,
+    )
     rows = evaluate_cases(cfg, tmp_path / "pred", spacing_mm=(1.0, 1.0, 1.0), empty_pred="worst_case", run_info=info)
     assert [r["case"] for r in rows] == ["image0001"] and 0.0 <= rows[0]["dice"] <= 1.0

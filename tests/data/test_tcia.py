@@ -17,9 +17,12 @@ from harness.data.download import ChecksumError, DataError, DownloadError, Manua
 
 def _index(tmp_path, server, dicom_root=None):
     return tcia.build_series_index(
-        tmp_path / "raw" / "series.json", api_url=server.url + API, collection="Pancreas-CT", dicom_root=dicom_root,
+        tmp_path / "raw" / "series.json",
+        api_url=server.url + API,
+        collection="Pancreas-CT",
+        dicom_root=dicom_root,
         retries=0,
-    )  # fmt: skip
+    )
 
 
 def test_case_ids_are_validated():
@@ -33,8 +36,9 @@ def test_series_index_keeps_ct_and_skips_the_rest(tmp_path, tcia_server):
     index = _index(tmp_path, tcia_server)
     assert sorted(index["cases"]) == ["image0001", "image0002"]
     assert index["cases"]["image0001"] == {"source": "tcia", "uid": "1.2.826.0.1.3680043.8.498.0001", "image_count": 8}
-    assert index["skipped"] == [{"uid": "1.2.826.0.1.3680043.8.498.99", "patient": "PANCREAS_0001",
-                                 "reason": "modality 'SEG'"}]  # fmt: skip
+    assert index["skipped"] == [
+        {"uid": "1.2.826.0.1.3680043.8.498.99", "patient": "PANCREAS_0001", "reason": "modality 'SEG'"}
+    ]
     assert json.loads((tmp_path / "raw" / "series.json").read_text()) == index
 
 
@@ -47,8 +51,14 @@ def test_a_login_wall_is_a_manual_step(tmp_path, tcia_server):
 
 def test_series_download_extracts_every_file_and_removes_the_zip(tmp_path, tcia_server):
     _index(tmp_path, tcia_server)
-    out = tcia.fetch_series(tmp_path / "raw" / "series.json", "image0001", tmp_path / "raw" / "dicom" / "image0001",
-                            api_url=tcia_server.url + API, retries=0, progress=False)  # fmt: skip
+    out = tcia.fetch_series(
+        tmp_path / "raw" / "series.json",
+        "image0001",
+        tmp_path / "raw" / "dicom" / "image0001",
+        api_url=tcia_server.url + API,
+        retries=0,
+        progress=False,
+    )
     assert len(list(out.iterdir())) == 8 and tcia_server.hits[f"{API}/getImage"] == 1
     assert sorted(p.name for p in (tmp_path / "raw" / "dicom").iterdir()) == ["image0001"]
     np.testing.assert_array_equal(tcia.read_ct_series(out, "x").hu, phantom_a()[0].astype(np.float32))
@@ -66,8 +76,14 @@ def test_an_incomplete_series_zip_is_refused(tmp_path, tcia_server):
     index["cases"]["image0001"]["image_count"] = 9
     (tmp_path / "raw" / "series.json").write_text(json.dumps(index))
     with pytest.raises(DataError, match="TCIA sent 8 files for series .*, getSeries says 9"):
-        tcia.fetch_series(tmp_path / "raw" / "series.json", "image0001", tmp_path / "raw" / "dicom" / "image0001",
-                          api_url=tcia_server.url + API, retries=0, progress=False)  # fmt: skip
+        tcia.fetch_series(
+            tmp_path / "raw" / "series.json",
+            "image0001",
+            tmp_path / "raw" / "dicom" / "image0001",
+            api_url=tcia_server.url + API,
+            retries=0,
+            progress=False,
+        )
     assert not (tmp_path / "raw" / "dicom").exists() or list((tmp_path / "raw" / "dicom").iterdir()) == []
 
 
@@ -78,8 +94,9 @@ def test_local_dicom_copy_wins_and_non_ct_files_are_skipped(tmp_path, tcia_serve
     write_non_ct(local, "PANCREAS_0001")
     index = _index(tmp_path, tcia_server, dicom_root=str(tmp_path / "local"))
     assert index["cases"]["image0001"]["source"] == "local" and index["cases"]["image0002"]["source"] == "tcia"
-    out = tcia.fetch_series(tmp_path / "raw" / "series.json", "image0001", tmp_path / "dicom" / "image0001",
-                            api_url=tcia_server.url + API)  # fmt: skip
+    out = tcia.fetch_series(
+        tmp_path / "raw" / "series.json", "image0001", tmp_path / "dicom" / "image0001", api_url=tcia_server.url + API
+    )
     assert tcia_server.hits[f"{API}/getImage"] == 0 and all(p.is_symlink() for p in out.iterdir())
     series = tcia.read_ct_series(out, "x")
     assert series.skipped == 1 and series.hu.shape == hu.shape
@@ -129,8 +146,14 @@ def test_download_convert_preprocess_end_to_end(tmp_path, tcia_server):
     raw = tmp_path / "pancreas" / "raw"
     _index(tmp_path / "pancreas", tcia_server)
     labels = tcia.fetch_labels(tcia_server.url + LABELS_PATH, raw, retries=0, progress=False)
-    dicom = tcia.fetch_series(raw / "series.json", "image0001", raw / "dicom" / "image0001",
-                              api_url=tcia_server.url + API, retries=0, progress=False)  # fmt: skip
+    dicom = tcia.fetch_series(
+        raw / "series.json",
+        "image0001",
+        raw / "dicom" / "image0001",
+        api_url=tcia_server.url + API,
+        retries=0,
+        progress=False,
+    )
     record = pancreas.prepare_case("image0001", dicom, labels, tmp_path / "pancreas")
     assert record["crop_x"] == [12, 157] and record["crop_y"] == [0, 142] and record["spacing"] == [1.0, 1.0, 1.0]
     with h5py.File(pancreas_case_path(tmp_path / "pancreas", "image0001")) as f:

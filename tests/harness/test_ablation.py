@@ -24,8 +24,15 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_aggregate import run_rows, write_runs  # noqa: E402
 
 SPEC = Path(__file__).resolve().parents[3] / "shared" / "spec" / "published.csv"
-SIMCVD_DEFAULTS = {"head_dropout": 0.1, "head_pool": 128, "use_pd": True, "use_contrast": True, "sdm_input": True,
-                   "use_sdm_loss": True, "head_pool_mode": "avg"}  # fmt: skip
+SIMCVD_DEFAULTS = {
+    "head_dropout": 0.1,
+    "head_pool": 128,
+    "use_pd": True,
+    "use_contrast": True,
+    "sdm_input": True,
+    "use_sdm_loss": True,
+    "head_pool_mode": "avg",
+}
 
 
 @pytest.mark.skipif(not SPEC.exists(), reason="needs the compilation of published numbers beside the repository")
@@ -36,8 +43,12 @@ def test_the_shipped_file_is_the_compilations_ablation_rows():
 
 
 def run(method: str, overrides: dict, **config) -> dict:
-    return {"base": method.split("@")[0], "dataset": "la", "variant_overrides": overrides,
-            "method_config": {**SIMCVD_DEFAULTS, **overrides, **config}}  # fmt: skip
+    return {
+        "base": method.split("@")[0],
+        "dataset": "la",
+        "variant_overrides": overrides,
+        "method_config": {**SIMCVD_DEFAULTS, **overrides, **config},
+    }
 
 
 def test_rows_are_joined_by_the_configuration_that_was_run():
@@ -63,40 +74,69 @@ def write_run_configs(tmp_path: Path, settings: dict[str, dict]) -> list[Path]:
         path.parent.mkdir(parents=True)
         base = method.split("@")[0]
         method_config = {**SIMCVD_DEFAULTS, **overrides} if base == "simcvd" else {"ema_decay": 0.99}
-        path.write_text(yaml.safe_dump({"dataset": "la", "method": method, "variant_overrides": overrides,
-                                        "method_config": method_config}))  # fmt: skip
+        path.write_text(
+            yaml.safe_dump(
+                {"dataset": "la", "method": method, "variant_overrides": overrides, "method_config": method_config}
+            )
+        )
         paths.append(path)
     return paths
 
 
 @pytest.fixture
 def ablation_results(tmp_path):
-    dice = {"mean_teacher": 0.80, "simcvd": 0.88, "simcvd@no_pd": 0.86, "simcvd@head_dropout=0": 0.85,
-            "simcvd@head_dropout=0.5": 0.84}  # fmt: skip
-    runs = [run_rows("la", m, 8, 80, seed, [d + 0.01 * seed, d - 0.02, d + 0.005 * seed]) for m, d in dice.items()
-            for seed in (1, 2)]  # fmt: skip
+    dice = {
+        "mean_teacher": 0.80,
+        "simcvd": 0.88,
+        "simcvd@no_pd": 0.86,
+        "simcvd@head_dropout=0": 0.85,
+        "simcvd@head_dropout=0.5": 0.84,
+    }
+    runs = [
+        run_rows("la", m, 8, 80, seed, [d + 0.01 * seed, d - 0.02, d + 0.005 * seed])
+        for m, d in dice.items()
+        for seed in (1, 2)
+    ]
     csvs = write_runs(tmp_path, runs)
-    configs = write_run_configs(tmp_path, {"mean_teacher": {}, "simcvd": {}, "simcvd@no_pd": {"use_pd": False},
-                                           "simcvd@head_dropout=0": {"head_dropout": 0},
-                                           "simcvd@head_dropout=0.5": {"head_dropout": 0.5}})  # fmt: skip
+    configs = write_run_configs(
+        tmp_path,
+        {
+            "mean_teacher": {},
+            "simcvd": {},
+            "simcvd@no_pd": {"use_pd": False},
+            "simcvd@head_dropout=0": {"head_dropout": 0},
+            "simcvd@head_dropout=0.5": {"head_dropout": 0.5},
+        },
+    )
     return csvs, configs, list(dice)
 
 
 def test_ablation_table_rows_deltas_tests_and_published_values(tmp_path, ablation_results):
     csvs, configs, methods = ablation_results
-    write_ablation(csvs, configs, tmp_path / "tables", tmp_path / "figures", methods=methods,
-                   sweeps=["simcvd:head_dropout"])  # fmt: skip
+    write_ablation(
+        csvs, configs, tmp_path / "tables", tmp_path / "figures", methods=methods, sweeps=["simcvd:head_dropout"]
+    )
     table = pd.read_csv(tmp_path / "tables" / "ablation_simcvd_la.csv", dtype=str)
-    assert list(table["Variant"]) == ["mean_teacher", "simcvd (base)", "simcvd@no_pd", "simcvd@head_dropout=0",
-                                      "simcvd@head_dropout=0.5"]  # fmt: skip
+    assert list(table["Variant"]) == [
+        "mean_teacher",
+        "simcvd (base)",
+        "simcvd@no_pd",
+        "simcvd@head_dropout=0",
+        "simcvd@head_dropout=0.5",
+    ]
     rows = table.set_index("Variant")
     assert rows.loc["simcvd@no_pd", "Δ Dice vs base"] == "-2.00"  # the per-case paired difference, in points
     assert rows.loc["mean_teacher", "Δ Dice vs base"] == "-8.00"
     assert rows.loc["simcvd (base)", "Δ Dice vs base"] == "–"
     assert rows.loc["simcvd@no_pd", "p (Wilcoxon, Holm)"] != "–"
     published = rows["Published Dice (%)"].to_dict()
-    assert published == {"mean_teacher": "84.24", "simcvd (base)": "89.03", "simcvd@no_pd": "88.11",
-                         "simcvd@head_dropout=0": "87.69", "simcvd@head_dropout=0.5": "86.67"}  # fmt: skip
+    assert published == {
+        "mean_teacher": "84.24",
+        "simcvd (base)": "89.03",
+        "simcvd@no_pd": "88.11",
+        "simcvd@head_dropout=0": "87.69",
+        "simcvd@head_dropout=0.5": "86.67",
+    }
     assert rows.loc["simcvd@no_pd", "Overrides"] == "use_pd=false"
     for ext, name in (("md", "simcvd@no_pd"), ("html", "simcvd@no_pd"), ("tex", r"simcvd@no\_pd")):
         assert name in (tmp_path / "tables" / f"ablation_simcvd_la.{ext}").read_text()

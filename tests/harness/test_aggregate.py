@@ -19,8 +19,9 @@ NAN = float("nan")
 SPACING_MM = 0.5  # per-case *_mm values = voxel values * 0.5 in these fixtures
 
 
-def run_rows(dataset, method, n_labeled, n_train, seed, dice, *, jaccard=None, hd95=None, asd=None, empty=None,
-             policy="nan"):  # fmt: skip
+def run_rows(
+    dataset, method, n_labeled, n_train, seed, dice, *, jaccard=None, hd95=None, asd=None, empty=None, policy="nan"
+):
     """Per-case rows of one run (three cases unless the lists are longer)."""
     n = len(dice)
     jaccard = jaccard if jaccard is not None else [d / (2 - d) for d in dice]

@@ -36,7 +36,10 @@ def tree(tmp_path: Path) -> Path:
     write(tmp_path, "harness/table.csv", "a,b\n")
     write(tmp_path, "harness/unused.csv", "c\n")
     write(tmp_path, "harness/pkg/__init__.py", "")
-    write(tmp_path, "harness/pkg/commands.py", """
+    write(
+        tmp_path,
+        "harness/pkg/commands.py",
+        """
         import argparse
 
         def cmd_a(a):
@@ -44,7 +47,8 @@ def tree(tmp_path: Path) -> Path:
 
         def cmd_b(a):
             from harness import other
-        """)  # fmt: skip
+        """,
+    )
     write(tmp_path, "methods/__init__.py", "")
     write(tmp_path, "methods/m1.py", "import torch\nfrom harness.deep import Y\n")
     write(tmp_path, "methods/m2.py", "Z = 3\n")
@@ -53,9 +57,16 @@ def tree(tmp_path: Path) -> Path:
 
 def test_the_closure_of_a_handler_is_what_it_imports(tree):
     a = code_identity("harness.pkg.commands:cmd_a", root=tree)
-    assert a.files == ("harness/__init__.py", "harness/__main__.py", "harness/cli.py", "harness/deep.py",
-                       "harness/pkg/__init__.py", "harness/pkg/commands.py", "harness/shared.py",
-                       "harness/table.csv")  # fmt: skip
+    assert a.files == (
+        "harness/__init__.py",
+        "harness/__main__.py",
+        "harness/cli.py",
+        "harness/deep.py",
+        "harness/pkg/__init__.py",
+        "harness/pkg/commands.py",
+        "harness/shared.py",
+        "harness/table.csv",
+    )
     b = code_identity("harness.pkg.commands:cmd_b", root=tree)
     assert "harness/other.py" in b.files and "harness/shared.py" not in b.files  # the dispatcher's imports: no
     with_method = code_identity("harness.pkg.commands:cmd_b", "m1", root=tree)
@@ -99,8 +110,13 @@ def test_a_job_refuses_the_code_of_another_checkout(tmp_path):
     check_checkout({CHECKOUT_ENV: str(REPO)})
     check_checkout({})  # a command run by hand
     env = {"PATH": "/usr/bin:/bin", CHECKOUT_ENV: str(tmp_path)}
-    res = subprocess.run([sys.executable, "-m", "harness", "check-config", "config/smoke.yaml"], cwd=REPO, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", "check-config", "config/smoke.yaml"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert res.returncode == 2 and str(tmp_path) in res.stderr and str(REPO) in res.stderr
 
 

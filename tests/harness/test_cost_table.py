@@ -25,17 +25,37 @@ A100 = "NVIDIA A100-SXM4-40GB"
 V100 = "Tesla V100-SXM2-32GB"
 #: (dataset, method, n, seed) → (device, gpu_model, torch_threads, loader_workers, {rule: (wall s, max_rss MB)})
 RUNS = {
-    ("LA", "supervised", 8, 1): ("cpu", None, 3, 1, {"train": (100.0, 900.0), "predict": (10.0, 400.0),
-                                                      "evaluate": (5.0, 300.0)}),
-    ("LA", "supervised", 8, 2): ("cpu", None, 3, 1, {"train": (120.0, 950.0), "predict": (14.0, 420.0),
-                                                      "evaluate": (5.0, 310.0)}),
-    ("LA", "simcvd", 8, 1): ("cuda", A100, 1, 3, {"train": (7200.0, 2000.0), "predict": (60.0, 1500.0),
-                                                  "evaluate": (6.0, 320.0)}),
-    ("LA", "simcvd", 16, 1): ("cuda:1", A100, 1, 3, {"train": (3600.0, 2100.0), "predict": (40.0, 1400.0),
-                                                     "evaluate": (4.0, 330.0)}),
+    ("LA", "supervised", 8, 1): (
+        "cpu",
+        None,
+        3,
+        1,
+        {"train": (100.0, 900.0), "predict": (10.0, 400.0), "evaluate": (5.0, 300.0)},
+    ),
+    ("LA", "supervised", 8, 2): (
+        "cpu",
+        None,
+        3,
+        1,
+        {"train": (120.0, 950.0), "predict": (14.0, 420.0), "evaluate": (5.0, 310.0)},
+    ),
+    ("LA", "simcvd", 8, 1): (
+        "cuda",
+        A100,
+        1,
+        3,
+        {"train": (7200.0, 2000.0), "predict": (60.0, 1500.0), "evaluate": (6.0, 320.0)},
+    ),
+    ("LA", "simcvd", 16, 1): (
+        "cuda:1",
+        A100,
+        1,
+        3,
+        {"train": (3600.0, 2100.0), "predict": (40.0, 1400.0), "evaluate": (4.0, 330.0)},
+    ),
     ("Pancreas", "simcvd", 12, 1): ("cpu", None, 2, 0, {"train": (1800.0, 3000.0)}),
     ("Pancreas", "simcvd", 12, 2): ("cuda", V100, 1, 1, {"train": (7200.0, 3100.0)}),
-}  # fmt: skip
+}
 
 
 def run_dir(root: Path, dataset: str, method: str, n: int, seed: int) -> Path:
@@ -49,8 +69,14 @@ def patterns(root: Path) -> dict[str, str]:
 
 def write_run_info(path: Path, key: tuple, device: str, gpu_model: str | None, threads: int, workers: int) -> None:
     dataset, method, n, seed = key
-    info = {"config": {"dataset": dataset, "method": method, "n_labeled": n, "seed": seed}, "device": device,
-            "host": "h", "torch_threads": threads, "loader_workers": workers, "wall_time_s": 1.0}  # fmt: skip
+    info = {
+        "config": {"dataset": dataset, "method": method, "n_labeled": n, "seed": seed},
+        "device": device,
+        "host": "h",
+        "torch_threads": threads,
+        "loader_workers": workers,
+        "wall_time_s": 1.0,
+    }
     if gpu_model:
         info |= {"gpu_model": gpu_model, "cuda": "12.4", "peak_gpu_memory_mb": 1000.0 * seed + n}
     path.write_text(json.dumps(info))
@@ -81,8 +107,12 @@ def test_rows_devices_and_hours(tmp_path, runs):
     assert sorted(written) == ["csv", "html", "md", "tex"]
     data = pd.read_csv(written["csv"]).set_index(["dataset", "method"])
     assert data.index.tolist() == [("LA", "supervised"), ("LA", "simcvd"), ("Pancreas", "simcvd"), ("all", "total")]
-    assert data["device"].tolist() == ["cpu", f"cuda ({A100})", f"cpu; cuda ({V100})",
-                                       f"cpu; cuda ({A100}); cuda ({V100})"]  # fmt: skip
+    assert data["device"].tolist() == [
+        "cpu",
+        f"cuda ({A100})",
+        f"cpu; cuda ({V100})",
+        f"cpu; cuda ({A100}); cuda ({V100})",
+    ]
     assert data["n_runs"].tolist() == [2, 2, 2, 6] and data.loc[("LA", "simcvd"), "labeled"] == "8;16"
     # GPU-hours: train wall s of GPU runs / 3600 (7200 + 3600 on the A100s; 7200 on the V100, the CPU run not counted)
     assert data["gpu_hours"].tolist() == pytest.approx([0.0, 3.0, 2.0, 5.0])
@@ -93,9 +123,11 @@ def test_rows_devices_and_hours(tmp_path, runs):
     assert data.loc[("LA", "supervised"), "train_s_std"] == pytest.approx(14.1421356)
     assert data.loc[("all", "total"), "train_max_rss_mb"] == 3100.0 and data.loc[("all", "total"), "predict_n"] == 4
     md = written["md"].read_text(encoding="utf-8")
-    assert ("| Dataset/method | Labeled | Device | Runs | GPU peak (MB) | train time (s) | train max RSS (MB) | "
-            "predict time (s) | predict max RSS (MB) | evaluate time (s) | evaluate max RSS (MB) | Wall-hours | "
-            "GPU-hours | CPU-core-hours |") in md  # fmt: skip
+    assert (
+        "| Dataset/method | Labeled | Device | Runs | GPU peak (MB) | train time (s) | train max RSS (MB) | "
+        "predict time (s) | predict max RSS (MB) | evaluate time (s) | evaluate max RSS (MB) | Wall-hours | "
+        "GPU-hours | CPU-core-hours |"
+    ) in md
     assert (
         "| LA/supervised | 8 | cpu | 2 | – | 110.0 ± 14.1 | 950 | 12.0 ± 2.8 | 420 | 5.0 ± 0.0 | 310 | 0.07 | 0.00 "
         "| 0.24 |" in md
@@ -146,9 +178,13 @@ def test_unknown_cores_and_no_train_records(tmp_path, runs):
 
 @pytest.mark.parametrize(
     ("content", "match"),
-    [("", "cannot read"), (HEAD, "not a Snakemake benchmark file"), ("a\tb\n1\t2\n", "not a Snakemake benchmark"),
-     (HEAD + "oops\t0:00:00\t1\t1\t1\t1\t0\t0\t9\t1\n", "'s' must be finite")],
-)  # fmt: skip
+    [
+        ("", "cannot read"),
+        (HEAD, "not a Snakemake benchmark file"),
+        ("a\tb\n1\t2\n", "not a Snakemake benchmark"),
+        (HEAD + "oops\t0:00:00\t1\t1\t1\t1\t0\t0\t9\t1\n", "'s' must be finite"),
+    ],
+)
 def test_malformed_benchmark_file_is_named(tmp_path, runs, content, match):
     bad = runs[0][0]
     bad.write_text(content)
@@ -209,7 +245,11 @@ def test_pretraining_stage_rules_come_first_and_count_as_training(tmp_path):
     pats = {**patterns(tmp_path), **stage_patterns}
     table = build_cost_table(attach_run_info(load_benchmarks(pats, bench), load_run_info([folder / "run_info.json"])))
     assert [h for h in table.header if h.endswith("time (s)")] == [
-        "pretrain_stage1 time (s)", "pretrain_stage2 time (s)", "train time (s)", "evaluate time (s)"]  # fmt: skip
+        "pretrain_stage1 time (s)",
+        "pretrain_stage2 time (s)",
+        "train time (s)",
+        "evaluate time (s)",
+    ]
     row = table.data.set_index("method").loc["sup_local_contrast"]
     assert row["gpu_hours"] == pytest.approx(2.0)  # (1800 + 1800 + 3600) s of training on the GPU
     assert row["cpu_core_hours"] == pytest.approx(8.0)  # 7200 s x (1 thread + 3 workers)

@@ -17,8 +17,11 @@ METHODS = read_methods(Path(__file__).resolve().parents[2])
 def fake_run(root, method, seconds, iterations=100, patch=(32, 32, 32), n_filters=8, seed=1):
     run = root / "runs" / "synthetic" / method / "labeled~2" / f"seed~{seed}"
     (run / "benchmarks").mkdir(parents=True)
-    cfg = {"method": method, "data": {"patch_size": list(patch)}, "protocol": {"iterations": iterations,
-           "n_filters": n_filters}}  # fmt: skip
+    cfg = {
+        "method": method,
+        "data": {"patch_size": list(patch)},
+        "protocol": {"iterations": iterations, "n_filters": n_filters},
+    }
     (run / "run_config.yaml").write_text(yaml.safe_dump(cfg))
     (run / "run_info.json").write_text(json.dumps({"iterations": iterations}))
     (run / "benchmarks" / "train.tsv").write_text(f"s\th:m:s\tmax_rss\n{seconds}\t0:00:10\t100\n")

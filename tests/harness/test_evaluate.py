@@ -137,8 +137,9 @@ def test_mm_metrics_use_the_voxel_size_the_prepared_data_records(tmp_path):
     write_list(root / "test.list", ["case_t"])
     cases = {c: {"split": s, "sha256": sha256_file(root / "cases" / f"{c}.h5")} for c, s in ids.items()}
     lists = {n: sha256_file(root / n) for n in ("train.list", "test.list")}
-    write_json_atomic(root / "manifest.json", {"format": "case_h5", "lists": lists, "cases": cases,
-                                               "spacing_mm": [1.0, 1.2, 2.5]})  # fmt: skip
+    write_json_atomic(
+        root / "manifest.json", {"format": "case_h5", "lists": lists, "cases": cases, "spacing_mm": [1.0, 1.2, 2.5]}
+    )
     data = PreparedData.open(root, "case_h5")
     assert data.spacing_mm == (1.0, 1.2, 2.5)
     from test_loop import run_config
@@ -149,10 +150,16 @@ def test_mm_metrics_use_the_voxel_size_the_prepared_data_records(tmp_path):
     (tmp_path / "pred").mkdir()
     save_nifti(pred, data.spacing_mm, tmp_path / "pred" / "case_t.nii.gz")
     settings = {"stride": [8, 8, 8], "windows_per_batch": 1, "spacing_mm": list(data.spacing_mm)}
-    info = {"model_sha256": "m" * 64, "config_sha256": cfg.sha256(), "code_sha256": "c" * 64, "method_version": 1,
-            "git_commit": "x"}  # fmt: skip
-    write_record(tmp_path / "pred", make_record(model_sha256="m" * 64, config_sha256=cfg.sha256(), data=data,
-                                                settings=settings))  # fmt: skip
+    info = {
+        "model_sha256": "m" * 64,
+        "config_sha256": cfg.sha256(),
+        "code_sha256": "c" * 64,
+        "method_version": 1,
+        "git_commit": "x",
+    }
+    write_record(
+        tmp_path / "pred", make_record(model_sha256="m" * 64, config_sha256=cfg.sha256(), data=data, settings=settings)
+    )
     [row] = evaluate_cases(cfg, tmp_path / "pred", spacing_mm=None, empty_pred="nan", run_info=info)
     assert row["hd95"] == pytest.approx(1.0) and row["hd95_mm"] == pytest.approx(2.5)
     assert row["dice"] == pytest.approx(2 * 5 * 36 / (2 * 6 * 36))  # 5 of the 6 slices overlap

@@ -54,8 +54,15 @@ def evaluated_runs(tiny_dataset, tmp_path_factory):
         cfg = resolve_run({**params, "data": {**params["data"], "root": str(root)}})
         run = work / method
         info = train(cfg, run, device=CPU, bookkeeping=BOOK)
-        predict_cases(cfg, run / "model.pt", run / "predictions", stride=STRIDE, windows_per_batch=WINDOWS,
-                      spacing_mm=SPACING, device=CPU)  # fmt: skip
+        predict_cases(
+            cfg,
+            run / "model.pt",
+            run / "predictions",
+            stride=STRIDE,
+            windows_per_batch=WINDOWS,
+            spacing_mm=SPACING,
+            device=CPU,
+        )
         rows = evaluate_cases(cfg, run / "predictions", spacing_mm=SPACING, empty_pred="worst_case", run_info=info)
         runs[net] = root, run, rows
     return runs
@@ -69,12 +76,25 @@ def evaluated_run(evaluated_runs):
 def write_config(path: Path) -> Path:
     """A benchmark config whose dataset `tiny` has the evaluation settings the run above was evaluated with."""
     config = {
-        "name": "ext", "seeds": [1], "methods": ["supervised"], "datasets": {"tiny": {"labeled": [2]}},
-        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "stride": list(STRIDE),
-                          "spacing_mm": list(SPACING)}},
-        "protocol": {"n_filters": N_FILTERS, "iterations": 2, },
-        "eval": {"windows_per_batch": WINDOWS, "empty_pred": "worst_case"}
-    }  # fmt: skip
+        "name": "ext",
+        "seeds": [1],
+        "methods": ["supervised"],
+        "datasets": {"tiny": {"labeled": [2]}},
+        "data": {
+            "tiny": {
+                "source": "synthetic",
+                "n_train": 4,
+                "patch_size": [16, 16, 16],
+                "stride": list(STRIDE),
+                "spacing_mm": list(SPACING),
+            }
+        },
+        "protocol": {
+            "n_filters": N_FILTERS,
+            "iterations": 2,
+        },
+        "eval": {"windows_per_batch": WINDOWS, "empty_pred": "worst_case"},
+    }
     path.write_text(yaml.safe_dump(config))
     return path
 
@@ -107,9 +127,23 @@ def read_rows(out: Path) -> list[dict]:
 def test_reference_checkpoint_gives_the_runs_per_case_metrics(evaluated_runs, net, tmp_path):
     root, run, expected = evaluated_runs[net]
     weights = save_reference_layout(run, tmp_path / "best_model.pth", net)
-    args = ["evaluate-checkpoint", "--weights", str(weights), "--net", net, "--dataset", "tiny", "--config",
-            str(write_config(tmp_path / "c.yaml")), "--out", str(tmp_path / "out"), "--data-root", str(root),
-            "--device", "cpu"]  # fmt: skip
+    args = [
+        "evaluate-checkpoint",
+        "--weights",
+        str(weights),
+        "--net",
+        net,
+        "--dataset",
+        "tiny",
+        "--config",
+        str(write_config(tmp_path / "c.yaml")),
+        "--out",
+        str(tmp_path / "out"),
+        "--data-root",
+        str(root),
+        "--device",
+        "cpu",
+    ]
     assert main(args) == 0
     rows = read_rows(tmp_path / "out")
     assert [r["case"] for r in rows] == [r["case"] for r in expected]
@@ -130,8 +164,16 @@ def test_reference_checkpoint_gives_the_runs_per_case_metrics(evaluated_runs, ne
 
 def test_a_runs_model_file_is_read_as_well(evaluated_run, tmp_path):
     root, run, expected = evaluated_run
-    info = evaluate_checkpoint(run / "model.pt", "vnet", "tiny", config_path=write_config(tmp_path / "c.yaml"),
-                               out_dir=tmp_path / "out", data_root=root, n_labeled=2, seed=1)  # fmt: skip
+    info = evaluate_checkpoint(
+        run / "model.pt",
+        "vnet",
+        "tiny",
+        config_path=write_config(tmp_path / "c.yaml"),
+        out_dir=tmp_path / "out",
+        data_root=root,
+        n_labeled=2,
+        seed=1,
+    )
     assert info["weights_sha256"] == file_sha256(run / "model.pt") and "harness model.pt" in info["network"]["layout"]
     rows = read_rows(tmp_path / "out")
     assert [float(r["dice"]) for r in rows] == [r["dice"] for r in expected]
@@ -162,8 +204,21 @@ def test_bad_weight_files_are_refused_with_the_file_keys_and_fix(evaluated_run, 
         evaluate(tmp_path / "vnet.pth", net="vnet_sdf")  # a UA-MT VNet is not a DTC VNet_sdf
     assert not (tmp_path / "out" / "metrics_per_case.csv").exists()
     with caplog.at_level(logging.ERROR):
-        args = ["evaluate-checkpoint", "--weights", str(tmp_path / "notes.pth"), "--net", "vnet", "--dataset", "tiny",
-                "--config", str(config), "--data-root", str(root), "--out", str(tmp_path / "out")]  # fmt: skip
+        args = [
+            "evaluate-checkpoint",
+            "--weights",
+            str(tmp_path / "notes.pth"),
+            "--net",
+            "vnet",
+            "--dataset",
+            "tiny",
+            "--config",
+            str(config),
+            "--data-root",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+        ]
         assert main(args) == 2
     assert "notes.pth cannot be read" in caplog.text
 
@@ -171,8 +226,10 @@ def test_bad_weight_files_are_refused_with_the_file_keys_and_fix(evaluated_run, 
 def test_the_parser_registers_the_command_without_importing_torch():
     """The parser is built for every `python -m harness` command; registering this one must not slow them down."""
     argv = ["evaluate-checkpoint", "--weights", "w.pth", "--net", "vnet_sdf", "--dataset", "la"]
-    code = (f"import sys; from harness.cli import build_parser; args = build_parser().parse_args({argv}); "
-            "assert args.config == 'config/config.yaml' and 'torch' not in sys.modules")  # fmt: skip
+    code = (
+        f"import sys; from harness.cli import build_parser; args = build_parser().parse_args({argv}); "
+        "assert args.config == 'config/config.yaml' and 'torch' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
@@ -184,8 +241,9 @@ def test_an_unknown_dataset_or_label_is_refused_before_reading_the_weights(tmp_p
         evaluate_checkpoint(tmp_path / "absent.pth", "vnet", "tiny", config_path=config, label="UA-MT ref")
 
 
-def test_the_default_folder_is_keyed_by_the_weight_file_so_no_result_is_overwritten(evaluated_run, tmp_path,
-                                                                                  monkeypatch):  # fmt: skip
+def test_the_default_folder_is_keyed_by_the_weight_file_so_no_result_is_overwritten(
+    evaluated_run, tmp_path, monkeypatch
+):
     """Two different model.pt files: two folders (the first result is kept); an --out holding the other's results
     is refused."""
     root, run, _ = evaluated_run
@@ -215,9 +273,23 @@ def test_an_evaluation_only_config_and_a_subset_of_cases(evaluated_run, tmp_path
     full = yaml.safe_load(write_config(tmp_path / "full.yaml").read_text())
     (tmp_path / "eval.yaml").write_text(yaml.safe_dump({k: full[k] for k in ("data", "eval", "protocol")}))
     case = expected[-1]["case"]
-    argv = ["evaluate-checkpoint", "--weights", str(run / "model.pt"), "--net", "vnet", "--dataset", "tiny",
-            "--config", str(tmp_path / "eval.yaml"), "--data-root", str(root), "--out", str(tmp_path / "out"),
-            "--cases", case]  # fmt: skip
+    argv = [
+        "evaluate-checkpoint",
+        "--weights",
+        str(run / "model.pt"),
+        "--net",
+        "vnet",
+        "--dataset",
+        "tiny",
+        "--config",
+        str(tmp_path / "eval.yaml"),
+        "--data-root",
+        str(root),
+        "--out",
+        str(tmp_path / "out"),
+        "--cases",
+        case,
+    ]
     assert main(argv) == 0
     rows = read_rows(tmp_path / "out")
     assert [(r["case"], float(r["dice"])) for r in rows] == [(case, expected[-1]["dice"])]
@@ -227,8 +299,19 @@ def test_an_evaluation_only_config_and_a_subset_of_cases(evaluated_run, tmp_path
 
 def test_missing_prepared_data_names_the_ways_to_give_it(tmp_path, caplog):
     config = write_config(tmp_path / "c.yaml")
-    argv = ["evaluate-checkpoint", "--weights", str(tmp_path / "w.pth"), "--net", "vnet", "--dataset", "tiny",
-            "--config", str(config), "--data-root", str(tmp_path / "nowhere")]  # fmt: skip
+    argv = [
+        "evaluate-checkpoint",
+        "--weights",
+        str(tmp_path / "w.pth"),
+        "--net",
+        "vnet",
+        "--dataset",
+        "tiny",
+        "--config",
+        str(config),
+        "--data-root",
+        str(tmp_path / "nowhere"),
+    ]
     assert main(argv) == 2
     assert "no prepared dataset in" in caplog.text and "--data-root" in caplog.text
     assert "base_url" in caplog.text and "dicom_root" in caplog.text and "source: nifti" in caplog.text

@@ -33,8 +33,13 @@ CPU = torch.device("cpu")
 def quick(tmp_path_factory) -> tuple[dict, str, str]:
     """One `gpu-check --quick` run as the CLI runs it: (gpu_check.json, gpu_check.md, stdout)."""
     out = tmp_path_factory.mktemp("gpu_check")
-    res = subprocess.run([sys.executable, "-m", "harness", "gpu-check", "--quick", "--out", str(out),
-                          "--budget-s", "600"], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    res = subprocess.run(
+        [sys.executable, "-m", "harness", "gpu-check", "--quick", "--out", str(out), "--budget-s", "600"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert res.returncode == 0, res.stderr
     return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text(), res.stdout
 
@@ -42,8 +47,22 @@ def quick(tmp_path_factory) -> tuple[dict, str, str]:
 def test_report_has_every_section_and_key(quick):
     report, _, _ = quick
     assert report["format"] == "harness.gpu_check/1" and report["mode"] == "quick"
-    expected = {"format", "mode", "grid", "grid_variant", "device", "settings", "steps", "loader", "sliding_window",
-                "concurrency", "projection", "seconds", "provenance", "pid"}  # fmt: skip
+    expected = {
+        "format",
+        "mode",
+        "grid",
+        "grid_variant",
+        "device",
+        "settings",
+        "steps",
+        "loader",
+        "sliding_window",
+        "concurrency",
+        "projection",
+        "seconds",
+        "provenance",
+        "pid",
+    }
     assert set(report) == expected
     assert {"name", "memory_gib", "driver", "torch", "cuda_build", "cudnn"} <= set(report["device"])
     assert report["device"]["torch"] == torch.__version__ and "git_commit" in report["provenance"]
@@ -54,8 +73,11 @@ def test_report_has_every_section_and_key(quick):
 
 def test_every_method_and_stage_is_measured_on_every_dataset(quick):
     report, _, _ = quick
-    measured = {(r["dataset"], r["method"], r["stage"]) for r in report["steps"]
-                if r["variant"] == "fp32" and not r["compile"] and r["status"] == "ok"}  # fmt: skip
+    measured = {
+        (r["dataset"], r["method"], r["stage"])
+        for r in report["steps"]
+        if r["variant"] == "fp32" and not r["compile"] and r["status"] == "ok"
+    }
     jobs = {(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), "train")}
     assert ("sup_local_contrast", "stage1") in jobs and ("sup_local_contrast", "stage2") in jobs
     assert measured == {(ds, m, s) for ds in ("la", "pancreas") for m, s in jobs}
@@ -119,22 +141,33 @@ def test_a_spent_budget_skips_and_says_why():
     assert [r["status"] for r in rows] == ["skipped: time budget of 50 s spent"] * 2
     rows = measure_steps(cases, [VARIANTS[1]], settings, CPU, Clock(600.0, time.monotonic()))
     assert {r["status"] for r in rows if r["method"] != "supervised"} == {
-        "skipped: --quick measures every variant of supervised only"}  # fmt: skip
+        "skipped: --quick measures every variant of supervised only"
+    }
 
 
 def step_row(method: str, stage: str, dataset: str, seconds: float, patch=(112, 112, 80)) -> dict:
-    return {"method": method, "stage": stage, "dataset": dataset, "patch": list(patch), "variant": "fp32",
-            "compile": False, "status": "ok", "median_step_s": seconds}  # fmt: skip
+    return {
+        "method": method,
+        "stage": stage,
+        "dataset": dataset,
+        "patch": list(patch),
+        "variant": "fp32",
+        "compile": False,
+        "status": "ok",
+        "median_step_s": seconds,
+    }
 
 
 def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
     grid = load_grid(REPO / "config" / "config.yaml")
     methods = [(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), "train")]
-    steps = [step_row(m, s, ds, 0.5, p) for m, s in methods for ds, p in (("la", (112, 112, 80)),
-                                                                          ("pancreas", (96, 96, 96)))]  # fmt: skip
+    steps = [
+        step_row(m, s, ds, 0.5, p) for m, s in methods for ds, p in (("la", (112, 112, 80)), ("pancreas", (96, 96, 96)))
+    ]
     units = unit_costs(steps + [{**steps[0], "status": "error: oom"}], "fp32", 16)
-    assert units["supervised"] == pytest.approx((0.5 / step_work((112, 112, 80), 16)
-                                                 + 0.5 / step_work((96, 96, 96), 16)) / 2)  # fmt: skip
+    assert units["supervised"] == pytest.approx(
+        (0.5 / step_work((112, 112, 80), 16) + 0.5 / step_work((96, 96, 96), 16)) / 2
+    )
     cells = grid_cells(grid)
     predict_h = predict_hours(grid, {"la": 30.0, "pancreas": 60.0}, {"la": 20, "pancreas": 20})
     expected_predict = sum((30.0 if c.dataset == "la" else 60.0) * 20 for c in cells) / 3600

@@ -142,8 +142,10 @@ def test_job_processes_are_the_top_harness_processes(tmp_path):
     # a shell running `python -m harness ...`, which has a child of its own (like a data-loader worker)
     script = tmp_path / "harness"
     script.mkdir()
-    (script / "__main__.py").write_text("import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', "
-                                        "'import time; time.sleep(60)'])\ntime.sleep(60)\n")  # fmt: skip
+    (script / "__main__.py").write_text(
+        "import subprocess, sys, time\nsubprocess.Popen([sys.executable, '-c', "
+        "'import time; time.sleep(60)'])\ntime.sleep(60)\n"
+    )
     shell = subprocess.Popen(["bash", "-c", f"cd {tmp_path} && {sys.executable} -m harness train --x 1; true"])
     try:
         assert wait_for(lambda: len(psutil.Process(shell.pid).children(recursive=True)) >= 2)

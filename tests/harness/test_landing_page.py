@@ -20,9 +20,16 @@ matplotlib.use("Agg")
 
 
 def table(name: str, method: str) -> Table:
-    return Table(name=name, title=f"Table ({name})", caption="a caption", header=("Method", "Dice (%)"),
-                 rows=((Entry(method), Entry("80.1", "1.2")),), groups=(0,), data=pd.DataFrame({"dice": [80.1]}),
-                 footer="Source runs: abc")  # fmt: skip
+    return Table(
+        name=name,
+        title=f"Table ({name})",
+        caption="a caption",
+        header=("Method", "Dice (%)"),
+        rows=((Entry(method), Entry("80.1", "1.2")),),
+        groups=(0,),
+        data=pd.DataFrame({"dice": [80.1]}),
+        footer="Source runs: abc",
+    )
 
 
 def png(path):

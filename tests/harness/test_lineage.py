@@ -55,8 +55,9 @@ def test_start_job_deletes_downstream_and_leftovers_keeps_upstream(tmp_path):
     (run / "model.pt.tmp").write_text("half-written by a killed attempt")
     (run / "predictions.tmp").mkdir()
     deleted = start_job(run, "train", STAGES)
-    assert sorted(deleted) == sorted(["predictions", "metrics_per_case.csv", "metrics.json", "model.pt.tmp",
-                                      "predictions.tmp"])  # fmt: skip
+    assert sorted(deleted) == sorted(
+        ["predictions", "metrics_per_case.csv", "metrics.json", "model.pt.tmp", "predictions.tmp"]
+    )
     for kept in ("run_config.yaml", "stage1/model.pt", "stage2/model.pt", "run_info.json"):
         assert (run / kept).exists(), kept
     assert not (run / "predictions").exists() and not (run / "model.pt.tmp").exists()

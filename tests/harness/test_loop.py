@@ -152,8 +152,15 @@ def test_missing_train_list_entry_count_is_reported(tiny_dataset, tmp_path):
 
 def cell_params_for(cfg) -> dict:
     d = cfg.to_dict()
-    return {"dataset": d["dataset"], "method": d["method"], "n_labeled": d["n_labeled"], "seed": d["seed"],
-            "data": d["data"], "protocol": d["protocol"], "method_overrides": d["method_config"]}  # fmt: skip
+    return {
+        "dataset": d["dataset"],
+        "method": d["method"],
+        "n_labeled": d["n_labeled"],
+        "seed": d["seed"],
+        "data": d["data"],
+        "protocol": d["protocol"],
+        "method_overrides": d["method_config"],
+    }
 
 
 def amp_config(root: Path, **protocol):

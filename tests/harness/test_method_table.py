@@ -58,8 +58,11 @@ def test_name_stages_and_nested_config_keys(tmp_path):
     assert entry.shared_stages == ("warmup",) and entry.stage("finetune").settings == "finetune"
     nested = {"iterations": None, "lr": None}
     assert entry.config_keys == {"warmup": nested, "finetune": nested, "tau": None}
-    assert entry.defaults == {"warmup": {"iterations": 10, "lr": 0.1}, "finetune": {"iterations": 10, "lr": 0.1},
-                              "tau": 0.5}  # fmt: skip
+    assert entry.defaults == {
+        "warmup": {"iterations": 10, "lr": 0.1},
+        "finetune": {"iterations": 10, "lr": 0.1},
+        "tau": 0.5,
+    }
 
 
 def test_a_method_without_stages_or_config(tmp_path):

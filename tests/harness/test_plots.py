@@ -93,8 +93,13 @@ def write_logs(tmp_path: Path, specs: list[tuple[str, str, int, int]], seeds=(0,
         for seed in seeds:
             run = tmp_path / "runs" / dataset / method / f"labeled~{n_labeled}" / f"seed~{seed}"
             run.mkdir(parents=True)
-            config = {"dataset": dataset, "method": method, "n_labeled": n_labeled, "seed": seed,
-                      "data": {"n_train": n_train}}  # fmt: skip
+            config = {
+                "dataset": dataset,
+                "method": method,
+                "n_labeled": n_labeled,
+                "seed": seed,
+                "data": {"n_train": n_train},
+            }
             (run / "run_info.json").write_text(json.dumps({"config": config}))
             lines = []
             for it in (9, 19, 29):
@@ -122,8 +127,9 @@ def test_write_figures_two_datasets(tmp_path):
     per_case = per_case_frame(specs)
     logs = load_train_logs(write_logs(tmp_path, specs))
     out = tmp_path / "figures"
-    paths = write_figures(per_run(per_case), per_case, out, published=published_rows(), published_label="SimCVD",
-                          train_logs=logs)  # fmt: skip
+    paths = write_figures(
+        per_run(per_case), per_case, out, published=published_rows(), published_label="SimCVD", train_logs=logs
+    )
     names = figure_names(["LA", "Pancreas"])
     per_dataset = ("dice_per_case_{}.png", "hd95_per_case_{}.png", "training_curves_{}.png")
     assert names == ["dice_vs_labeled.png", *(n.format(d) for d in ("LA", "Pancreas") for n in per_dataset)]

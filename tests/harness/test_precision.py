@@ -40,9 +40,8 @@ def run_config(root: Path, method: str = "supervised", **protocol):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 3, "n_filters": 2,
-                     **protocol}
-    }  # fmt: skip
+        "protocol": {"iterations": 3, "n_filters": 2, **protocol},
+    }
     params = cell_params(config, RunId("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)
@@ -56,9 +55,14 @@ def spy_on_steps(monkeypatch) -> list[dict]:
     def spy(method, optim, batch, progress):
         # a 3×3×3 convolution with several input channels: its two layouts have different strides
         conv = next(p for p in method.net.parameters() if p.dim() == 5 and p.shape[1] > 1 and p.shape[2] > 1)
-        seen.append({"cudnn": torch.backends.cudnn.allow_tf32, "matmul": torch.backends.cuda.matmul.allow_tf32,
-                     "net_cl": conv.is_contiguous(memory_format=LAYOUT) and not conv.is_contiguous(),
-                     "batch_cl": batch.x.stride(1) == 1})  # one channel: stride 1 only when channels-last  # fmt: skip
+        seen.append(
+            {
+                "cudnn": torch.backends.cudnn.allow_tf32,
+                "matmul": torch.backends.cuda.matmul.allow_tf32,
+                "net_cl": conv.is_contiguous(memory_format=LAYOUT) and not conv.is_contiguous(),
+                "batch_cl": batch.x.stride(1) == 1,
+            }
+        )  # one channel: stride 1 only when channels-last
         return real(method, optim, batch, progress)
 
     monkeypatch.setattr(loop, "run_step", spy)
@@ -121,8 +125,15 @@ def test_prediction_sets_the_run_s_switches(tiny_dataset, tmp_path, monkeypatch)
         return real(watched, image, *args, **kwargs)
 
     monkeypatch.setattr(predict_module, "sliding_window", spy)
-    predict_cases(cfg, tmp_path / "run" / "model.pt", tmp_path / "run" / "predictions", stride=(16, 16, 8),
-                  windows_per_batch=2, spacing_mm=(1.0, 1.0, 1.0), device=CPU)  # fmt: skip
+    predict_cases(
+        cfg,
+        tmp_path / "run" / "model.pt",
+        tmp_path / "run" / "predictions",
+        stride=(16, 16, 8),
+        windows_per_batch=2,
+        spacing_mm=(1.0, 1.0, 1.0),
+        device=CPU,
+    )
     assert seen and set(seen) == {(True, True)}
     assert sorted(p.name for p in (tmp_path / "run" / "predictions").glob("*.nii.gz"))
 
@@ -144,8 +155,12 @@ def test_loader_options_only_for_cuda():
 
 
 def test_batch_to_puts_images_in_the_layout_and_leaves_labels():
-    batch = Batch(x=torch.randn(2, 3, 16, 16, 16), y=torch.zeros(1, 16, 16, 16, dtype=torch.long), n_labeled=1,
-                  extras={"sdf": torch.zeros(1, 16, 16, 16)})  # fmt: skip
+    batch = Batch(
+        x=torch.randn(2, 3, 16, 16, 16),
+        y=torch.zeros(1, 16, 16, 16, dtype=torch.long),
+        n_labeled=1,
+        extras={"sdf": torch.zeros(1, 16, 16, 16)},
+    )
     moved = batch.to(CPU, memory_format=LAYOUT)
     assert moved.x.is_contiguous(memory_format=LAYOUT) and not batch.x.is_contiguous(memory_format=LAYOUT)
     assert torch.equal(moved.x, batch.x) and moved.y is batch.y and moved.extras["sdf"] is batch.extras["sdf"]

@@ -45,8 +45,12 @@ def published() -> pd.DataFrame:
 
 def test_shipped_rows_hold_the_printed_values(published):
     def value(source, dataset, method, n, column):
-        row = published[(published["source_id"] == source) & (published["dataset_key"] == dataset)
-                        & (published["method_key"] == method) & (published["n_labeled"] == n)]  # fmt: skip
+        row = published[
+            (published["source_id"] == source)
+            & (published["dataset_key"] == dataset)
+            & (published["method_key"] == method)
+            & (published["n_labeled"] == n)
+        ]
         assert len(row) == 1, (source, dataset, method, n)
         return row.iloc[0][column]
 
@@ -102,20 +106,25 @@ def test_extract_rows_keeps_only_mappable_rows_of_known_tables(tmp_path):
 
 
 def test_join_right_source_right_row_missing_stays_empty(published):
-    cells = cells_frame([
-        ("la", "supervised", "lower bound", 8),
-        ("la", "supervised", "upper bound", 80),
-        ("LA", "dtc", "", 8),  # dataset keys compare case-insensitively
-        ("la", "cvrl", "", 8),  # no published numbers for cvrl
-        ("pancreas", "ua_mt", "", 6),  # SimCVD has no 6-label Pancreas setting
-        ("synthetic", "supervised", "lower bound", 2),
-        ("la", "supervised", "lower bound", 80),  # the 80-label row is the upper bound, not a lower bound
-    ])  # fmt: skip
+    cells = cells_frame(
+        [
+            ("la", "supervised", "lower bound", 8),
+            ("la", "supervised", "upper bound", 80),
+            ("LA", "dtc", "", 8),  # dataset keys compare case-insensitively
+            ("la", "cvrl", "", 8),  # no published numbers for cvrl
+            ("pancreas", "ua_mt", "", 6),  # SimCVD has no 6-label Pancreas setting
+            ("synthetic", "supervised", "lower bound", 2),
+            ("la", "supervised", "lower bound", 80),  # the 80-label row is the upper bound, not a lower bound
+        ]
+    )
     out = join_published(cells, published, "simcvd")
     assert out["dice_published"].tolist()[:3] == [79.99, 91.14, 87.49]
     assert out["asd_published"].tolist()[:3] == [5.48, 1.52, 2.37]
-    assert out["published_table"].tolist()[:3] == ["Table I (LA, 10% labeled)", "Table I (LA, 20% labeled)",
-                                                   "Table I (LA, 10% labeled)"]  # fmt: skip
+    assert out["published_table"].tolist()[:3] == [
+        "Table I (LA, 10% labeled)",
+        "Table I (LA, 20% labeled)",
+        "Table I (LA, 10% labeled)",
+    ]
     assert out.loc[3:, ["dice_published", "jaccard_published", "hd95_published"]].isna().all().all()
     assert out.loc[3:, "published_table"].tolist() == ["", "", "", ""]
     dual = join_published(cells, published, "dualfete")

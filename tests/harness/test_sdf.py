@@ -32,13 +32,9 @@ def test_square_by_hand(sdf):
     # centre (2,2): nearest bg at distance 2 → −2/2 = −1; the 8 other fg voxels touch the bg ring → boundary 0;
     # ring: edge-adjacent voxels 1 away from the square, corners √2 away (max negdis √2) → 1/√2 and 1
     r = 1 / math.sqrt(2)
-    expected = np.array(
-        [[1, r, r, r, 1],
-         [r, 0, 0, 0, r],
-         [r, 0, -1, 0, r],
-         [r, 0, 0, 0, r],
-         [1, r, r, r, 1]]
-    ).reshape(5, 5, 1)  # fmt: skip
+    expected = np.array([[1, r, r, r, 1], [r, 0, 0, 0, r], [r, 0, -1, 0, r], [r, 0, 0, 0, r], [1, r, r, r, 1]]).reshape(
+        5, 5, 1
+    )
     np.testing.assert_allclose(sdf(label), expected, atol=1e-7)
 
 
@@ -100,8 +96,9 @@ def la_patches(root, n: int, seed: int) -> list[np.ndarray]:
     case = (root / "train.list").read_text().split()[0]
     _, label = load_case(la_case_path(root, case), with_label=True)
     rng = np.random.default_rng(seed)
-    offsets = [[int(rng.integers(0, s - p + 1)) for s, p in zip(label.shape, (112, 112, 80), strict=True)]
-               for _ in range(n)]  # fmt: skip
+    offsets = [
+        [int(rng.integers(0, s - p + 1)) for s, p in zip(label.shape, (112, 112, 80), strict=True)] for _ in range(n)
+    ]
     return [np.ascontiguousarray(label[x : x + 112, y : y + 112, z : z + 80]) for x, y, z in offsets]
 
 
@@ -118,8 +115,14 @@ def test_patch_dataset_computes_the_map_per_labeled_sample():
     image = rng.standard_normal((24, 24, 20)).astype(np.float32)
     label = np.zeros((24, 24, 20), np.uint8)
     label[6:18, 8:16, 5:15] = 1
-    ds = PatchDataset([(image, label)], [image], patch_size=(16, 16, 16), augment_mode="rotflip_crop", seed=3,
-                      label_transforms={"sdf": signed_distance_map})  # fmt: skip
+    ds = PatchDataset(
+        [(image, label)],
+        [image],
+        patch_size=(16, 16, 16),
+        augment_mode="rotflip_crop",
+        seed=3,
+        label_transforms={"sdf": signed_distance_map},
+    )
     sample = ds[(0, 0, "l", 0)]
     expected = signed_distance_map(sample["label"].numpy().astype(np.uint8))
     assert sample["sdf"].dtype.is_floating_point and np.array_equal(sample["sdf"].numpy(), expected)

@@ -101,8 +101,15 @@ def write_run(tmp: Path, root: Path, method: str, n: int, seed: int, make_pred) 
     write_yaml_atomic(run / "run_config.yaml", cfg.to_dict())
     prepared = PreparedData.open(root, "la_h5")
     model = f"model-{method}-{n}-{seed}".ljust(64, "0")
-    info = {"config": cfg.to_dict(), "config_sha256": cfg.sha256(), "code_sha256": "c" * 64, "method_version": 1,
-            "git_commit": "abc", "model_sha256": model, "data_manifest_sha256": prepared.manifest_sha256}  # fmt: skip
+    info = {
+        "config": cfg.to_dict(),
+        "config_sha256": cfg.sha256(),
+        "code_sha256": "c" * 64,
+        "method_version": 1,
+        "git_commit": "abc",
+        "model_sha256": model,
+        "data_manifest_sha256": prepared.manifest_sha256,
+    }
     (run / "run_info.json").write_text(json.dumps(info))
     (run / "predictions").mkdir()
     for i, case in enumerate(prepared.test_ids):
@@ -110,8 +117,10 @@ def write_run(tmp: Path, root: Path, method: str, n: int, seed: int, make_pred) 
         pred = make_pred(i, gt).astype(np.uint8)
         save_nifti(pred, SPACING, run / "predictions" / f"{case}.nii.gz")
     settings = {"stride": [8, 8, 8], "windows_per_batch": 4, "spacing_mm": list(SPACING)}
-    write_record(run / "predictions", make_record(model_sha256=model, config_sha256=cfg.sha256(), data=prepared,
-                                                  settings=settings))  # fmt: skip
+    write_record(
+        run / "predictions",
+        make_record(model_sha256=model, config_sha256=cfg.sha256(), data=prepared, settings=settings),
+    )
     return run / "run_config.yaml"
 
 
@@ -147,11 +156,13 @@ def test_primary_variant_equals_the_evaluate_step(runs):
     for path in runs:
         cfg = load_run_config(path)
         info = json.loads((path.parent / "run_info.json").read_text())
-        rows = evaluate_cases(cfg, path.parent / "predictions", spacing_mm=SPACING, empty_pred="worst_case",
-                              run_info=info)  # fmt: skip
+        rows = evaluate_cases(
+            cfg, path.parent / "predictions", spacing_mm=SPACING, empty_pred="worst_case", run_info=info
+        )
         for row in rows:
-            mine = per_case[(per_case["method"] == cfg.method) & (per_case["seed"] == cfg.seed)
-                            & (per_case["case"] == row["case"])].set_index("variant")  # fmt: skip
+            mine = per_case[
+                (per_case["method"] == cfg.method) & (per_case["seed"] == cfg.seed) & (per_case["case"] == row["case"])
+            ].set_index("variant")
             for metric in ("dice", "jaccard", "hd95", "asd"):
                 assert mine.loc["primary", metric] == row[metric]
             assert mine.loc["mm", "hd95"] == row["hd95_mm"] and mine.loc["mm", "unit"] == "mm"
@@ -167,8 +178,9 @@ def test_workers_give_the_same_rows(runs):
 
 
 def test_sensitivity_table_and_files(runs, tmp_path):
-    written = write_sensitivity(runs, tmp_path / "sens.csv", tmp_path / "tables", spacing_mm=SPACING,
-                                policy="worst_case")  # fmt: skip
+    written = write_sensitivity(
+        runs, tmp_path / "sens.csv", tmp_path / "tables", spacing_mm=SPACING, policy="worst_case"
+    )
     assert set(written) == {"per_case", "md", "csv", "tex", "html"}
     assert all(p.stat().st_size > 0 for p in written.values())
     per_case = pd.read_csv(written["per_case"])

@@ -155,8 +155,18 @@ def per_case(specs: dict[tuple[str, int, int], list[float]], dataset: str = "LA"
     """Per-case rows from {(method, n_labeled, seed): [dice per case c0, c1, ...]}."""
     rows = []
     for (method, n_labeled, seed), dice in specs.items():
-        rows += [{"dataset": dataset, "method": method, "n_labeled": n_labeled, "seed": seed, "case": f"c{i}",
-                  "dice": d, "hd95": 10 * (1 - d)} for i, d in enumerate(dice)]  # fmt: skip
+        rows += [
+            {
+                "dataset": dataset,
+                "method": method,
+                "n_labeled": n_labeled,
+                "seed": seed,
+                "case": f"c{i}",
+                "dice": d,
+                "hd95": 10 * (1 - d),
+            }
+            for i, d in enumerate(dice)
+        ]
     return pd.DataFrame(rows)
 
 
@@ -165,8 +175,15 @@ def test_seed_case_grid_and_cell_intervals():
     grid = seed_case_grid(df, "dice")
     np.testing.assert_array_equal(grid, [[0.3, np.nan], [0.1, 0.2]])  # seeds sorted: 1, 2
     ci = cell_intervals(df, ["dice", "hd95"], n_resamples=200, seed=0)
-    assert list(ci.columns) == ["dataset", "method", "n_labeled", "dice_ci_low", "dice_ci_high", "hd95_ci_low",
-                                "hd95_ci_high"]  # fmt: skip
+    assert list(ci.columns) == [
+        "dataset",
+        "method",
+        "n_labeled",
+        "dice_ci_low",
+        "dice_ci_high",
+        "hd95_ci_low",
+        "hd95_ci_high",
+    ]
     row = ci.iloc[0]
     assert 0.1 <= row["dice_ci_low"] <= row["dice_ci_high"] <= 0.3
     # order-independent seeding: the same cell gives the same interval when other cells are added
@@ -176,12 +193,16 @@ def test_seed_case_grid_and_cell_intervals():
 
 
 def test_compare_to_reference_pairs_case_means_over_seeds():
-    df = per_case({
-        ("simcvd", 8, 1): [0.9, 0.8, 0.85, 0.7, 0.95], ("simcvd", 8, 2): [0.8, 0.8, 0.75, 0.9, 0.85],
-        ("ua_mt", 8, 1): [0.7, 0.8, 0.6, 0.6, 0.8], ("ua_mt", 8, 2): [0.8, 0.6, 0.7, 0.65, 0.9],
-        ("dtc", 8, 1): [0.9, 0.7, 0.8, 0.8, 0.9],
-        ("dtc", 16, 1): [0.9, 0.9, 0.9, 0.9, 0.9],  # no reference at 16
-    })  # fmt: skip
+    df = per_case(
+        {
+            ("simcvd", 8, 1): [0.9, 0.8, 0.85, 0.7, 0.95],
+            ("simcvd", 8, 2): [0.8, 0.8, 0.75, 0.9, 0.85],
+            ("ua_mt", 8, 1): [0.7, 0.8, 0.6, 0.6, 0.8],
+            ("ua_mt", 8, 2): [0.8, 0.6, 0.7, 0.65, 0.9],
+            ("dtc", 8, 1): [0.9, 0.7, 0.8, 0.8, 0.9],
+            ("dtc", 16, 1): [0.9, 0.9, 0.9, 0.9, 0.9],  # no reference at 16
+        }
+    )
     out = compare_to_reference(df, reference="simcvd").set_index(["method", "n_labeled"])
     ref = np.array([0.85, 0.8, 0.8, 0.8, 0.9])  # per-case mean over the two simcvd seeds
     ua = np.array([0.75, 0.7, 0.65, 0.625, 0.85])

@@ -41,8 +41,16 @@ def small_table() -> Table:
     mark_best(rows, [8, 8, 16], 2, True)
     mark_best(rows, [8, 8, 16], 3, False)
     data = pd.DataFrame({"method": ["a_1", "b|2", "c"], "dice_mean": [85.0, 80.0, 90.0]})
-    return Table("T_x", "Table (T)", "Caption with 50% & ±.", ("Method", "Labeled", "Dice (%)", "95HD"),
-                 tuple(tuple(r) for r in rows), (8, 8, 16), data, footer="Footer_1")  # fmt: skip
+    return Table(
+        "T_x",
+        "Table (T)",
+        "Caption with 50% & ±.",
+        ("Method", "Labeled", "Dice (%)", "95HD"),
+        tuple(tuple(r) for r in rows),
+        (8, 8, 16),
+        data,
+        footer="Footer_1",
+    )
 
 
 def test_entries_and_bold_best_per_group():
@@ -132,9 +140,17 @@ def fake_run(root: Path, method: str, n: int, seed: int) -> Path:
     run = root / method / f"labeled~{n}" / f"seed~{seed}"
     run.mkdir(parents=True)
     (run / "run_config.yaml").write_text(f"dataset: LA\nmethod: {method}\nn_labeled: {n}\nseed: {seed}\n")
-    info = {"config": {"dataset": "LA", "method": method, "n_labeled": n, "seed": seed}, "git_commit": "abcdef1234567",
-            "git_dirty": seed == 2, "config_sha256": f"{seed:064d}", "method_version": 3, "device": "cpu",
-            "packages": {"torch": "2.13.0+cpu"}, "wall_time_s": 12.345, "data_manifest_sha256": "f" * 64}  # fmt: skip
+    info = {
+        "config": {"dataset": "LA", "method": method, "n_labeled": n, "seed": seed},
+        "git_commit": "abcdef1234567",
+        "git_dirty": seed == 2,
+        "config_sha256": f"{seed:064d}",
+        "method_version": 3,
+        "device": "cpu",
+        "packages": {"torch": "2.13.0+cpu"},
+        "wall_time_s": 12.345,
+        "data_manifest_sha256": "f" * 64,
+    }
     (run / "run_info.json").write_text(json.dumps(info))
     return run / "run_info.json"
 

@@ -94,9 +94,12 @@ def test_a_pretraining_stage_writes_its_own_events(tiny_dataset, tmp_path):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 2, "n_filters": 2, },
-        "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 3, "batch_volumes": 2}}}
-    }  # fmt: skip
+        "protocol": {
+            "iterations": 2,
+            "n_filters": 2,
+        },
+        "method_overrides": {"sup_local_contrast": {"stage1": {"iterations": 3, "batch_volumes": 2}}},
+    }
     params = cell_params(config, RunId("tiny", "sup_local_contrast", 2, 1))
     params["data"]["root"] = str(tiny_dataset)
     train(resolve_run(params), tmp_path, device=CPU, bookkeeping=BOOK, stage="stage1")

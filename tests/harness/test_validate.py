@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from workflow_tools import snakemake
 
 from harness.config import ConfigError
 from harness.run.method_table import read_methods
@@ -52,9 +53,7 @@ def check_config(path: Path, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def snakemake_dry_run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO)}
-    cmd = [str(BIN / "snakemake"), "--snakefile", str(REPO / "Snakefile"), "-n", *args]
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    return snakemake("-n", *args, cwd=cwd, check=False)
 
 
 def problem_lines(text: str) -> list[str]:

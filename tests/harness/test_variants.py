@@ -51,11 +51,14 @@ def test_several_keys_vary_one_at_a_time_unless_product_is_asked():
 
 
 def test_a_variant_runs_with_its_overrides_on_top_of_the_methods_and_records_them():
-    cfg = validate_config(tiny(
-        methods=["mean_teacher", "mean_teacher@slow"],
-        method_overrides={"mean_teacher": {"ema_decay": 0.9, "protocol": {"lr": 0.02}}},
-        variants={"mean_teacher": {"slow": {"ema_decay": 0.999, "protocol": {"iterations": 6}}}},
-    ), METHODS)  # fmt: skip
+    cfg = validate_config(
+        tiny(
+            methods=["mean_teacher", "mean_teacher@slow"],
+            method_overrides={"mean_teacher": {"ema_decay": 0.9, "protocol": {"lr": 0.02}}},
+            variants={"mean_teacher": {"slow": {"ema_decay": 0.999, "protocol": {"iterations": 6}}}},
+        ),
+        METHODS,
+    )
     params = cell_params(cfg, RunId("synthetic", "mean_teacher@slow", 2, 1))
     assert params["method_overrides"] == {"ema_decay": 0.999}
     assert params["protocol"]["lr"] == 0.02 and params["protocol"]["iterations"] == 6
@@ -69,8 +72,10 @@ def test_a_variant_runs_with_its_overrides_on_top_of_the_methods_and_records_the
 
 def test_editing_one_variant_changes_only_that_variants_parameters():
     def params(variants: dict) -> dict:
-        cfg = validate_config(tiny(methods=["mean_teacher", "mean_teacher@a", "mean_teacher@b"],
-                                   variants={"mean_teacher": variants}), METHODS)  # fmt: skip
+        cfg = validate_config(
+            tiny(methods=["mean_teacher", "mean_teacher@a", "mean_teacher@b"], variants={"mean_teacher": variants}),
+            METHODS,
+        )
         return {c.method: cell_params(cfg, c) for c in grid_cells(cfg)}
 
     before = params({"a": {"ema_decay": 0.9}, "b": {"ema_decay": 0.5}})
@@ -130,9 +135,14 @@ def test_a_sweep_point_and_a_user_variant_of_one_name_are_refused_with_both_defi
 def test_variants_that_change_nothing_or_repeat_another_are_refused():
     copies = tiny(
         methods=["mean_teacher", "mean_teacher@same", "mean_teacher@a", "mean_teacher@b"],
-        variants={"mean_teacher": {"same": {"ema_decay": 0.99, "protocol": {"lr": 0.01}},  # the defaults
-                                   "a": {"ema_decay": 0.9}, "b": {"ema_decay": 0.9, "noise_std": 0.1}}},
-    )  # fmt: skip
+        variants={
+            "mean_teacher": {
+                "same": {"ema_decay": 0.99, "protocol": {"lr": 0.01}},  # the defaults
+                "a": {"ema_decay": 0.9},
+                "b": {"ema_decay": 0.9, "noise_std": 0.1},
+            }
+        },
+    )
     with pytest.raises(ConfigError) as err:
         validate_config(copies, METHODS)
     text = str(err.value)
@@ -148,7 +158,8 @@ def test_a_variant_error_names_where_its_value_is_written():
     assert written_at(cfg, entry) == "sweeps.mean_teacher.ema_decay"
     with pytest.raises(ConfigError, match=r"^sweeps\.mean_teacher\.ema_decay: ema_decay must be in \[0, 1\]; got 1.5"):
         resolve_run(cell_params(cfg, RunId("synthetic", entry, 2, 1)), written_at(cfg, entry))
-    named = validate_config(tiny(methods=["mean_teacher@x"], variants={"mean_teacher": {"x": {"ema_decay": 2.0}}}),
-                            METHODS)  # fmt: skip
+    named = validate_config(
+        tiny(methods=["mean_teacher@x"], variants={"mean_teacher": {"x": {"ema_decay": 2.0}}}), METHODS
+    )
     assert written_at(named, "mean_teacher@x") == "variants.mean_teacher.x"
     assert written_at(named, "supervised") == "method_overrides.supervised"

@@ -139,8 +139,10 @@ def test_an_undeclared_hook_is_caught():
 def dataclass_keys(cls: type) -> dict:
     """{field: None or the nested dataclass's keys}, as `harness.run.method_table` reads them from source."""
     hints = typing.get_type_hints(cls)
-    return {f.name: dataclass_keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
-            for f in dataclasses.fields(cls)}  # fmt: skip
+    return {
+        f.name: dataclass_keys(hints[f.name]) if dataclasses.is_dataclass(hints[f.name]) else None
+        for f in dataclasses.fields(cls)
+    }
 
 
 def literal_defaults(config: object) -> dict:
@@ -195,6 +197,7 @@ def test_a_method_that_ignores_unlabeled_data_is_caught():
     class LabeledOnly(get_method("supervised")):
         needs_unlabeled = True  # says it is semi-supervised, trains on the labeled half only
 
-    method = LabeledOnly(from_dict(LabeledOnly.Config, {}, "x"), partial(build_net, n_filters=2, normalization="none"),
-                         CPU)  # fmt: skip
+    method = LabeledOnly(
+        from_dict(LabeledOnly.Config, {}, "x"), partial(build_net, n_filters=2, normalization="none"), CPU
+    )
     assert unlabeled_gradient(method) == 0.0

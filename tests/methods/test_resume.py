@@ -25,10 +25,9 @@ def run_config(root: Path, method: str, *, iterations: int = 6):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": iterations, "n_filters": 2,
-                     "lr_step": 4},
-        "method_overrides": {"sup_local_contrast": SHORT_STAGES}
-    }  # fmt: skip
+        "protocol": {"iterations": iterations, "n_filters": 2, "lr_step": 4},
+        "method_overrides": {"sup_local_contrast": SHORT_STAGES},
+    }
     params = cell_params(config, RunId("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)

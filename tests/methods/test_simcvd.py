@@ -86,8 +86,11 @@ def test_gradients_reach_trunk_sdm_head_and_projection_head_not_teacher():
 def test_ema_updates_teacher_head_and_trunk():
     m = make()
     m.after_optimizer_step(Progress(it=0, max_it=10, lr=0.01))  # a_0 = 0: teacher = student copy
-    for t, s in zip([*m.teacher_head.parameters(), *m.teacher.parameters()],
-                    [*m.head.parameters(), *m.net.parameters()], strict=True):  # fmt: skip
+    for t, s in zip(
+        [*m.teacher_head.parameters(), *m.teacher.parameters()],
+        [*m.head.parameters(), *m.net.parameters()],
+        strict=True,
+    ):
         assert torch.equal(t, s)
     m_no = make(ema_head=False)
     assert "teacher_head" not in m_no.modules()

@@ -41,9 +41,12 @@ def run_config(root: Path, overrides: dict | None = None, n_labeled: int = 2, se
     config = {
         "datasets": {"tiny": {"labeled": [2, 3]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
-        "protocol": {"iterations": 2, "n_filters": 2, },
-        "method_overrides": {"sup_local_contrast": {**SHORT, **(overrides or {})}}
-    }  # fmt: skip
+        "protocol": {
+            "iterations": 2,
+            "n_filters": 2,
+        },
+        "method_overrides": {"sup_local_contrast": {**SHORT, **(overrides or {})}},
+    }
     params = cell_params(config, RunId("tiny", "sup_local_contrast", n_labeled, seed))
     params["data"]["root"] = str(root)
     return resolve_run(params)
@@ -200,13 +203,31 @@ def test_intensity_view_hand_values():
 
 
 def test_warmup_cosine_schedule_hand_values():
-    spec = StageSpec(name="s", iterations=10, batch_volumes=1, views=1, data="images", optimizer="adam", lr=1.0,
-                     weight_decay=0.0, schedule="warmup_cosine", warmup_fraction=0.2)  # fmt: skip
+    spec = StageSpec(
+        name="s",
+        iterations=10,
+        batch_volumes=1,
+        views=1,
+        data="images",
+        optimizer="adam",
+        lr=1.0,
+        weight_decay=0.0,
+        schedule="warmup_cosine",
+        warmup_fraction=0.2,
+    )
     assert [spec.lr_at(i) for i in (0, 1)] == [0.5, 1.0]  # linear warm-up over 2 steps
     assert spec.lr_at(2) == 1.0 and spec.lr_at(6) == pytest.approx(0.5)  # cosine over the remaining 8
     with pytest.raises(ValueError, match="data in"):
-        StageSpec(name="s", iterations=10, batch_volumes=1, views=1, data="test_images", optimizer="adam", lr=1.0,
-                  weight_decay=0.0)  # fmt: skip
+        StageSpec(
+            name="s",
+            iterations=10,
+            batch_volumes=1,
+            views=1,
+            data="test_images",
+            optimizer="adam",
+            lr=1.0,
+            weight_decay=0.0,
+        )
 
 
 def test_config_rejects_a_block_that_is_not_a_multiple_of_the_stride():
@@ -232,8 +253,11 @@ def test_block_mode_trains_and_checks_the_patch():
     x = torch.randn(2, 1, 16, 16, 16)
     out = method.stage_step(Batch(x=x, y=y, n_labeled=2), Progress(0, 2, 1e-4))
     assert torch.isfinite(out.loss) and out.loss.item() > 0 and out.logs["w/anchors"] > 0
-    bad = cls(from_dict(Config, {"stage2": {"mode": "block", "stride": 4, "block_size": 12}}, "x"),
-              partial(build_net, n_filters=2), CPU)  # fmt: skip
+    bad = cls(
+        from_dict(Config, {"stage2": {"mode": "block", "stride": 4, "block_size": 12}}, "x"),
+        partial(build_net, n_filters=2),
+        CPU,
+    )
     bad.set_stage("stage2")
     with pytest.raises(ValueError, match="block_size 12 must divide the patch"):
         bad.stage_step(Batch(x=x, y=y, n_labeled=2), Progress(0, 2, 1e-4))
