@@ -1,4 +1,4 @@
-"""Rerun scope of the workflow (issue #6): code changes rerun what they affect, unrelated edits nothing.
+"""Rerun scope of the workflow: code changes rerun what they affect, unrelated edits nothing.
 
 Faults during reruns (killed jobs, a killed Snakemake) are in tests/test_faults.py.
 """

@@ -1,4 +1,4 @@
-"""Fault injection (issue 11): faults at random points during reruns never leave a wrong number in a table.
+"""Fault injection: faults at random points during reruns never leave a wrong number in a table.
 
 One project copy goes through four reruns. Each is interrupted by a fault at a random point and then recovered with
 the README's command (`snakemake --unlock ...`, then `snakemake --rerun-incomplete ...`); afterwards every table must
@@ -15,7 +15,7 @@ stopped with a message (which the test then follows, as a user would).
   F  a thread change       SIGKILL of the training, then `compute.train_threads` changes before the recovery: the
                            checkpoint of the other thread count is not resumed (the numbers equal a clean run's)
 
-(A list of test cases edited in place is the third change of issue 20: tests/data/test_nifti_workflow.py.)
+(A list of test cases edited in place, the third kind of input change: tests/data/test_nifti_workflow.py.)
 """
 
 from __future__ import annotations

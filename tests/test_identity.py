@@ -1,4 +1,4 @@
-"""A job's identity is what can change its numbers, and nothing else (issue 20): its code by import closure, its
+"""A job's identity is what can change its numbers, and nothing else: its code by import closure, its
 data, its config values and its thread count.
 
 One real run of a two-method CI grid in a project copy; then one file of each kind is edited and the dry run must plan

@@ -53,7 +53,6 @@ PROVENANCE_COLUMNS = (
 SHARED_PER_DATASET = ("data_sha256", "stride", "windows_per_batch", "empty_pred_policy")
 RUN_COLUMNS = (*RUN_KEYS, *METRICS, "n_cases", "n_empty_pred", *PROVENANCE_COLUMNS)
 INT_COLUMNS = ("n_labeled", "n_train", "seed", "empty_pred")
-STR_COLUMNS = ("dataset", "method", "case", *PROVENANCE_COLUMNS)
 METHOD_ORDER = ("supervised", "mean_teacher", "ua_mt", "dtc", "cvrl", "sup_local_contrast", "simcvd")
 UNITS = MappingProxyType({"voxel": ("hd95", "asd"), "mm": ("hd95_mm", "asd_mm")})
 UPPER_BOUND = "upper bound"

@@ -1,4 +1,4 @@
-"""Estimated cost of a grid from measured runs (issue #6): seconds per iteration, scaled to another protocol (the
+"""Estimated cost of a grid from measured runs: seconds per iteration, scaled to another protocol (the
 measured cost of finished runs is `harness.report.cost_table`).
 
 The smoke benchmark's Snakemake benchmark files give each method's training wall time; dividing by its iterations and

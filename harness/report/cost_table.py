@@ -1,4 +1,4 @@
-"""The report's cost table (issue #6): wall time, peak memory, device, GPU-hours and CPU-core-hours per method.
+"""The report's cost table: wall time, peak memory, device, GPU-hours and CPU-core-hours per method.
 
 Inputs:
 

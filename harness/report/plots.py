@@ -303,11 +303,6 @@ def plot_per_case(per_case: pd.DataFrame, dataset: str, path: str | os.PathLike,
         plt.close(fig)
 
 
-def plot_dice_per_case(per_case: pd.DataFrame, dataset: str, path: str | os.PathLike) -> list[Path]:
-    """Per-case Dice distribution of one dataset (see `plot_per_case`)."""
-    return plot_per_case(per_case, dataset, path, metric="dice")
-
-
 # ------------------------------------------------------------------------------------------------ training curves
 def _read_log(path: Path) -> list[dict[str, Any]]:
     """The numeric entries of one JSONL training log as records {it, key, value} (non-finite values skipped)."""

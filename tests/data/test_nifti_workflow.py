@@ -1,4 +1,4 @@
-"""Your own dataset through config alone (issue 13): an MSD-layout MR dataset and an nnU-Net-v2-layout CT dataset the
+"""Your own dataset through config alone: an MSD-layout MR dataset and an nnU-Net-v2-layout CT dataset the
 project has never seen run through the whole DAG and appear in every table and figure."""
 
 from __future__ import annotations

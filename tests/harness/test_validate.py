@@ -293,7 +293,7 @@ def test_config_readme_lists_every_key():
     assert [k for k in keys if f"| `{k}` |" not in readme] == []
 
 
-def test_confusing_inputs_of_issue_20_get_one_line_naming_key_and_fix():
+def test_confusing_inputs_get_one_line_naming_key_and_fix():
     """--config list items as text, a misspelt reference method, keys moved out of `protocol`, labeled_bs equal to
     batch_size: each a line naming the key as written and the fix."""
     from harness.method.build import resolve_run

@@ -119,7 +119,7 @@ def test_the_simcvd_ablation_config_plans_every_published_row():
 
 
 def test_a_sweep_point_and_a_user_variant_of_one_name_are_refused_with_both_definitions():
-    """Issue 20: the sweep used to replace the user's variant silently (its lr override was gone)."""
+    """A sweep used to replace the user's variant of the same name silently (its lr override was gone)."""
     cfg = tiny(
         methods=["supervised"],
         variants={"supervised": {"has_dropout=false": {"has_dropout": False, "protocol": {"lr": 0.05}}}},
