@@ -95,6 +95,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     _nifti_parsers(sub)
 
 
+def _download_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--retries", type=int, default=3, help="attempts per file")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
 def _source_parsers(sub: argparse._SubParsersAction) -> None:
     """The LA and Pancreas sources' subcommands."""
     p = sub.add_parser("fetch-la", help="download + verify released LA cases and/or the lists (protocol §1.2)")
@@ -102,8 +107,7 @@ def _source_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-url", required=True, help="URL or local folder holding train.list and 2018LA_Seg_...")
     p.add_argument("--case", nargs="*", default=[], help="LA case IDs")
     p.add_argument("--lists", action="store_true", help="also fetch train.list and test.list")
-    p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--no-progress", action="store_true")
+    _download_flags(p)
     p.set_defaults(func=cmd_fetch_la)
 
     p = sub.add_parser("la-raw", help="preprocess one raw LA case (lgemri/laendo.nrrd), seeded margins (§1.5)")
@@ -136,16 +140,14 @@ def _source_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--case", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--api-url", default="")
-    p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--no-progress", action="store_true")
+    _download_flags(p)
     p.set_defaults(func=cmd_tcia_fetch)
 
     p = sub.add_parser("pancreas-labels", help="fetch (or use the hand-placed) label archive and extract it")
     p.add_argument("--raw-dir", required=True)
     p.add_argument("--url", required=True)
     p.add_argument("--sha256", default="")
-    p.add_argument("--retries", type=int, default=3)
-    p.add_argument("--no-progress", action="store_true")
+    _download_flags(p)
     p.set_defaults(func=cmd_pancreas_labels)
 
     p = sub.add_parser("pancreas-case", help="MC-Net preprocessing of one Pancreas case (protocol §2.3)")

@@ -33,7 +33,7 @@ def configured_variant(config: dict[str, Any]) -> Variant:
     return Variant(amp=p.get("amp", "off"), tf32=p.get("tf32", False), channels_last=p.get("channels_last", False))
 
 
-def unit_costs(steps: list[dict[str, Any]], variant: str, n_filters: int) -> dict[str, float]:
+def step_unit_costs(steps: list[dict[str, Any]], variant: str, n_filters: int) -> dict[str, float]:
     """Seconds per unit of step work (`cost_estimate.step_work`) of each method ("<method>") and pre-training stage
     ("<method>/<stage>"), averaged over the datasets, from the uncompiled `variant` measurements that succeeded."""
     per_key: dict[str, list[float]] = defaultdict(list)

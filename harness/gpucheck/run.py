@@ -20,7 +20,7 @@ from harness import provenance
 from harness.gpucheck.concurrency import compile_step, concurrency, worker_spec
 from harness.gpucheck.device import device_record
 from harness.gpucheck.pipeline import bottleneck, loader_rate, sliding_window_time
-from harness.gpucheck.projection import configured_variant, predict_hours, project, unit_costs
+from harness.gpucheck.projection import configured_variant, predict_hours, project, step_unit_costs
 from harness.gpucheck.settings import NO_CUDA, VARIANTS, CheckSettings, Variant
 from harness.gpucheck.steps import StepCase, measure_step, skipped, step_cases
 from harness.method.registry import list_methods
@@ -121,7 +121,7 @@ def projection(
 ) -> dict[str, Any]:
     """The grid's projected wall time (`harness.gpucheck.projection`); hours are n/a without CUDA (a CPU's tiny
     steps say nothing about a GPU's)."""
-    units = unit_costs(steps, variant, settings.n_filters)
+    units = step_unit_costs(steps, variant, settings.n_filters)
     speedups = {r["k"]: r["speedup_vs_1"] for r in k_rows if "speedup_vs_1" in r}
     seconds = {r["dataset"]: r["seconds_per_case"] for r in sliding}
     tests = {g.name: g.test_cases for g in settings.datasets}

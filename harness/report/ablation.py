@@ -166,7 +166,7 @@ def build_ablation_table(
     )
 
 
-def sweep_points(per_case: pd.DataFrame, settings: Mapping, base: str, key: str, dataset: str) -> pd.DataFrame:
+def sweep_rows(per_case: pd.DataFrame, settings: Mapping, base: str, key: str, dataset: str) -> pd.DataFrame:
     """Per-run mean Dice of the base run and of the variants that change `key` only, with the key's value.
 
     Returns columns method, n_labeled, seed, value, dice (fraction).
@@ -264,7 +264,7 @@ def write_ablation(
             written += write_table(table, tables_dir).values()
         for item in sweeps:
             base, key = item.split(":", 1)
-            points = sweep_points(per_case, settings, base, key, dataset)
+            points = sweep_rows(per_case, settings, base, key, dataset)
             title = f"{base}: {key} sweep ({dataset})"
             figure = Path(figures_dir) / f"sweep_{base}_{key}_{dataset}.png"
             written += plot_sweep(points, published_sweep(published, base, key, dataset), title, key, figure)

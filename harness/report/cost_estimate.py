@@ -91,7 +91,7 @@ def estimate(config: dict[str, Any], units: dict[str, float], methods: dict[str,
     return {"hours_per_method": dict(hours), "total_hours": sum(hours.values()), "unmeasured": sorted(missing)}
 
 
-def describe(est: dict[str, Any], source: Path) -> str:
+def estimate_text(est: dict[str, Any], source: Path) -> str:
     """A clearly labelled, human-readable summary."""
     lines = [f"ESTIMATE (not a measurement): training time scaled from the runs under {source}, on that machine:"]
     lines += [f"  {m}: {h:.1f} h" for m, h in sorted(est["hours_per_method"].items())]
@@ -105,4 +105,4 @@ def print_estimate(config: dict[str, Any], methods: dict[str, MethodEntry], meas
     """Print `estimate` to stderr when `measured` (the smoke run's results) holds measured runs (a dry run)."""
     units = unit_costs(measured) if measured.exists() else {}
     if units:
-        print(describe(estimate(config, units, methods), measured), file=sys.stderr)
+        print(estimate_text(estimate(config, units, methods), measured), file=sys.stderr)

@@ -174,7 +174,7 @@ def find_inconsistencies(bench_dir: str | Path, runs: Iterable[tuple[Path, Seque
     return problems + report_problems(Path(bench_dir), [run_dir for run_dir, _ in runs])
 
 
-def describe(problems: Sequence[Problem]) -> str:
+def refusal_message(problems: Sequence[Problem]) -> str:
     """The refusal message: what is stale and the command that deletes it (the workflow then recomputes it)."""
     lines = ["results that no longer match what they were computed from, and that Snakemake would not redo:"]
     lines += [f"  - {p.message}" for p in problems]

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from harness.report.ablation import sweep_points, write_ablation
+from harness.report.ablation import sweep_rows, write_ablation
 from harness.report.ablation_published import (
     DATA_FILE,
     extract_ablation_rows,
@@ -148,7 +148,7 @@ def test_sweep_points_are_the_base_run_and_the_variants_of_that_key_only(tmp_pat
     from harness.report.aggregate import load_per_case
 
     csvs, configs, _ = ablation_results
-    points = sweep_points(load_per_case(csvs), read_settings(configs), "simcvd", "head_dropout", "la")
+    points = sweep_rows(load_per_case(csvs), read_settings(configs), "simcvd", "head_dropout", "la")
     assert sorted(set(points["method"])) == ["simcvd", "simcvd@head_dropout=0", "simcvd@head_dropout=0.5"]
     assert sorted(points["value"].unique()) == [0, 0.1, 0.5] and len(points) == 6  # two seeds each
     means = points.groupby("value")["dice"].mean()

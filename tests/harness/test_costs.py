@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.report.cost_estimate import describe, estimate, step_work, unit_costs
+from harness.report.cost_estimate import estimate, estimate_text, step_work, unit_costs
 from harness.run.method_table import read_methods
 
 METHODS = read_methods(Path(__file__).resolve().parents[2])
@@ -55,7 +55,7 @@ def test_estimate_scales_to_the_target_grid(tmp_path):
     # supervised: labeled~8 x 2 seeds + upper bound x 2 seeds = 4 runs; simcvd was never measured
     assert est["hours_per_method"]["supervised"] == pytest.approx(4 * one_run_h)
     assert est["unmeasured"] == ["simcvd"]
-    text = describe(est, tmp_path)
+    text = estimate_text(est, tmp_path)
     assert text.startswith("ESTIMATE (not a measurement)") and "simcvd" in text
 
 

@@ -16,7 +16,7 @@ import torch
 
 from harness.gpucheck.compare import compare_config, compare_devices, compare_losses, train_losses, window_means
 from harness.gpucheck.concurrency import concurrency, worker_spec
-from harness.gpucheck.projection import load_grid, predict_hours, project, unit_costs
+from harness.gpucheck.projection import load_grid, predict_hours, project, step_unit_costs
 from harness.gpucheck.report import render
 from harness.gpucheck.run import Clock, measure_steps
 from harness.gpucheck.settings import FP32, NO_CUDA, VARIANTS, quick_settings
@@ -164,7 +164,7 @@ def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
     steps = [
         step_row(m, s, ds, 0.5, p) for m, s in methods for ds, p in (("la", (112, 112, 80)), ("pancreas", (96, 96, 96)))
     ]
-    units = unit_costs(steps + [{**steps[0], "status": "error: oom"}], "fp32", 16)
+    units = step_unit_costs(steps + [{**steps[0], "status": "error: oom"}], "fp32", 16)
     assert units["supervised"] == pytest.approx(
         (0.5 / step_work((112, 112, 80), 16) + 0.5 / step_work((96, 96, 96), 16)) / 2
     )

@@ -12,10 +12,10 @@ import pytest
 
 from harness.run.lineage import (
     JOURNAL,
-    describe,
     downstream,
     find_inconsistencies,
     new_journal,
+    refusal_message,
     run_chain,
     run_problems,
     start_job,
@@ -144,7 +144,7 @@ def test_the_message_gives_a_command_that_removes_exactly_the_stale_files(tmp_pa
     run = complete_run(tmp_path / "with space" / "labeled~2")
     (run / "run_info.json").unlink()
     problems = find_inconsistencies(tmp_path, [(run, ())])
-    text = describe(problems)
+    text = refusal_message(problems)
     command = text.splitlines()[-1].strip()
     assert command.startswith("rm -rf ")
     subprocess.run(shlex.split(command), check=True)

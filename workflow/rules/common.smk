@@ -9,7 +9,7 @@ sys.path.insert(0, workflow.basedir)
 from harness.config import ConfigError  # noqa: E402
 from harness.run.folder import RUN_PATTERN, RunId  # noqa: E402
 from harness.run.jobs import export_for_jobs, export_runs_per_gpu, forward_stop_signals  # noqa: E402
-from harness.run.lineage import describe as describe_problems  # noqa: E402
+from harness.run.lineage import refusal_message  # noqa: E402
 from harness.run.method_table import read_methods  # noqa: E402
 from harness.workflow.data_inputs import DataInputs  # noqa: E402
 from harness.workflow.plan import Plan  # noqa: E402
@@ -39,7 +39,7 @@ export_runs_per_gpu(COMPUTE["runs_per_gpu"])  # gpu_slot.sh: slots per device
 if not (workflow.remote_exec or workflow.subprocess_exec):  # the main Snakemake process only
     problems = PLAN.stale_results()  # a run folder deleted by hand, a job killed before it invalidated its outputs
     if problems:
-        raise WorkflowError(f"results refused: {describe_problems(problems)}")
+        raise WorkflowError(f"results refused: {refusal_message(problems)}")
 
 
 onstart:
