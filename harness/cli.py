@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "harness.train.commands",
     "harness.evaluate.commands",
     "harness.report.commands",
+    "harness.external",
     "harness.gpucheck.command",
 )
 

@@ -46,6 +46,15 @@ def base_of(method: str) -> str:
     return method.split(VARIANT_SEPARATOR, 1)[0]
 
 
+def same_value(a: Any, b: Any) -> bool:
+    """Equal as configured values (YAML lists and Config tuples alike; 0 and 0.0 alike; True and 1 not)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return type(a) is type(b) and a == b
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
 class ConfigError(ValueError):
     """A configuration value is missing, unknown or invalid; the message names the key and the fix."""
 

@@ -1,6 +1,5 @@
-"""`python -m harness predict | evaluate | evaluate-checkpoint` (workflow/rules/evaluate.smk; `evaluate-checkpoint` by
-hand). The command line is built for every job of the workflow, so nothing heavy is imported until a command runs.
-"""
+"""`python -m harness predict | evaluate` (workflow/rules/evaluate.smk). The command line is built for every job of
+the workflow, so nothing heavy is imported until a command runs."""
 
 from __future__ import annotations
 
@@ -80,7 +79,3 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out-csv", required=True)
     p.add_argument("--out-json", required=True)
     p.set_defaults(func=cmd_evaluate, run_job=True)
-
-    from harness.evaluate import external
-
-    external.add_command(sub)

@@ -90,7 +90,7 @@ def write_predictions(
 ) -> dict[str, Any]:
     """The sliding window of `predict` (a batch of windows → logits on the CPU, network in eval mode) over every test
     case of `data`: `<out_dir>/<case>.nii.gz` and `<out_dir>/predictions.json` recording the two hashes, written in a
-    temporary folder that replaces `out_dir` at the end (also used by `harness.evaluate.external`); `extra` is
+    temporary folder that replaces `out_dir` at the end (also used by `harness.external`); `extra` is
     recorded beside them (the job's threads and code)."""
     settings = {
         "window": list(window),

@@ -1,5 +1,5 @@
 """Projected wall time of a grid from the check's measurements, through the grid's cost estimate
-(`harness.report.cost_estimate`): measured step seconds become per-method unit costs, which the estimate scales to
+(`harness.workflow.cost_estimate`): measured step seconds become per-method unit costs, which the estimate scales to
 every run and pre-training stage of the grid; prediction adds the sliding-window seconds of every test case; k runs
 per GPU divide by the measured k-process speed-up, G GPUs by G.
 
@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.gpucheck.settings import Variant
-from harness.report.cost_estimate import estimate, step_work
 from harness.run.method_table import read_methods
+from harness.workflow.cost_estimate import estimate, step_work
 from harness.workflow.grid import grid_cells
 from harness.workflow.validate import load_config_file, validate_config
 

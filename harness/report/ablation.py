@@ -22,13 +22,12 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from harness.config import VARIANT_SEPARATOR
+from harness.config import VARIANT_SEPARATOR, same_value
 from harness.report.ablation_published import load_ablation_published, published_for, source_label
 from harness.report.aggregate import load_per_case, per_cell, per_run
 from harness.report.plots import plotting_modules, save_figure
 from harness.report.stats import compare_to_reference
 from harness.report.table_model import MISSING, Entry, Table, format_number, format_p, mean_std_entry, write_table
-from harness.workflow.variants import same_value
 
 logger = logging.getLogger(__name__)
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from harness.config import same_value
 from harness.report.published import SOURCES, SPEC_COLUMNS, numeric_values, read_shipped
-from harness.workflow.variants import same_value
 
 DATA_FILE = Path(__file__).resolve().parent / "published_ablations.csv"
 ADDED_COLUMNS = ("source_id", "dataset_key", "method_key", "overrides")

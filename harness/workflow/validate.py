@@ -186,7 +186,7 @@ def reference_problems(config: Mapping[str, Any], methods: Mapping[str, MethodEn
 
 def validate_eval_config(config: dict[str, Any], dataset: str) -> dict[str, Any]:
     """Check what evaluating `dataset` reads of `config` (`data.<dataset>`, `eval`, `protocol`, filling in their
-    defaults): an evaluation-only config needs no training grid (`harness.evaluate.external`)."""
+    defaults): an evaluation-only config needs no training grid (`harness.external`)."""
     schema = load_schema()
     wanted = ("name", "data", "eval", "protocol")
     sub = {"type": "object", "properties": {k: schema["properties"][k] for k in wanted}, "additionalProperties": True}

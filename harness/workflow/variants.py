@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from harness.config import VARIANT_SEPARATOR as SEPARATOR
-from harness.config import base_of
+from harness.config import base_of, same_value
 
 #: A grid entry: a method file stem, optionally `@` and a variant name (it becomes a path and reaches a shell).
 GRID_NAME = re.compile(r"^[a-z][a-z0-9_]*(@[A-Za-z0-9_.=+-]+)?$")
@@ -67,15 +67,6 @@ class _NoLiteralDefault:
         return False
 
     __hash__ = None  # type: ignore[assignment]
-
-
-def same_value(a: Any, b: Any) -> bool:
-    """Equal as configured values (YAML lists and Config tuples alike; 0 and 0.0 alike; True and 1 not)."""
-    if isinstance(a, bool) or isinstance(b, bool):
-        return type(a) is type(b) and a == b
-    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
-        return len(a) == len(b) and all(same_value(x, y) for x, y in zip(a, b, strict=True))
-    return a == b
 
 
 def sweep_points(config: Mapping[str, Any], base: str, defaults: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.report.cost_estimate import estimate, estimate_text, step_work, unit_costs
 from harness.run.method_table import read_methods
+from harness.workflow.cost_estimate import estimate, estimate_text, step_work, unit_costs
 
 METHODS = read_methods(Path(__file__).resolve().parents[2])
 

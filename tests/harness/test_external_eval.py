@@ -20,9 +20,9 @@ from test_nets import _reference_state_dict
 
 from harness.cli import main
 from harness.config import ConfigError
-from harness.evaluate.external import WeightsError, evaluate_checkpoint
 from harness.evaluate.predict import predict_cases
 from harness.evaluate.score import evaluate_cases
+from harness.external import WeightsError, evaluate_checkpoint
 from harness.method.build import resolve_run
 from harness.provenance import file_sha256
 from harness.run.folder import RunId

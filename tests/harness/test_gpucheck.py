@@ -22,7 +22,7 @@ from harness.gpucheck.run import Clock, measure_steps
 from harness.gpucheck.settings import FP32, NO_CUDA, VARIANTS, quick_settings
 from harness.gpucheck.steps import StepCase, step_cases
 from harness.method.registry import get_method, list_methods
-from harness.report.cost_estimate import step_work
+from harness.workflow.cost_estimate import step_work
 from harness.workflow.grid import grid_cells
 
 REPO = Path(__file__).resolve().parents[2]

@@ -53,7 +53,7 @@ def is_dry_run():
 
 
 if is_dry_run() and PLAN.name != "smoke":  # the training time of this grid, scaled from the smoke run's
-    from harness.report.cost_estimate import print_estimate
+    from harness.workflow.cost_estimate import print_estimate
 
     print_estimate(config, METHODS, Path("results/smoke"))
 

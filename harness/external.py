@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 EXTERNAL = "external"
 NETS = ("vnet", "vnet_sdf")
@@ -350,7 +349,7 @@ def _cmd(a: argparse.Namespace) -> None:
     )
 
 
-def add_command(sub: argparse._SubParsersAction) -> None:
+def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `evaluate-checkpoint` (harness/cli.py)."""
     p = sub.add_parser("evaluate-checkpoint", help="predict + evaluate the test cases with any weight file (external)")
     p.add_argument("--weights", required=True, help="a reference state_dict (.pth) or a run's model.pt")
