@@ -52,3 +52,44 @@ def test_relative_links_in_the_docs_resolve():
             if "://" not in target and not (path.parent / target).exists():
                 broken.append(f"{path.relative_to(REPO)} -> {target}")
     assert broken == []
+
+
+def _resolves(dotted: str) -> bool:
+    """Whether `harness.a.b` (or `harness.a.b.name`, `harness.a.b.Class.attr`) names a module or an attribute."""
+    import importlib
+
+    parts = dotted.split(".")
+    for cut in range(len(parts), 0, -1):
+        try:
+            obj = importlib.import_module(".".join(parts[:cut]))
+        except ImportError:
+            continue
+        for name in parts[cut:]:
+            if not hasattr(obj, name):
+                return False
+            obj = getattr(obj, name)
+        return True
+    return False
+
+
+def test_every_module_name_and_command_of_the_architecture_page_exists():
+    """docs/architecture.md stays true to the code: every file, module, function and command it names exists."""
+    import argparse
+
+    from harness.cli import build_parser
+
+    text = (REPO / "docs" / "architecture.md").read_text()
+    missing = []
+    for name in set(re.findall(r"`((?:harness|methods|workflow)/[\w/.]*)`", text)):
+        if not (REPO / name.split(" ")[0]).exists():
+            missing.append(name)
+    missing += [d for d in set(re.findall(r"`(harness(?:\.\w+)+)`", text)) if not _resolves(d)]
+    for row in re.findall(r"^\| [^|]* \| `harness/(\w+)/`[^|]*\|[^|]*\| (.*) \|$", text, re.M):
+        package, entries = row
+        names = re.findall(r"`(\w+(?:\.\w+)+)`", entries)  # relative to the row's package, or to harness
+        missing += [e for e in names if not (_resolves(f"harness.{package}.{e}") or _resolves(f"harness.{e}"))]
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    table = text.split("| rule | command | API |")[1].split("\n\n")[0]
+    for cell in re.findall(r"^\| [^|]* \| ([^|]*) \|", table, re.M):
+        missing += [c for c in re.findall(r"`([a-z][a-z-]+)(?: \[[^]]*\])?`", cell) if c not in commands]
+    assert missing == []
