@@ -150,6 +150,29 @@ def to_dict(obj: Any) -> dict[str, Any]:
 # the dataclasses a training run receives
 
 
+#: How a run's labeled cases are chosen from the training list (`data.<dataset>.labeled_subset`).
+LABELED_SUBSETS = ("first", "seeded")
+#: How a run's checkpoint is chosen (`protocol.selection`): the last one, or the best on a validation split.
+SELECTIONS = ("last", "val")
+
+
+@dataclass(frozen=True)
+class ValSplit:
+    """A validation split carved from the training list (`data.<dataset>.val`, resolved when the DAG is built by
+    `harness.workflow.grid.val_split`): never a test case, never a labeled one (drawn from the list positions no
+    labeled count of the dataset reaches). Empty (the default): the published protocol, no validation cases."""
+
+    count: int = 0
+    """Validation cases (a `fraction` of the training list, rounded, is turned into this count)."""
+    seed: int = 0
+    """Seed of the draw (`numpy.random.default_rng([seed, VAL_STREAM])`), independent of the training seeds."""
+    ids: tuple[str, ...] = ()
+    """The cases of a `list` file (its content, read when the DAG is built, is part of the run's identity)."""
+    after: int = 0
+    """Draw among the training list's positions >= after: the dataset's largest labeled count (so the labeled
+    subsets stay those of the protocol and only the unlabeled pool shrinks)."""
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """What a training run needs to know about its dataset (`data.<dataset>` in config)."""
@@ -168,8 +191,20 @@ class DataConfig:
     """Where the data came from (`synthetic`, `released_h5`, `raw_nrrd`, `tcia`): a result tag (`la_source`, §1.5)."""
     split: str = ""
     """Split variant tag: Pancreas `mcnet` or `mcnet_minus_0025_0070` (protocol §2.2); empty for the others."""
+    val: ValSplit = field(default_factory=ValSplit)
+    """The validation split (`protocol.selection: val` selects on it); none by default."""
+    labeled_subset: str = "first"
+    """`first`: the first N of the training list, whatever the seed (every reference repository); `seeded`: N drawn
+    per training seed, so the spread over seeds includes which cases were labeled [H]."""
+
+    @property
+    def n_trainable(self) -> int:
+        """Training cases a run may learn from: the training list without the validation cases."""
+        return self.n_train - (len(self.val.ids) or self.val.count)
 
     def __post_init__(self) -> None:
+        if self.labeled_subset not in LABELED_SUBSETS:
+            raise ConfigError(f"data.labeled_subset: {self.labeled_subset!r}; use one of {', '.join(LABELED_SUBSETS)}")
         if self.format not in DATA_FORMATS:
             raise ConfigError(f"data.format: {self.format!r} is not supported; use one of {', '.join(DATA_FORMATS)}")
         if self.source and IMPLEMENTED_SOURCES.get(self.source, self.format) != self.format:
@@ -246,6 +281,39 @@ class ProtocolConfig:
 
 
 @dataclass(frozen=True)
+class SelectionConfig:
+    """Which checkpoint a run reports, and what its training job evaluates on the way (`protocol.selection`,
+    `protocol.val_every`, `report.selection_audit.every`, with the sliding window of `data.<ds>.stride` and
+    `eval.windows_per_batch`, the same as the `predict` rule's). The defaults evaluate nothing: the published protocol,
+    the last checkpoint."""
+
+    mode: str = "last"
+    """`last` (the reference's UA-MT/DTC convention, the default) or `val` (the best mean Dice on the validation split,
+    evaluated every `val_every` iterations and after the last)."""
+    val_every: int = 0
+    """Iterations between two evaluations of the validation cases (`val` only)."""
+    audit_every: int = 0
+    """Iterations between two scorings of the TEST cases for the test-set selection audit (0: off). Never read by
+    training or selection: it only measures what selecting on the test set would have reported."""
+    stride: tuple[int, int, int] = (16, 16, 16)
+    """Sliding-window stride of these evaluations (the dataset's `stride`, as `predict`)."""
+    windows_per_batch: int = 4
+    """Windows per forward pass of these evaluations (`eval.windows_per_batch`, as `predict`)."""
+
+    @property
+    def evaluates(self) -> bool:
+        return self.mode == "val" or self.audit_every > 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in SELECTIONS:
+            raise ConfigError(f"protocol.selection: {self.mode!r}; use one of {', '.join(SELECTIONS)}")
+        if self.mode == "val" and self.val_every < 1:
+            raise ConfigError("protocol.val_every: selection `val` needs the evaluation period in iterations (>= 1)")
+        if self.val_every < 0 or self.audit_every < 0:
+            raise ConfigError("protocol.val_every and report.selection_audit.every must be >= 0")
+
+
+@dataclass(frozen=True)
 class RunConfig:
     """Everything one training run depends on; written to `run_config.yaml` beside the run."""
 
@@ -262,10 +330,17 @@ class RunConfig:
     threads: int = 1
     """Torch intra-op threads of the run's training and prediction jobs (`compute.train_threads`): part of the run's
     identity, since CPU reductions sum in another order with another thread count (docs/architecture.md)."""
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
+    """Checkpoint selection and the evaluations its training job runs (docs/protocol.md, "Checkpoint selection")."""
 
     def __post_init__(self) -> None:
-        if not (1 <= self.n_labeled <= self.data.n_train):
-            raise ConfigError(f"n_labeled={self.n_labeled} must be between 1 and data.n_train={self.data.n_train}")
+        if not (1 <= self.n_labeled <= self.data.n_trainable):
+            raise ConfigError(
+                f"n_labeled={self.n_labeled} must be between 1 and the training cases without validation cases "
+                f"({self.data.n_trainable} of data.n_train={self.data.n_train})"
+            )
+        if self.selection.mode == "val" and not self.data.n_trainable < self.data.n_train:
+            raise ConfigError("protocol.selection: val needs a validation split: set data.<dataset>.val")
         if self.threads < 1:
             raise ConfigError(f"compute.train_threads: must be >= 1, got {self.threads}")
 
@@ -276,7 +351,7 @@ class RunConfig:
 
     @property
     def is_upper_bound(self) -> bool:
-        return self.n_labeled == self.data.n_train
+        return self.n_labeled == self.data.n_trainable
 
     def to_dict(self) -> dict[str, Any]:
         return to_dict(self)

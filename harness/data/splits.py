@@ -1,13 +1,19 @@
-"""Train/test list files and the labeled subset (docs/protocol.md §1.6, §2.5).
+"""Train/test list files, the validation split and the labeled subset (docs/protocol.md §1.6, §2.5, "Checkpoint
+selection").
 
-The labeled subset is the first N entries of the training list; it never depends on the seed.
+By default (the published protocol) there are no validation cases and the labeled subset is the first N entries of
+the training list, whatever the seed. A validation split (`ValSplit`) is drawn from the positions no labeled count
+reaches; `seeded` draws the labeled cases per training seed from the rest.
 """
 
 from __future__ import annotations
 
 import re
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 #: A case ID that is safe as a path component: no separators, no dots, not empty, at most 128 characters
 #: (LA: 20 upper-case alphanumerics, Pancreas: `image0001`, synthetic: like LA).
@@ -24,6 +30,8 @@ PANCREAS_DUPLICATES = {"image0025": "test", "image0070": "train"}
 #: MC-Net train-list size (protocol §2.5) and the split tags of the two variants (protocol §2.2).
 PANCREAS_N_TRAIN = 62
 SPLIT_MCNET, SPLIT_MCNET_MINUS = "mcnet", "mcnet_minus_0025_0070"
+#: Stream tags of the two draws (numpy `default_rng([seed, tag])`): never the stream of any other draw.
+VAL_STREAM, LABELED_STREAM = 0x76616C, 0x6C6162
 
 
 def _checked_ids(path: Path, text: str) -> list[str]:
@@ -83,3 +91,53 @@ def labeled_subset(train_ids: list[str], n_labeled: int) -> tuple[list[str], lis
     if not 1 <= n_labeled <= len(train_ids):
         raise ValueError(f"n_labeled must be in [1, {len(train_ids)}] (the number of training IDs); got {n_labeled}")
     return list(train_ids[:n_labeled]), list(train_ids[n_labeled:])
+
+
+@dataclass(frozen=True)
+class RunSplit:
+    """The training cases of one run: labeled (with labels), unlabeled (images only) and validation cases (labels
+    read only to select the checkpoint), each in training-list order; disjoint from each other and from the test
+    list."""
+
+    labeled: tuple[str, ...]
+    unlabeled: tuple[str, ...]
+    val: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"labeled": list(self.labeled), "unlabeled": list(self.unlabeled), "val": list(self.val)}
+
+
+def val_cases(train_ids: list[str], *, count: int, seed: int, ids: tuple[str, ...] = (), after: int = 0) -> list[str]:
+    """The validation cases, in list order: `ids` (checked), else `count` cases drawn with `seed` among positions
+    >= `after` (the positions no labeled count reaches). ValueError naming the problem."""
+    candidates = list(train_ids[after:])
+    if ids:
+        outside = [i for i in ids if i not in candidates]
+        if outside:
+            raise ValueError(
+                f"validation cases {outside} are not in the training list past its first {after} cases (the labeled "
+                "ones, or test cases): list cases of train.list that no labeled count reaches"
+            )
+        return [i for i in train_ids if i in ids]
+    if count > len(candidates):
+        raise ValueError(f"{count} validation cases asked for, but only {len(candidates)} training cases follow the "
+                         f"first {after} (the labeled ones)")  # fmt: skip
+    chosen = set(np.random.default_rng([seed, VAL_STREAM]).choice(len(candidates), size=count, replace=False))
+    return [c for k, c in enumerate(candidates) if k in chosen]
+
+
+def run_split(
+    train_ids: list[str], n_labeled: int, *, val: tuple[str, ...] = (), labeled: str = "first", seed: int = 0
+) -> RunSplit:
+    """A run's cases: the validation cases `val` out, then `labeled` = "first" (the first `n_labeled` of the rest,
+    the reference repositories' rule) or "seeded" (`n_labeled` drawn with the training `seed`, nested across labeled
+    counts: the first N of one seeded permutation)."""
+    rest = [i for i in train_ids if i not in set(val)]
+    if labeled == "first":
+        chosen, others = labeled_subset(rest, n_labeled)
+        return RunSplit(tuple(chosen), tuple(others), tuple(val))
+    if not 1 <= n_labeled <= len(rest):
+        raise ValueError(f"n_labeled must be in [1, {len(rest)}]; got {n_labeled}")
+    order = np.random.default_rng([seed, LABELED_STREAM]).permutation(len(rest))
+    picked = {rest[k] for k in order[:n_labeled]}
+    return RunSplit(tuple(i for i in rest if i in picked), tuple(i for i in rest if i not in picked), tuple(val))

@@ -259,6 +259,13 @@ def case_metrics(
     return out
 
 
+def case_dice(pred: np.ndarray, gt: np.ndarray) -> float:
+    """The Dice of `case_metrics` alone (no surface distances): what checkpoint selection and the selection audit
+    compare during training, in [0, 1]; 0 for an empty prediction (under every empty-prediction policy)."""
+    p, g = _as_mask_pair(pred, gt)
+    return _overlap(p, g)[0] if p.any() else 0.0
+
+
 def secondary_metrics(pred: np.ndarray, gt: np.ndarray, *, spacing: Sequence[float] | None) -> dict[str, float | str]:
     """Secondary (labelled, non-primary) surface metrics, from the same surface distances as :func:`case_metrics`.
 

@@ -98,7 +98,7 @@ def evaluate_cases(
                 "dataset": cfg.dataset,
                 "method": cfg.method,
                 "n_labeled": cfg.n_labeled,
-                "n_train": cfg.data.n_train,
+                "n_train": cfg.data.n_trainable,
                 "seed": cfg.seed,
                 "case": case,
                 "dice": vox["dice"],

@@ -11,7 +11,16 @@ from typing import Any
 
 import torch
 
-from harness.config import ConfigError, DataConfig, ProtocolConfig, RunConfig, base_of, from_dict, to_dict
+from harness.config import (
+    ConfigError,
+    DataConfig,
+    ProtocolConfig,
+    RunConfig,
+    SelectionConfig,
+    base_of,
+    from_dict,
+    to_dict,
+)
 from harness.io import write_yaml_atomic
 from harness.method.contract import Method, StageSpec, main_stage
 from harness.method.registry import get_method
@@ -40,9 +49,10 @@ def resolve_run(params: dict[str, Any], where: str | None = None) -> RunConfig:
         method_config=to_dict(method_cfg),
         variant_overrides=dict(params.get("variant_overrides", {})),
         threads=params.get("threads", RunConfig.threads),
+        selection=from_dict(SelectionConfig, params.get("selection", {}), "protocol.selection"),
     )
     if cfg.is_upper_bound and method_cls.needs_unlabeled:
-        raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled equals n_train ({cfg.n_labeled})")
+        raise ConfigError(f"{cfg.method} needs unlabeled data but n_labeled is every training case ({cfg.n_labeled})")
     p = cfg.protocol
     if method_cls.needs_unlabeled and p.labeled_bs >= p.batch_size:
         raise ConfigError(

@@ -79,6 +79,12 @@ def cmd_cost_table(a: argparse.Namespace) -> None:
     write_cost_tables(patterns, [Path(p) for p in a.inputs], [Path(p) for p in a.run_info], Path(a.out))
 
 
+def cmd_selection_audit(a: argparse.Namespace) -> None:
+    from harness.report.selection_audit import write_audit
+
+    write_audit(a.curves, a.run_info, a.metrics, Path(a.out))
+
+
 def _report_options(p: argparse.ArgumentParser) -> None:
     """Options of the report commands; their values are checked when the command runs (`TableOptions`,
     `check_source`), so building the parser imports nothing heavy: every job of the workflow builds it."""
@@ -131,6 +137,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--run-info", nargs="+", required=True, help="run_info.json of every benchmarked run (device)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_cost_table)
+    p = sub.add_parser("report-selection-audit", help="test_curve.csv of every run -> the selection audit")
+    p.add_argument("--curves", nargs="+", required=True, help="test_curve.csv of every run")
+    p.add_argument("--run-info", nargs="+", required=True, help="run_info.json of the same runs, in the same order")
+    p.add_argument("--metrics", nargs="+", required=True, help="metrics_per_case.csv of the same runs")
+    p.add_argument("--out", required=True, help="results folder (tables/ and figures/ are written in it)")
+    p.set_defaults(func=cmd_selection_audit)
     from harness.report import landing_page
 
     landing_page.add_command(sub)  # the report's landing page

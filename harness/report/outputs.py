@@ -66,6 +66,15 @@ def qualitative_figure(dataset: str) -> Output:
     return Output(f"qualitative_{dataset}", "Qualitative", "qualitative.rst", (("dataset", dataset),))
 
 
+def selection_audit_table(dataset: str) -> Output:
+    return Output(f"{dataset}_selection_audit", "Selection audit", "selection_audit.rst", (("dataset", dataset),))
+
+
+def selection_audit_figure(dataset: str) -> Output:
+    stem = f"selection_audit_{dataset}"
+    return Output(stem, "Selection audit", "selection_audit.rst", (("figure", stem),))
+
+
 COST_TABLE = Output("cost", "Cost", "cost.rst")
 PROVENANCE_PAGE = "provenance.html"
 LANDING_PAGE = "landing.html"

@@ -2,6 +2,7 @@
 
     results/<name>/runs/<dataset>/<method>/labeled~<n>/seed~<seed>/
         run_config.yaml  journal.log  model.pt  run_info.json  checkpoint_last.pt  train_log.jsonl
+        val_curve.csv  test_curve.csv            the evaluations during training (selection `val`, the audit)
         <stage>/model.pt, run_info.json, ...     a pre-training stage's files
         predictions/  metrics_per_case.csv  metrics.json  logs/  benchmarks/  .lock
 
@@ -20,6 +21,8 @@ MODEL = "model.pt"
 RUN_INFO = "run_info.json"
 CHECKPOINT = "checkpoint_last.pt"
 TRAIN_LOG = "train_log.jsonl"
+VAL_CURVE = "val_curve.csv"
+TEST_CURVE = "test_curve.csv"
 PREDICTIONS = "predictions"
 METRICS_CSV = "metrics_per_case.csv"
 METRICS_JSON = "metrics.json"

@@ -62,9 +62,13 @@ def save_atomic(obj: Any, path: Path) -> None:
         torch.save(obj, tmp)
 
 
-def save_checkpoint(files: StageFiles, next_it: int, identity: Identity, method: Method, optim: Optimisation) -> None:
-    """Atomically write checkpoint_last.pt; `identity` is what a resume must match."""
+def save_checkpoint(
+    files: StageFiles, next_it: int, identity: Identity, method: Method, optim: Optimisation, extra: Any = None
+) -> None:
+    """Atomically write checkpoint_last.pt; `identity` is what a resume must match; `extra` is returned by `resume`
+    (the selection's best snapshot, `harness.train.monitor`)."""
     state = {
+        "extra": extra,
         "next_it": next_it,
         **identity.as_dict(),
         "method": method.state_dict(),
@@ -84,8 +88,9 @@ def set_aside(path: Path, tag: str) -> Path:
     return target
 
 
-def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimisation) -> int:
-    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none).
+def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimisation) -> tuple[int, Any]:
+    """Load `checkpoint_last.pt` if present and return the iteration to continue from (0 if none) and the checkpoint's
+    `extra` (None if none).
 
     A checkpoint whose identity (config, code, data or threads) differs from this job's is moved aside as
     `checkpoint_stale_<hash>.pt`, an unreadable one as `checkpoint_unreadable.pt`, and training starts from scratch:
@@ -93,7 +98,7 @@ def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimis
     old run's weights. Starting over gives the numbers of an uninterrupted run (resume is exact).
     """
     if not files.checkpoint.exists():
-        return 0
+        return 0, None
     try:
         state = load_weights(files.checkpoint)
     except UnreadableWeights as err:
@@ -106,7 +111,7 @@ def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimis
             moved,
             moved,
         )
-        return 0
+        return 0, None
     changed = identity.differs(state)
     if changed:
         saved = [state.get(k) for k in identity.as_dict()]
@@ -114,7 +119,7 @@ def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimis
         logger.warning(
             "%s belongs to another %s; moved to %s, training from scratch", files.checkpoint, "/".join(changed), moved
         )
-        return 0
+        return 0, None
     method.load_state_dict(state["method"])
     for k, opt in optim.optimizers.items():
         opt.load_state_dict(state["optimizers"][k])
@@ -122,7 +127,7 @@ def resume(files: StageFiles, identity: Identity, method: Method, optim: Optimis
         optim.scaler.load_state_dict(state["scaler"])
     set_rng_state(state["rng"])
     logger.info("resumed from %s at iteration %d", files.checkpoint, state["next_it"])
-    return int(state["next_it"])
+    return int(state["next_it"]), state.get("extra")
 
 
 def truncate_log(path: Path, start_it: int) -> None:

@@ -22,10 +22,10 @@ import torch
 from tqdm import tqdm
 
 from harness import provenance
-from harness.config import RunConfig
+from harness.config import RunConfig, sha256_of
 from harness.data.dataset import PatchDataset, batch_plan, loader_options, make_loader, stage_plan
 from harness.data.prepared import PreparedData
-from harness.data.splits import labeled_subset
+from harness.data.splits import RunSplit, run_split, val_cases
 from harness.io import write_json_atomic
 from harness.method import Method, Progress, StageSpec
 from harness.method.build import build_method, stage_spec
@@ -35,6 +35,7 @@ from harness.run.folder import StageFiles
 from harness.run.identity import Identity, stage_config_sha256
 from harness.run.jobs import JobStopped, StopRequest
 from harness.train.checkpoint import init_from_previous_stage, resume, save_atomic, save_checkpoint, truncate_log
+from harness.train.monitor import Monitor
 from harness.train.optim import Optimisation, backward_and_step, compile_networks, make_optimisation
 from harness.train.seeding import seed_everything
 from harness.train.tensorboard import TrainBoard
@@ -70,21 +71,29 @@ def _train_ids(cfg: RunConfig, data: PreparedData) -> list[str]:
     return list(data.train_ids)
 
 
-def stage_cases(cfg: RunConfig, spec: StageSpec, data: PreparedData) -> tuple[list[str], list[str]]:
+def split_of(cfg: RunConfig, data: PreparedData) -> RunSplit:
+    """The run's labeled, unlabeled and validation cases (`harness.data.splits`): by default the first N of
+    train.list labeled, the rest unlabeled, no validation case."""
+    train_ids, v = _train_ids(cfg, data), cfg.data.val
+    val = val_cases(train_ids, count=v.count, seed=v.seed, ids=v.ids, after=v.after) if v.count or v.ids else []
+    return run_split(train_ids, cfg.n_labeled, val=tuple(val), labeled=cfg.data.labeled_subset, seed=cfg.seed)
+
+
+def stage_cases(spec: StageSpec, split: RunSplit) -> tuple[list[str], list[str]]:
     """(labeled, unlabeled) case IDs a stage reads: "images" every training image without its label, "labeled" the
-    first N labeled cases, "labeled+unlabeled" those plus the rest of train.list (images only). Never a test case."""
-    labeled_ids, unlabeled_ids = labeled_subset(_train_ids(cfg, data), cfg.n_labeled)
+    labeled cases, "labeled+unlabeled" those plus the unlabeled ones (images only). Never a test or validation
+    case."""
     if spec.data == "images":
-        return [], labeled_ids + unlabeled_ids
+        return [], [*split.labeled, *split.unlabeled]
     if spec.data == "labeled":
-        return labeled_ids, []
-    return labeled_ids, unlabeled_ids
+        return list(split.labeled), []
+    return list(split.labeled), list(split.unlabeled)
 
 
 def training_data(cfg: RunConfig, method: Method, data: PreparedData, spec: StageSpec) -> tuple[PatchDataset, int, int]:
     """Load the stage's labeled cases (image + label) and unlabeled ones (image only: their labels never enter
     memory); every file is checked against the data's manifest (`PreparedData`)."""
-    labeled_ids, unlabeled_ids = stage_cases(cfg, spec, data)
+    labeled_ids, unlabeled_ids = stage_cases(spec, split_of(cfg, data))
     labeled = [data.load(i, with_label=True) for i in labeled_ids]
     unlabeled = [data.load(i, with_label=False)[0] for i in unlabeled_ids]
     dataset = stage_dataset(cfg, method, labeled, unlabeled)
@@ -104,6 +113,17 @@ def stage_dataset(cfg: RunConfig, method: Method, labeled: list[tuple[Any, Any]]
         label_transforms=method.label_transforms(),
         with_case_id=method.needs_case_id,
     )
+
+
+def make_monitor(cfg: RunConfig, data: PreparedData, folder: Path, device: torch.device) -> Monitor:
+    """The main training's evaluations (`cfg.selection`): the validation cases (selection `val`) and the test cases
+    (the selection audit), with their labels; none for the default protocol."""
+    sel = cfg.selection
+    val = split_of(cfg, data).val if sel.mode == "val" else ()
+    test = data.test_ids if sel.audit_every else ()
+    val_cases_ = [(c, *data.load(c, with_label=True)) for c in val]
+    test_cases = [(c, *data.load(c, with_label=True)) for c in test]
+    return Monitor(cfg, folder, val_cases_, test_cases, device)
 
 
 def make_plan(spec: StageSpec, n_l: int, n_u: int, seed: int, start_it: int) -> Iterator[list[Any]]:
@@ -160,7 +180,10 @@ def train(
     started_from = init_from_previous_stage(cfg, Path(run_dir), method, stage, data.manifest_sha256, previous_model)
     dataset, n_l, n_u = training_data(cfg, method, data, spec)
     optim = make_optimisation(method, spec, p.amp, device)
-    start_it = resume(files, identity, method, optim)
+    start_it, extra = resume(files, identity, method, optim)
+    monitor = make_monitor(cfg, data, files.folder, device) if stage is None else None
+    if monitor is not None:
+        monitor.load_state(extra, start_it)
     if p.compile:
         compile_networks(method)
     truncate_log(files.log, start_it)
@@ -187,13 +210,16 @@ def train(
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 board.log(record)
+            if monitor is not None and monitor.active:
+                monitor.step(method, it + 1, last=it + 1 == n_it)
+            extra = monitor.state() if monitor is not None else None
             if (it + 1) % book.checkpoint_every == 0 or it + 1 == n_it:
-                save_checkpoint(files, it + 1, identity, method, optim)
+                save_checkpoint(files, it + 1, identity, method, optim, extra)
             bar.update(1)
             bar.set_postfix(loss=f"{last_logs.get('loss', float('nan')):.4f}", refresh=False)
             if stop is not None and stop.requested and it + 1 < n_it:
                 bar.close()
-                save_checkpoint(files, it + 1, identity, method, optim)
+                save_checkpoint(files, it + 1, identity, method, optim, extra)
                 raise JobStopped(
                     f"{stop.reason}: stopped after iteration {it + 1} of {n_it}; {files.checkpoint} holds it and "
                     "a rerun resumes from it (with the numbers of an uninterrupted run)"
@@ -202,6 +228,10 @@ def train(
                 bar.close()
                 return {"stopped_at": it + 1}
     bar.close()
+    split = split_of(cfg, data)
+    selected = monitor.selected() if monitor is not None else None
+    if selected is not None:  # selection `val`: the best validation snapshot is the run's model
+        method.load_state_dict(selected["state"])
     return finish(
         files,
         cfg,
@@ -210,6 +240,9 @@ def train(
         identity,
         {
             "code": code.as_dict(),
+            "split": split.as_dict(),
+            "split_sha256": sha256_of(split.as_dict()),
+            "selection": selection_record(cfg, selected, n_it) if stage is None else None,
             "stage": stage,
             "iterations": n_it,
             "wall_time_s": time.time() - t0,
@@ -225,6 +258,22 @@ def train(
             **seeds,
         },
     )
+
+
+def selection_record(cfg: RunConfig, selected: dict[str, Any] | None, n_it: int) -> dict[str, Any]:
+    """What run_info.json says of the reported checkpoint: the mode, its iteration and validation Dice, and the
+    evaluation settings of the training job."""
+    sel = cfg.selection
+    record = {
+        "mode": sel.mode,
+        "iteration": n_it,
+        "val_dice": None,
+        "val_every": sel.val_every,
+        "audit_every": sel.audit_every,
+    }
+    if selected is not None:
+        record |= {"iteration": selected["iteration"], "val_dice": selected["val_dice"]}
+    return record
 
 
 def run_step(method: Method, optim: Optimisation, batch: Any, progress: Progress) -> dict[str, float]:

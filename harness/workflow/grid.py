@@ -47,6 +47,8 @@ SOURCE_DEFAULTS: dict[str, dict[str, Any]] = {
     },
 }
 DUPLICATE_POLICIES = ("auto", "require", "drop")
+#: Keys of `protocol` that are a run's `SelectionConfig`, not its `ProtocolConfig`.
+SELECTION_KEYS = ("selection", "val_every")
 #: Keys of a dataset block that source nifti derives from its data (the split, the resampled voxel size).
 NIFTI_DERIVED = ("n_train", "spacing_mm")
 
@@ -105,7 +107,48 @@ def data_block(config: dict[str, Any], ds: str) -> dict[str, Any]:
         block["split"] = pancreas_split(source_settings(block))
         if block["split"] == SPLIT_MCNET_MINUS and block.get("n_train") == PANCREAS_N_TRAIN:
             block["n_train"] = PANCREAS_N_TRAIN - sum(s == "train" for s in PANCREAS_DUPLICATES.values())
+    if "val" in block:
+        block["val"] = val_split(block, config["datasets"].get(ds, {}).get("labeled", [0]))
     return block
+
+
+def val_split(block: dict[str, Any], labeled: list[int]) -> dict[str, Any]:
+    """`data.<ds>.val` as `harness.config.ValSplit` values: a `fraction` of the training list as a count, a `list`
+    file's IDs read now (its content is part of every run's identity), and the first position it may draw from (the
+    dataset's largest labeled count)."""
+    spec = block["val"]
+    if spec.get("list"):
+        path = Path(spec["list"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"data.<dataset>.val.list: {path} does not exist; give a file of case IDs, one per line")
+        from harness.data.splits import read_list
+
+        return {"ids": read_list(path), "after": max(labeled), "count": 0, "seed": 0}
+    count = spec.get("count") or max(1, round(spec.get("fraction", 0.0) * block["n_train"]))
+    return {"count": count, "seed": spec.get("seed", 0), "ids": [], "after": max(labeled)}
+
+
+def selection_settings(config: dict[str, Any], dataset: str) -> dict[str, Any]:
+    """`harness.config.SelectionConfig` values of a dataset's runs; the sliding window only when the training job
+    evaluates (otherwise a change of `eval.windows_per_batch` would retrain)."""
+    protocol, audit = config.get("protocol", {}), config.get("report", {}).get("selection_audit", {})
+    mode = protocol.get("selection", "last")
+    selection = {
+        "mode": mode,
+        "val_every": protocol.get("val_every", 0) if mode == "val" else 0,
+        "audit_every": audit.get("every", 0),
+    }
+    if mode == "val" or selection["audit_every"]:
+        block = config["data"][dataset]
+        selection |= {"stride": block["stride"], "windows_per_batch": config["eval"]["windows_per_batch"]}
+    return selection
+
+
+def n_trainable(config: dict[str, Any], dataset: str) -> int:
+    """The training cases of the dataset's runs: the training list without its validation cases."""
+    block = data_block(config, dataset)
+    val = block.get("val")
+    return block["n_train"] - ((len(val["ids"]) or val["count"]) if val else 0)
 
 
 def source_problems(ds: str, block: dict[str, Any]) -> list[str]:
@@ -151,11 +194,10 @@ def grid_cells(config: dict[str, Any]) -> list[RunId]:
     """All training runs: datasets × methods × labeled counts × seeds, plus `supervised` at n_train (upper bound)."""
     cells = []
     for ds, spec in config["datasets"].items():
-        n_train = data_block(config, ds)["n_train"]
         for n in spec["labeled"]:
             cells += [RunId(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
         if spec.get("upper_bound", True):
-            cells += [RunId(ds, "supervised", n_train, s) for s in config["seeds"]]
+            cells += [RunId(ds, "supervised", n_trainable(config, ds), s) for s in config["seeds"]]
     return cells
 
 
@@ -185,12 +227,42 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
         problems += found
         if source not in IMPLEMENTED_SOURCES or found:
             continue
-        n_train = data_block(config, ds)["n_train"]
-        bad = [n for n in spec["labeled"] if not 1 <= n < n_train]
+        try:
+            n_train, trainable = data_block(config, ds)["n_train"], n_trainable(config, ds)
+        except ConfigError as err:
+            problems.append(str(err).replace("<dataset>", ds))
+            continue
+        bad = [n for n in spec["labeled"] if not 1 <= n < trainable]
         if bad:
-            problems.append(f"datasets.{ds}.labeled: {bad} must be between 1 and n_train - 1 = {n_train - 1}")
+            problems.append(
+                f"datasets.{ds}.labeled: {bad} must be between 1 and {trainable - 1} (n_train {n_train}"
+                f"{f' without {n_train - trainable} validation cases' if trainable < n_train else ''} "
+                "minus one)"
+            )
+        problems += selection_problems(config, ds, trainable)
     if problems:
         raise ConfigError("the configured grid cannot run:\n  - " + "\n  - ".join(problems))
+
+
+def selection_problems(config: dict[str, Any], ds: str, trainable: int) -> list[str]:
+    """`protocol.selection: val` needs a validation split, and a split must fit past the largest labeled count."""
+    block = config["data"][ds]
+    if config.get("protocol", {}).get("selection", "last") == "val" and "val" not in block:
+        return [f"protocol.selection: val needs data.{ds}.val (a validation split: count or fraction, or list)"]
+    if "val" not in block:
+        return []
+    given = [k for k in ("count", "fraction", "list") if k in block["val"]]
+    if len(given) != 1:
+        return [f"data.{ds}.val: give exactly one of count, fraction or list; got {given or 'none'}"]
+    full = data_block(config, ds)
+    past = full["n_train"] - max(config["datasets"][ds]["labeled"])
+    count = full["val"]["count"] or len(full["val"]["ids"])
+    if count > past:
+        return [
+            f"data.{ds}.val: {count} cases, but only {past} training cases follow the largest labeled count "
+            f"({max(config['datasets'][ds]['labeled'])}): take fewer"
+        ]
+    return []
 
 
 def cell_params(config: dict[str, Any], cell: RunId) -> dict[str, Any]:
@@ -205,8 +277,13 @@ def cell_params(config: dict[str, Any], cell: RunId) -> dict[str, Any]:
         "n_labeled": cell.n_labeled,
         "seed": cell.seed,
         "data": data,
-        "protocol": {**config.get("protocol", {}), **overrides.pop("protocol", {})},
+        "protocol": {
+            k: v
+            for k, v in {**config.get("protocol", {}), **overrides.pop("protocol", {})}.items()
+            if k not in SELECTION_KEYS
+        },
         "method_overrides": overrides,
         "variant_overrides": own_overrides(config, cell.method),
         "threads": config.get("compute", {}).get("train_threads", RunConfig.threads),
+        "selection": selection_settings(config, cell.dataset),
     }

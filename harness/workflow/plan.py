@@ -12,7 +12,7 @@ from typing import Any
 from harness.cli import command_entry
 from harness.config import base_of
 from harness.run.code import code_identity
-from harness.run.folder import JOURNAL, METRICS_CSV, MODEL, RUNS, RunId
+from harness.run.folder import JOURNAL, METRICS_CSV, MODEL, RUNS, TEST_CURVE, VAL_CURVE, RunId
 from harness.run.lineage import Problem, find_inconsistencies
 from harness.run.method_table import MethodEntry
 from harness.run.stages import own_stages, previous_stage, stage_home
@@ -65,6 +65,13 @@ class Plan:
         """Journals and metrics of the runs a report rule reads: it reruns when a job of one of them started (the
         journal changed) and runs after all their jobs (`harness.run.lineage`)."""
         return self.run_files(JOURNAL, dataset, seed) + self.run_files(METRICS_CSV, dataset, seed)
+
+    def curves(self) -> list[str]:
+        """The curve files a main training writes besides its model (`harness.train.monitor`): the validation
+        curve with `protocol.selection: val`, the test curve with the selection audit."""
+        val = self.config["protocol"].get("selection", "last") == "val"
+        audit = self.config["report"]["selection_audit"]["every"] > 0
+        return [name for name, on in ((VAL_CURVE, val), (TEST_CURVE, audit)) if on]
 
     def stale_results(self) -> list[Problem]:
         """Results that outlived the files they were computed from and that Snakemake would not redo."""

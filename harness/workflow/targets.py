@@ -61,6 +61,14 @@ class Targets:
             for ext in ("png", "pdf")
         ]
 
+    def audit_files(self) -> list[Any]:
+        """The selection audit's tables and figures (none when `report.selection_audit.every` is 0)."""
+        if not self.options["selection_audit"]["every"]:
+            return []
+        tables = [outputs.selection_audit_table(ds) for ds in self.datasets]
+        files = [f for out in tables for f in self.table(out)] + [self.table_html(out) for out in tables]
+        return files + [f for ds in self.datasets for f in self.figure(outputs.selection_audit_figure(ds))]
+
     def ablation_tables(self) -> list[str]:
         return [f for out in outputs.ablation_tables(self.ablation_bases, self.datasets) for f in self.table(out)]
 
@@ -89,6 +97,7 @@ class Targets:
             *pages,
             *cost,
             *self.ablation_files(),
+            *self.audit_files(),
             f"{self.bench}/{outputs.SUMMARY}",
         ]
         return [str(f) for f in files]

@@ -109,3 +109,34 @@ def test_real_la_lists() -> None:
     labeled, unlabeled = labeled_subset(train, 16)
     assert labeled == FIRST_16 and len(unlabeled) == 64
     assert labeled_subset(train, 8)[0] == FIRST_16[:8]
+
+
+def test_the_validation_split_is_deterministic_disjoint_and_past_every_labeled_count():
+    from harness.data.splits import run_split, val_cases
+
+    train = [f"c{i:02d}" for i in range(20)]
+    val = val_cases(train, count=4, seed=3, after=8)
+    assert val == val_cases(train, count=4, seed=3, after=8) and val != val_cases(train, count=4, seed=4, after=8)
+    assert len(val) == 4 and all(train.index(c) >= 8 for c in val) and val == sorted(val, key=train.index)
+    for n in (4, 8):
+        split = run_split(train, n, val=tuple(val))
+        assert split.labeled == tuple(train[:n])  # the labeled subset of the published protocol
+        everything = [*split.labeled, *split.unlabeled, *split.val]
+        assert sorted(everything) == sorted(train) and len(set(everything)) == len(train)
+    assert val_cases(train, count=0, seed=0, ids=("c19", "c10"), after=8) == ["c10", "c19"]
+    with pytest.raises(ValueError, match=r"\['c03'\] are not in the training list past its first 8"):
+        val_cases(train, count=0, seed=0, ids=("c03",), after=8)
+    with pytest.raises(ValueError, match="13 validation cases asked for, but only 12"):
+        val_cases(train, count=13, seed=0, after=8)
+
+
+def test_a_seeded_labeled_subset_differs_across_seeds_and_first_does_not():
+    from harness.data.splits import run_split
+
+    train = [f"c{i:02d}" for i in range(20)]
+    first = {seed: run_split(train, 4, seed=seed).labeled for seed in (1, 2, 3)}
+    assert set(first.values()) == {tuple(train[:4])}
+    seeded = {seed: run_split(train, 4, labeled="seeded", seed=seed).labeled for seed in (1, 2, 3)}
+    assert len(set(seeded.values())) == 3 and seeded[1] == run_split(train, 4, labeled="seeded", seed=1).labeled
+    eight = run_split(train, 8, labeled="seeded", seed=1).labeled
+    assert set(seeded[1]) <= set(eight)  # nested across labeled counts, like the first N

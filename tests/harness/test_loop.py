@@ -312,3 +312,61 @@ def test_poly_and_constant_schedules_hand_values():
     assert {constant.lr_at(k) for k in range(4)} == {0.01}
     with pytest.raises(ConfigError, match="protocol.lr_schedule: 'cosine'"):
         ProtocolConfig(lr_schedule="cosine")
+
+
+def selection_config(root: Path, *, mode: str = "last", audit: int = 0, val: dict | None = None, iterations: int = 6):
+    config = {
+        "datasets": {"tiny": {"labeled": [2]}},
+        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop",
+                          "stride": [8, 8, 8], **({"val": val} if val else {})}},
+        "protocol": {"iterations": iterations, "n_filters": 2, "lr_step": 4, "selection": mode, "val_every": 2},
+        "report": {"selection_audit": {"every": audit}},
+        "eval": {"windows_per_batch": 2},
+        "compute": {"train_threads": 1},
+    }  # fmt: skip
+    params = cell_params(config, RunId("tiny", "supervised", 2, 1))
+    params["data"]["root"] = str(root)
+    return resolve_run(params)
+
+
+def test_the_audit_leaves_the_trained_model_bit_identical(tiny_dataset, tmp_path):
+    """Scoring the test cases during training (eval mode, no gradient, no random draw) changes no weight, no loss."""
+    plain, audited = selection_config(tiny_dataset), selection_config(tiny_dataset, audit=2)
+    train(plain, tmp_path / "plain", device=CPU, bookkeeping=BOOK)
+    train(audited, tmp_path / "audited", device=CPU, bookkeeping=BOOK)
+    assert losses(tmp_path / "plain") == losses(tmp_path / "audited")
+    for k, v in weights(tmp_path / "plain").items():
+        assert torch.equal(v, weights(tmp_path / "audited")[k]), k
+    rows = (tmp_path / "audited" / "test_curve.csv").read_text().splitlines()
+    assert rows[0] == "iteration,case,dice" and {r.split(",")[0] for r in rows[1:]} == {"2", "4", "6"}
+    assert not (tmp_path / "plain" / "test_curve.csv").exists()
+
+
+def test_selection_on_the_validation_split_reports_the_best_snapshot(tiny_dataset, tmp_path, monkeypatch):
+    """With validation Dice made known (0.2, 0.9, 0.5 after 2, 4, 6 steps), the model reported is the one after 4
+    steps: its weights equal an uninterrupted 4-step run's, and run_info.json says so."""
+    import harness.train.monitor
+
+    scores = iter([0.2, 0.9, 0.5])
+    monkeypatch.setattr(harness.train.monitor, "case_dice", lambda pred, gt: next(scores))
+    cfg = selection_config(tiny_dataset, mode="val", val={"count": 1, "seed": 0})
+    info = train(cfg, tmp_path / "val", device=CPU, bookkeeping=BOOK)
+    assert info["selection"] == {"mode": "val", "iteration": 4, "val_dice": 0.9, "val_every": 2, "audit_every": 0}
+    assert len(info["split"]["val"]) == 1 and not set(info["split"]["val"]) & set(info["split"]["labeled"])
+    assert not set(info["split"]["val"]) & set(info["split"]["unlabeled"])
+    four = selection_config(tiny_dataset, val={"count": 1, "seed": 0}, iterations=4)  # the same cases, 4 steps
+    train(four, tmp_path / "four", device=CPU, bookkeeping=BOOK)
+    for k, v in weights(tmp_path / "four").items():
+        assert torch.equal(v, weights(tmp_path / "val")[k]), k
+
+
+def test_the_selection_resumes_as_an_uninterrupted_run(tiny_dataset, tmp_path):
+    cfg = selection_config(tiny_dataset, mode="val", val={"count": 1, "seed": 0}, audit=2)
+    full = train(cfg, tmp_path / "full", device=CPU, bookkeeping=BOOK)
+    assert train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK, stop_after=5) == {"stopped_at": 5}
+    resumed = train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
+    assert resumed["resumed_from"] == 4 and resumed["selection"] == full["selection"]
+    for name in ("val_curve.csv", "test_curve.csv"):
+        assert (tmp_path / "r" / name).read_text() == (tmp_path / "full" / name).read_text(), name
+    for k, v in weights(tmp_path / "full").items():
+        assert torch.equal(v, weights(tmp_path / "r")[k]), k

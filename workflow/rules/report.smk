@@ -210,3 +210,25 @@ rule ablation:
         " --inputs {input.csv} --run-configs {input.run_configs}"
         " --methods {params.methods} --sweeps {params.sweeps} --tables {params.tables} --figures {params.figures}"
         " > {log} 2>&1"
+
+
+rule selection_audit:
+    # The test-set selection audit (harness.report.selection_audit, docs/protocol.md "Checkpoint selection"): what
+    # reporting the best test checkpoint would have added; a measurement of leakage, never mixed into the main tables.
+    input:
+        curves=PLAN.run_files("test_curve.csv"),  # outputs of the train rule when the audit is on
+        run_info=PLAN.run_files("run_info.json"),
+        metrics=PLAN.run_files("metrics_per_case.csv"),
+        barrier=PLAN.barrier(),
+    output:
+        TARGETS.audit_files(),
+    log:
+        f"{PLAN.bench}/logs/selection_audit.log",
+    localrule: True
+    conda:
+        "../../environment.yml"
+    params:
+        code=code("report-selection-audit"),
+    shell:
+        "python -m harness --code-sha256 {params.code} report-selection-audit --curves {input.curves}"
+        " --run-info {input.run_info} --metrics {input.metrics} --out {PLAN.bench} > {log} 2>&1"

@@ -42,6 +42,7 @@ rule train:
     output:
         model=f"{RUN}/model.pt",
         run_info=f"{RUN}/run_info.json",
+        curves=[f"{RUN}/{name}" for name in PLAN.curves()],  # the evaluations during training, if any
     log:
         f"{RUN}/logs/train.log",
     benchmark:
