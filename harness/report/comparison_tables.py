@@ -89,7 +89,8 @@ def _published_caption(dataset: str, joined: pd.DataFrame, options: TableOptions
         f"{OUTSIDE_CI_MARK} = the published value lies outside the {100 * options.confidence:.0f}% bootstrap interval",
         f"of the reproduced mean (seeds and test cases resampled, B = {options.n_resamples}, seed",
         f"{options.bootstrap_seed}). – = no published value. Published numbers are single runs whose code scores an",
-        f"empty prediction 0 on every metric{unit_text}.",
+        f"empty prediction 0 on every metric{unit_text}. Pub. selection = how the published checkpoint was chosen",
+        "(last, best-on-test: selected on the test cases, or not stated; harness/report/published.csv says where).",
     ]
     return " ".join(parts)
 
@@ -141,7 +142,7 @@ def _published_row(row: pd.Series) -> list[Entry]:
             Entry(format_number(row[f"{metric}_published"])),
             Entry(diff + mark if diff != MISSING else diff),
         ]
-    return [*entries, Entry(str(int(row["n_seeds"])))]
+    return [*entries, Entry(str(int(row["n_seeds"]))), Entry(row["published_selection"] or MISSING)]
 
 
 def build_published_table(
@@ -175,11 +176,12 @@ def build_published_table(
     for title in ("Dice (%)", "Jaccard (%)", "95HD (voxel)", "ASD (voxel)"):
         short = title.split(" ")[0]
         header += [title, f"{short} pub.", f"{short} Δ"]
+    header += ["Seeds", "Pub. selection"]
     return Table(
         name=f"{dataset}_published",
         title=f"Published comparison ({dataset}, voxel)",
         caption=_published_caption(dataset, data, options, has_rows),
-        header=(*header, "Seeds"),
+        header=tuple(header),
         rows=tuple(tuple(r) for r in rows),
         groups=groups,
         data=data,

@@ -12,6 +12,11 @@ dice, jaccard, hd95, asd, distance_unit, notes); four columns are added: `source
 A comparison never mixes sources: `published_rows(df, source_id, dataset)` returns the rows of one source, and the join
 key is (dataset key, method key, setting, n_labeled). Missing published values stay NaN (the DualFete table has no
 Jaccard/ASD; no source has `cvrl`, `sup_local_contrast` or the synthetic smoke dataset).
+
+Every row also says how its number's checkpoint was chosen (`selection`: `last`, `best-on-test` or `not stated`) and
+where that is written (`selection_source`: the reference code's file#line [C], or [NF]), from `SELECTION` by source and
+method; the published-comparison table shows it. Rows of sources the compilation does not hold (the AD-MT training
+logs, BCP's paper) are appended to the shipped file after the extracted ones (`ADDED_SOURCES`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ SPEC_COLUMNS = (
     "distance_unit",
     "notes",
 )
-ADDED_COLUMNS = ("source_id", "dataset_key", "method_key", "setting")
+ADDED_COLUMNS = ("source_id", "dataset_key", "method_key", "setting", "selection", "selection_source")
 VALUE_COLUMNS = ("dice", "jaccard", "hd95", "asd")
 NO_SOURCE = "none"
 
@@ -83,8 +88,44 @@ SOURCES = MappingProxyType(
         "dualfete": Source(
             "DualFete (AAAI 2025)", r"Table 1 \(NIH Pancreas", "DualFete (AAAI 2025), Table 1 (Pancreas)"
         ),
+        "mcnet_repo": Source(
+            "ycwu1997/MC-Net:pretrained_pth/*/mcnet3d_v2_performance.txt",
+            r"released-checkpoint performance file",
+            "MC-Net+ released checkpoints (ycwu1997/MC-Net pretrained_pth performance files)",
+        ),
+        "admt_logs": Source(
+            "ZhenZHAO/AD-MT:training-logs", r"performance_", "AD-MT training logs (ZhenZHAO/AD-MT training-logs)"
+        ),
+        "bcp_paper": Source(
+            "BCP (Bai et al., CVPR 2023)", r"Table", "BCP (Bai et al., CVPR 2023), Dice as quoted by later tables"
+        ),
     }
 )
+#: Sources the compilation of published numbers does not hold; their rows are written in the shipped file by hand.
+ADDED_SOURCES = ("admt_logs", "bcp_paper")
+#: How the checkpoint of a source's number for a method was chosen, and where that is written; every other row is
+#: `not stated` [NF] (a number copied from another paper, or re-run by other authors with an unknown selection).
+SELECTION = MappingProxyType(
+    {
+        ("simcvd", "ua_mt"): ("last", "[C] yulequan/UA-MT code/test_LA.py@88ed29a tests iter_6000.pth (the last)"),
+        ("simcvd", "dtc"): ("last", "[C] HiLab-git/DTC issue #14: the last iteration"),
+        ("dtc_readme", "dtc"): ("last", "[C] HiLab-git/DTC issue #14: the last iteration"),
+        ("mcnet_repo", "mcnet_plus"): (
+            "best-on-test",
+            "[C] ycwu1997/MC-Net code/train_mcnet_3d.py#L203-L218@fee453c keeps the best decoder-1 Dice on test.list",
+        ),
+        ("admt_logs", "ad_mt"): (
+            "best-on-test",
+            "[C] ZhenZHAO/AD-MT code/val_3D.py#L104-L129@03ef84c keeps the best student Dice on test.list",
+        ),
+        ("bcp_paper", "bcp"): (
+            "best-on-test",
+            "[C] DeepMed-Lab-ECNU/BCP code/LA_BCP_train.py#L278-L292@7879f98 keeps the best Dice on test.list; "
+            "BCP issue #19",
+        ),
+    }
+)
+NOT_STATED = ("not stated", "[NF]")
 #: Printed method name → (harness method key, setting). Names not listed have no harness counterpart.
 METHOD_KEYS = MappingProxyType(
     {
@@ -96,6 +137,10 @@ METHOD_KEYS = MappingProxyType(
         "UA-MT": ("ua_mt", ""),
         "DTC": ("dtc", ""),
         "SimCVD": ("simcvd", ""),
+        "MC-Net+ (MedIA 2022)": ("mcnet_plus", ""),
+        "MC-Net+": ("mcnet_plus", ""),
+        "BCP": ("bcp", ""),
+        "AD-MT": ("ad_mt", ""),
     }
 )
 #: Printed dataset name → config dataset key (`datasets.<key>`).
@@ -134,8 +179,10 @@ def extract_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
         if source_id is None or row["method"] not in METHOD_KEYS or row["dataset"] not in DATASET_KEYS:
             continue
         method_key, setting = METHOD_KEYS[row["method"]]
+        selection, where = SELECTION.get((source_id, method_key), NOT_STATED)
         added = {"source_id": source_id, "dataset_key": DATASET_KEYS[row["dataset"]], "method_key": method_key}
-        rows.append({**{c: row[c] for c in SPEC_COLUMNS}, **added, "setting": setting})
+        rows.append({**{c: row[c] for c in SPEC_COLUMNS}, **added, "setting": setting, "selection": selection,
+                     "selection_source": where})  # fmt: skip
     return _typed(pd.DataFrame(rows, columns=[*SPEC_COLUMNS, *ADDED_COLUMNS]), str(spec_csv))
 
 
@@ -163,7 +210,7 @@ def _typed(df: pd.DataFrame, where: str) -> pd.DataFrame:
         out[column] = pd.to_numeric(out[column].replace("", np.nan), errors="raise").astype("Int64")
     if out["n_labeled"].isna().any():
         raise ValueError(f"{where}: every shipped row needs n_labeled")
-    for column in ("notes", "distance_unit", "setting"):
+    for column in ("notes", "distance_unit", "setting", "selection", "selection_source"):
         out[column] = out[column].fillna("")
     keys = ["source_id", "dataset_key", "method_key", "setting", "n_labeled"]
     duplicated = out.duplicated(subset=keys)
@@ -205,7 +252,7 @@ def join_published(cells: pd.DataFrame, published: pd.DataFrame, source_id: str)
     check_source(source_id)
     out = cells.copy()
     values = {m: [] for m in VALUE_COLUMNS}
-    tables, units = [], []
+    tables, units, selections = [], [], []
     for _, row in cells.iterrows():
         match = published_rows(published, source_id, str(row["dataset"]))
         match = match[
@@ -218,8 +265,10 @@ def join_published(cells: pd.DataFrame, published: pd.DataFrame, source_id: str)
             values[metric].append(np.nan if hit is None else float(hit[metric]))
         tables.append("" if hit is None else hit["table"])
         units.append("" if hit is None else hit["distance_unit"])
+        selections.append("" if hit is None else hit["selection"])
     for metric in VALUE_COLUMNS:
         out[f"{metric}_published"] = values[metric]
     out["published_table"] = tables
     out["published_unit"] = units
+    out["published_selection"] = selections
     return out
