@@ -1,7 +1,7 @@
 """Network registry (`build_net`), parameter counting and loading of reference-code checkpoints.
 
-Networks: "vnet" (UA-MT VNet, `docs/methods/README.md` §1.1) and "vnet_sdf" (DTC dual-head VNet, §1.2; pass
-n_classes=1).
+Networks: "vnet" (UA-MT VNet, `docs/methods/README.md` §1.1), "vnet_sdf" (DTC dual-head VNet, §1.2; pass
+n_classes=1) and "mcnet3d_v2" (MC-Net+'s three-decoder VNet, `harness/nets/mcnet.py`, docs/methods/mcnet_plus.md).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
+from harness.nets.mcnet import MCNet3dV2
 from harness.nets.vnet import VNet, VNetSDF
 
 logger = logging.getLogger(__name__)
@@ -22,7 +23,7 @@ DATAPARALLEL_PREFIX = "module."
 
 
 def _registry() -> dict[str, type[nn.Module]]:
-    return {"vnet": VNet, "vnet_sdf": VNetSDF}
+    return {"vnet": VNet, "vnet_sdf": VNetSDF, "mcnet3d_v2": MCNet3dV2}
 
 
 def network_names() -> list[str]:
@@ -42,7 +43,7 @@ def build_net(
     """Builds a network by registry name (PyTorch default initialisation).
 
     Args:
-        name: "vnet" or "vnet_sdf".
+        name: "vnet", "vnet_sdf" or "mcnet3d_v2" (forward returns the three decoders' logits).
         n_channels: input channels.
         n_classes: output channels per head (2 for the softmax VNet; 1 for "vnet_sdf", as the reference builds it).
         n_filters: stage-1 width (16 in the benchmark).

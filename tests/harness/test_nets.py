@@ -227,7 +227,7 @@ def test_build_net_unknown_name() -> None:
     with pytest.raises(KeyError, match="vnet_sdf") as err:
         build_net("unet")
     assert "unet" in str(err.value) and "vnet" in str(err.value)
-    assert network_names() == ["vnet", "vnet_sdf"]
+    assert network_names() == ["mcnet3d_v2", "vnet", "vnet_sdf"]
 
 
 def test_build_net_types() -> None:
