@@ -19,6 +19,7 @@ BOOK = Bookkeeping(log_every=1, checkpoint_every=2)  # bookkeeping: never part o
 CPU = torch.device("cpu")
 #: Pre-training stages short enough for tests (2000 iterations each by default).
 SHORT_STAGES = {"stage1": {"iterations": 3, "batch_volumes": 2}, "stage2": {"iterations": 3, "stride": 4}}
+SHORT_BCP = {"pretrain": {"iterations": 3}}
 
 
 def run_config(root: Path, method: str, *, iterations: int = 6):
@@ -26,7 +27,7 @@ def run_config(root: Path, method: str, *, iterations: int = 6):
         "datasets": {"tiny": {"labeled": [2]}},
         "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop"}},
         "protocol": {"iterations": iterations, "n_filters": 2, "lr_step": 4},
-        "method_overrides": {"sup_local_contrast": SHORT_STAGES},
+        "method_overrides": {"sup_local_contrast": SHORT_STAGES, "bcp": SHORT_BCP},
     }
     params = cell_params(config, RunId("tiny", method, 2, 1))
     params["data"]["root"] = str(root)
@@ -78,7 +79,9 @@ def test_semi_supervised_batches_hold_two_labeled_then_two_unlabeled(name, tiny_
         return original(self, batch, progress)
 
     monkeypatch.setattr(cls, "training_step", recording)
-    train(run_config(tiny_dataset, name, iterations=3), tmp_path / "r", device=CPU, bookkeeping=BOOK)
+    cfg = run_config(tiny_dataset, name, iterations=3)
+    pretrain(cfg, tmp_path / "r")  # a semi-supervised method with pre-training stages (bcp) needs them first
+    train(cfg, tmp_path / "r", device=CPU, bookkeeping=BOOK)
     assert len(seen) == 3
     for n_labeled, batch_size, n_labels, extras in seen:
         assert (n_labeled, batch_size, n_labels) == (2, 4, 2)
