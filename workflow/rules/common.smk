@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import ConfigError  # noqa: E402
+from harness.workflow.cluster import check_slurm_run  # noqa: E402
 from harness.workflow.code import numeric_sources  # noqa: E402
 from harness.workflow.grid import (
     PANCREAS_DUPLICATES,
@@ -81,6 +82,7 @@ if not (workflow.remote_exec or workflow.subprocess_exec):  # the main Snakemake
 
 onstart:
     forward_stop_signals()  # SIGINT/SIGTERM to Snakemake stop the running jobs too (they save a checkpoint)
+    check_slurm_run(workflow, logger)  # SLURM executor: every request fits a node, job states readable
 
 
 def print_cost_estimate(measured=Path("results/smoke")):
@@ -135,14 +137,16 @@ wildcard_constraints:
 
 
 def total_cores():
-    """--cores, or 1 where none is given (`snakemake --report report.html` needs no --cores)."""
+    """--cores, or None where none is given (a cluster run; `snakemake --report report.html`)."""
     try:
         return workflow.cores
     except WorkflowError:  # Snakemake 9 raises instead of returning None
-        return 1
+        return None
 
 
-TRAIN_THREADS = min(config["compute"]["train_threads"], total_cores())
+# Capped by --cores where given; on a cluster without --cores each job gets compute.train_threads CPUs of its own
+# (the SLURM request is the rule's threads), and the Snakemake inside the job computes the same number.
+TRAIN_THREADS = min(config["compute"]["train_threads"], total_cores() or config["compute"]["train_threads"])
 
 
 def cell_of(wildcards):
