@@ -2,12 +2,14 @@
 
 Debian's packages (`apt-get install slurmctld slurmd slurm-client munge`, installed by .ci/run) provide the programs;
 everything else is generated here, under one folder, so that nothing of the machine's own configuration is used or
-changed: a munge key and socket, `slurm.conf` and `gres.conf` sized from this machine (its CPUs, 90% of its memory,
-`GPUS` count-only GPUs declared on placeholder files so that SLURM hands out GRES and sets CUDA_VISIBLE_DEVICES) and
-one partition. No accounting database (`accounting_storage/none`), as on many small clusters: `sacct` does not work,
-which is what the profile's `slurm-status-command: squeue` is for (docs/slurm.md).
+changed: a munge key and socket, `slurm.conf` and `gres.conf` sized from this machine (the CPUs this process may use,
+90% of its memory, `GPUS` GPUs declared as GRES on placeholder character devices, so that SLURM allocates them and sets
+CUDA_VISIBLE_DEVICES) and one partition. No accounting database (`accounting_storage/none`), as on many small
+clusters: `sacct` does not work, which is what the profile's `slurm-status-command: squeue` is for (docs/slurm.md).
 
-Clients (`sinfo`, `sbatch`, Snakemake's SLURM executor) find the cluster through `SLURM_CONF` in `Cluster.env()`.
+Clients (`sinfo`, `sbatch`, Snakemake's SLURM executor) find the cluster through `SLURM_CONF` in `Cluster.env()`, job
+steps through the `/etc/slurm/slurm.conf` link (`SYSTEM_CONF`), the one change outside the temp folder, made only where
+the machine has no slurm.conf of its own and removed by `stop()`.
 `start_cluster` raises `ClusterUnavailable` with the reason when SLURM cannot start here (not root, packages missing,
 a daemon that dies or a node that never becomes idle); the test decides whether that skips or fails.
 """
@@ -30,7 +32,9 @@ PROGRAMS = ("munged", "slurmctld", "slurmd", "sinfo", "squeue", "sbatch", "srun"
 #: snakemake-executor-plugin-slurm-jobstep removes SLURM_* variables (SLURM_CONF too) from the environment of the
 #: `srun` it starts, so the test cluster links its slurm.conf here (only where the machine has none of its own).
 SYSTEM_CONF = Path("/etc/slurm/slurm.conf")
-#: Count-only GPUs the node declares (GRES on placeholder files; no real device behind them).
+#: Marks a configuration folder as a test cluster's (a stale /etc/slurm/slurm.conf link to it may be removed).
+MARKER = "harness-test-cluster"
+#: GPUs the node declares (GRES on placeholder devices; no real device behind them).
 GPUS = 2
 #: Character devices that stand in for GPU device files (SLURM checks the type; nothing opens them).
 PLACEHOLDER_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random")
@@ -129,6 +133,23 @@ def program(name: str) -> str:
     return shutil.which(name) or str(Path("/usr/sbin", name))
 
 
+def release_stale_link() -> None:
+    """Remove the /etc/slurm/slurm.conf link of a test cluster whose session was killed (its configuration gone, or
+    its slurmctld no longer running); a link of a running test cluster or the machine's own file stay."""
+    if not SYSTEM_CONF.is_symlink():
+        return
+    target = SYSTEM_CONF.resolve()
+    if not (target.parent / MARKER).exists():
+        if not target.exists():
+            SYSTEM_CONF.unlink()  # dangling: nothing reads it
+        return
+    pid_file = target.parent.parent / "state" / "slurmctld.pid"
+    try:
+        os.kill(int(pid_file.read_text().split()[0]), 0)
+    except (OSError, ValueError, IndexError):
+        SYSTEM_CONF.unlink()
+
+
 def write_config(root: Path, node: str, cpus: int, memory_mb: int, gpus: int = GPUS) -> Path:
     """slurm.conf, gres.conf and an empty plugstack.conf under `root/etc`; state, spool and logs under `root`."""
     etc, state, log = root / "etc", root / "state", root / "log"
@@ -184,6 +205,7 @@ def write_config(root: Path, node: str, cpus: int, memory_mb: int, gpus: int = G
     gpu_files = f"{root / 'gpu'}/gpu[0-{gpus - 1}]" if gpus > 1 else f"{root / 'gpu'}/gpu0"
     (etc / "gres.conf").write_text(f"NodeName={node} Name=gpu File={gpu_files}\n")
     (etc / "plugstack.conf").write_text("")
+    (etc / MARKER).write_text("a test cluster of tests/slurm_cluster.py\n")
     return etc / "slurm.conf"
 
 
@@ -222,13 +244,13 @@ def start_cluster(root: Path, timeout: float = 60) -> Cluster:
     if missing:
         raise ClusterUnavailable(f"SLURM programs not found: {', '.join(missing)} (Debian: apt-get install "
                                  f"{' '.join(PACKAGES)}; .ci/run installs them in CI)")  # fmt: skip
-    if SYSTEM_CONF.is_symlink() and not SYSTEM_CONF.exists():
-        SYSTEM_CONF.unlink()  # dangling: left by a test cluster whose session was killed
-    if SYSTEM_CONF.exists():
-        raise ClusterUnavailable(f"this machine has its own {SYSTEM_CONF}; the test cluster does not replace it")
+    release_stale_link()
+    if SYSTEM_CONF.exists() or SYSTEM_CONF.is_symlink():
+        raise ClusterUnavailable(f"this machine has its own {SYSTEM_CONF} (or another test cluster runs); the test "
+                                 "cluster does not replace it")  # fmt: skip
     root.mkdir(parents=True, exist_ok=True)
     node = socket.gethostname().split(".")[0]
-    cpus = os.cpu_count() or 1
+    cpus = len(os.sched_getaffinity(0))  # the CPUs this process may use (a container's, not the host's)
     memory_mb = int(machine_memory_mb() * 0.9)
     (root / "log").mkdir(exist_ok=True)
     cluster = Cluster(root=root, node=node, cpus=cpus, memory_mb=memory_mb)

@@ -5,11 +5,13 @@
   `cpus_per_task` (what `sbatch --cpus-per-task` and the job step's `srun -c` ask for) is at least its threads. It
   fails when a rule's threads exceed what it asks SLURM for (the job step would not fit its allocation: "srun: error:
   Unable to create step ... More processors requested than permitted").
-- `test_ci_grid_through_slurm_equals_a_local_run` (slow): a single-node SLURM started from Debian's packages
-  (tests/slurm_cluster.py), the CI grid with two methods run locally and through `--workflow-profile profiles/slurm`:
-  every table is the same; then a training job is cancelled with `scancel` mid-run and the README's recovery command
-  gives the same tables again. Skipped where SLURM cannot start, unless the environment variable CI is set (then it
-  fails: .ci/run installs the packages).
+- On a single-node SLURM started from Debian's packages (tests/slurm_cluster.py; skipped where SLURM cannot start,
+  unless the environment variable CI is set, where it fails: .ci/run installs the packages), both slow:
+  `test_what_cannot_work_is_refused_before_submitting`: a request larger than the node, a missing partition and
+  `sacct` without accounting stop the workflow at start with the keys to change (harness/workflow/cluster.py);
+  `test_ci_grid_through_slurm_equals_a_local_run`: the CI grid with two methods run locally and through
+  `--workflow-profile profiles/slurm` gives the same tables; then a training job is cancelled with `scancel` mid-run
+  and the README's recovery command gives the same tables again.
 """
 
 from __future__ import annotations
@@ -165,6 +167,29 @@ def tables(workdir: Path) -> dict[str, str]:
 def torch_threads(workdir: Path) -> list[int]:
     runs = sorted((workdir / "results" / "ci" / "runs").glob("*/*/*/*/run_info.json"))
     return [yaml.safe_load(p.read_text())["torch_threads"] for p in runs]
+
+
+@pytest.mark.slow
+def test_what_cannot_work_is_refused_before_submitting(cluster, tmp_path):
+    """A memory request larger than the node, a GPU partition that does not exist and sacct as the status command
+    without accounting (Snakemake would hang): refused at start with the keys to change, nothing submitted."""
+    config = grid_config(tmp_path / "grid.yaml", min(2, cluster.cpus))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["compute"]["train_mem_mb"] = cluster.memory_mb + 1000
+    config.write_text(yaml.safe_dump(cfg))
+    before = len(cluster.jobs())
+    cmd = slurm_cmd(tmp_path / "work", config, 2, "--slurm-status-command", "sacct",
+                    "--set-resources", "predict:slurm_partition=gpu")  # fmt: skip
+    res = subprocess.run(cmd, env=cluster.env(env()), capture_output=True, text=True, timeout=300)
+    text = res.stdout + res.stderr
+    assert res.returncode != 0 and "SLURM run refused before submitting anything (docs/slurm.md)" in text, text
+    assert "job states cannot be read: accounting is disabled on this cluster" in text
+    assert (
+        f"{cluster.memory_mb + 1000} MB > {cluster.memory_mb} MB (set compute.train_mem_mb <= {cluster.memory_mb})"
+        in text
+    )
+    assert f"rule predict: partition 'gpu' does not exist (sinfo lists: {cluster.partition})" in text
+    assert len(cluster.jobs()) == before
 
 
 @pytest.mark.slow
