@@ -22,6 +22,7 @@ uses this module.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -267,7 +268,8 @@ def check_slurm_run(workflow: Any, logger: Any = None) -> None:
     ClusterRequestError listing every job request no node can hold and a status command that cannot work.
 
     Anything else (another executor, no `sinfo` on this host) passes; where SLURM cannot be asked, the check says so
-    through `logger` and lets the plugin go on.
+    through `logger` and lets the plugin go on. With the plugin's dynamic partition selection
+    (`--slurm-partition-config` or SNAKEMAKE_SLURM_PARTITIONS) only jobs with an explicit `slurm_partition` are checked.
     """
     plugin = getattr(workflow, "executor_plugin", None)
     if plugin is None or getattr(plugin, "cli_prefix", None) != "slurm":
@@ -289,6 +291,8 @@ def check_slurm_run(workflow: Any, logger: Any = None) -> None:
     else:
         requests = [job_request(job.rule.name, job.threads, job.resources)
                     for job in workflow.dag.needrun_jobs() if not job.is_local]  # fmt: skip
+        if getattr(settings, "partition_config", None) or os.environ.get("SNAKEMAKE_SLURM_PARTITIONS"):
+            requests = [r for r in requests if r.partition]  # the plugin picks the others' partition per job
         problems += request_problems(requests, parse_sinfo(sinfo))
     if problems:
         lines = "\n".join(f"  - {p}" for p in sorted(problems))

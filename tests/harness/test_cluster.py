@@ -195,3 +195,12 @@ def test_check_slurm_run_goes_on_where_sinfo_cannot_answer(monkeypatch):
     logger = SimpleNamespace(warning=warnings.append)
     cluster.check_slurm_run(fake_workflow("slurm", [("train", 64, {"mem_mb": 10**7}, False)]), logger)
     assert warnings and "sinfo" in warnings[0]
+
+
+def test_dynamic_partition_selection_checks_only_explicit_partitions(monkeypatch):
+    monkeypatch.setattr(cluster, "_run", lambda *cmd: {"scontrol": SCONTROL, "sinfo": SINFO}[cmd[0]])
+    monkeypatch.setenv("SNAKEMAKE_SLURM_PARTITIONS", "partitions.yaml")
+    # no slurm_partition: the plugin chooses among its configured partitions, the check leaves the job alone
+    cluster.check_slurm_run(fake_workflow("slurm", [("train", 4, {"mem_mb": 200000, "gpu": 1}, False)]))
+    with pytest.raises(ClusterRequestError, match="partition 'nope' does not exist"):
+        cluster.check_slurm_run(fake_workflow("slurm", [("train", 4, {"slurm_partition": "nope"}, False)]))
