@@ -157,14 +157,15 @@ def status_problem(config: Mapping[str, str], configured: str | None, init_s: in
     if command != "sacct":
         return None
     why = "the status command is sacct"
-    if configured == "squeue":
+    fix = "set slurm-status-command: squeue (profiles/slurm does)"
+    if configured == "squeue" and min_job_age is None:
+        why = "the SLURM plugin replaces squeue by sacct because scontrol shows no MinJobAge"
+        fix = f"ask for MinJobAge >= {3 * init_s} s in slurm.conf"
+    elif configured == "squeue":
         why = (f"the SLURM plugin replaces squeue by sacct because MinJobAge ({min_job_age} s) is below 3 x "
                f"slurm-init-seconds-before-status-checks ({init_s} s)")  # fmt: skip
-    fix = "set slurm-status-command: squeue (profiles/slurm does)"
-    if configured == "squeue":
-        limit = max((min_job_age or 0) // 3, 1)
-        fix = (f"pass --slurm-init-seconds-before-status-checks {limit} or less, or ask for MinJobAge >= "
-               f"{3 * init_s} s in slurm.conf")  # fmt: skip
+        fix = (f"pass --slurm-init-seconds-before-status-checks {max(min_job_age // 3, 1)} or less, or ask for "
+               f"MinJobAge >= {3 * init_s} s in slurm.conf")  # fmt: skip
     return (f"job states cannot be read: accounting is disabled on this cluster ({accounting}), so sacct fails, and "
             f"{why}; Snakemake would wait forever for the first job. Fix: {fix}")  # fmt: skip
 
@@ -257,9 +258,13 @@ def job_request(rule: str, threads: int, resources: Mapping[str, Any]) -> Reques
 
 
 def _run(*cmd: str) -> str | None:
+    """The output of a SLURM command; None where it is missing, fails or hangs (slurmctld unreachable)."""
     if shutil.which(cmd[0]) is None:
         return None
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
     return res.stdout if res.returncode == 0 else None
 
 

@@ -149,6 +149,8 @@ def test_status_problem_only_where_sacct_would_be_asked_without_accounting():
     )
     low_age = status_problem({**config, "MinJobAge": "60 sec"}, "squeue", 40, True)
     assert "MinJobAge (60 s)" in low_age and "--slurm-init-seconds-before-status-checks 20" in low_age
+    unknown_age = status_problem({**config, "MinJobAge": ""}, "squeue", 40, True)
+    assert "scontrol shows no MinJobAge" in unknown_age and "ask for MinJobAge >= 120 s" in unknown_age
     with_accounting = {**config, "AccountingStorageType": "accounting_storage/slurmdbd"}
     assert status_problem(with_accounting, None, 40, True) is None
 
