@@ -104,7 +104,7 @@ def test_every_job_asks_slurm_for_at_least_its_threads(tmp_path):
 
 # -- the CI grid through a real (single-node) SLURM -------------------------------------------------------------------
 #: mean_teacher's iterations (supervised keeps the CI grid's 4): long enough to cancel its training job after its first
-#: checkpoint (iteration 5) and before it ends, short enough for ~5 min in all.
+#: checkpoint (iteration 5) and before it ends, short enough for ~4.5 min in all.
 ITERATIONS = 40
 MT_RUN = "results/ci/runs/synthetic/mean_teacher/labeled~2/seed~1"
 #: What a reader compares (as tests/test_faults.py): every table except the cost table (wall times), runs.csv,
