@@ -166,8 +166,10 @@ def ema_alpha(it: int, warmup: int = 40, decay: float = 0.99) -> float:
 def update_ema_with_buffers(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
     """θ_T ← α·θ_T + (1 − α)·θ_S for every parameter and every buffer (BN running mean/var, num_batches_tracked),
     zipped in module order (#L47-L53). Integer buffers keep their dtype (the blend is rounded) [H]."""
-    pairs = [*zip(teacher.parameters(), student.parameters(), strict=True),
-             *zip(teacher.buffers(), student.buffers(), strict=True)]  # fmt: skip
+    pairs = [
+        *zip(teacher.parameters(), student.parameters(), strict=True),
+        *zip(teacher.buffers(), student.buffers(), strict=True),
+    ]
     for t, s in pairs:
         if t.shape != s.shape:
             raise ValueError(f"teacher tensor {tuple(t.shape)} differs from student {tuple(s.shape)}")
@@ -367,10 +369,20 @@ class ADMT(Method):
         unsup, kept = unsupervised_ce(logits_s, label, conf, cfg.conf_threshold)
         weight = consistency_weight(progress.it, cfg.consistency_weight, *cfg.ramp)
         loss = sup + weight * unsup
-        pseudo = {"high_ratio": high_ratio, "kept": kept.item(), "conflict": conflict.float().mean().item(),
-                  "student": replaced.float().mean().item()}  # fmt: skip
-        logs = {"loss/sup": sup.item(), **logs, "loss/unsup": unsup.item(), "w/unsup": weight,
-                "alt/teacher_a": float(a_active), **{f"pseudo/{k}": v for k, v in pseudo.items()}}  # fmt: skip
+        pseudo = {
+            "high_ratio": high_ratio,
+            "kept": kept.item(),
+            "conflict": conflict.float().mean().item(),
+            "student": replaced.float().mean().item(),
+        }
+        logs = {
+            "loss/sup": sup.item(),
+            **logs,
+            "loss/unsup": unsup.item(),
+            "w/unsup": weight,
+            "alt/teacher_a": float(a_active),
+            **{f"pseudo/{k}": v for k, v in pseudo.items()},
+        }
         return StepOutput(loss=loss, logs=logs)
 
     def after_optimizer_step(self, progress: Progress) -> None:

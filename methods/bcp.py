@@ -174,8 +174,9 @@ def mix(outside: torch.Tensor, inside: torch.Tensor, mask: torch.Tensor) -> torc
     Source: `LA_BCP_train.py#L155-L156`, `#L248-L251@7879f98`.
     """
     if outside.shape != inside.shape or outside.shape[-3:] != mask.shape:
-        raise ValueError(f"outside {tuple(outside.shape)}, inside {tuple(inside.shape)} and mask {tuple(mask.shape)} "
-                         "must agree")  # fmt: skip
+        raise ValueError(
+            f"outside {tuple(outside.shape)}, inside {tuple(inside.shape)} and mask {tuple(mask.shape)} must agree"
+        )
     m = mask.to(outside.dtype)
     return outside * m + inside * (1 - m)
 
@@ -280,8 +281,10 @@ def halves(x: torch.Tensor, what: str, keys: str) -> tuple[torch.Tensor, torch.T
     naming the config `keys` that set it."""
     n = x.shape[0]
     if n < 2 or n % 2:
-        raise ValueError(f"bcp mixes two halves of the {what} samples, so their number must be even and >= 2; got {n} "
-                         f"(set by {keys})")  # fmt: skip
+        raise ValueError(
+            f"bcp mixes two halves of the {what} samples, so their number must be even and >= 2; got {n} "
+            f"(set by {keys})"
+        )
     return x[: n // 2], x[n // 2 :]
 
 

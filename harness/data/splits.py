@@ -120,8 +120,10 @@ def val_cases(train_ids: list[str], *, count: int, seed: int, ids: tuple[str, ..
             )
         return [i for i in train_ids if i in ids]
     if count > len(candidates):
-        raise ValueError(f"{count} validation cases asked for, but only {len(candidates)} training cases follow the "
-                         f"first {after} (the labeled ones)")  # fmt: skip
+        raise ValueError(
+            f"{count} validation cases asked for, but only {len(candidates)} training cases follow the "
+            f"first {after} (the labeled ones)"
+        )
     chosen = set(np.random.default_rng([seed, VAL_STREAM]).choice(len(candidates), size=count, replace=False))
     return [c for k, c in enumerate(candidates) if k in chosen]
 

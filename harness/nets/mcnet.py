@@ -100,8 +100,9 @@ class Encoder(nn.Module):
         if x.dim() != 5 or x.shape[1] != self.n_channels:
             raise ValueError(f"input x must have shape [B, {self.n_channels}, X, Y, Z], got {tuple(x.shape)}")
         if any(s % DOWNSAMPLING_FACTOR for s in x.shape[2:]):
-            raise ValueError(f"every patch side of input x must be divisible by {DOWNSAMPLING_FACTOR}, got "
-                             f"shape {tuple(x.shape)}")  # fmt: skip
+            raise ValueError(
+                f"every patch side of input x must be divisible by {DOWNSAMPLING_FACTOR}, got shape {tuple(x.shape)}"
+            )
         x1 = self.block_one(x)
         x2 = self.block_two(self.block_one_dw(x1))
         x3 = self.block_three(self.block_two_dw(x2))

@@ -181,8 +181,15 @@ def extract_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
         method_key, setting = METHOD_KEYS[row["method"]]
         selection, where = SELECTION.get((source_id, method_key), NOT_STATED)
         added = {"source_id": source_id, "dataset_key": DATASET_KEYS[row["dataset"]], "method_key": method_key}
-        rows.append({**{c: row[c] for c in SPEC_COLUMNS}, **added, "setting": setting, "selection": selection,
-                     "selection_source": where})  # fmt: skip
+        rows.append(
+            {
+                **{c: row[c] for c in SPEC_COLUMNS},
+                **added,
+                "setting": setting,
+                "selection": selection,
+                "selection_source": where,
+            }
+        )
     return _typed(pd.DataFrame(rows, columns=[*SPEC_COLUMNS, *ADDED_COLUMNS]), str(spec_csv))
 
 

@@ -317,13 +317,21 @@ def test_poly_and_constant_schedules_hand_values():
 def selection_config(root: Path, *, mode: str = "last", audit: int = 0, val: dict | None = None, iterations: int = 6):
     config = {
         "datasets": {"tiny": {"labeled": [2]}},
-        "data": {"tiny": {"source": "synthetic", "n_train": 4, "patch_size": [16, 16, 16], "augment": "rotflip_crop",
-                          "stride": [8, 8, 8], **({"val": val} if val else {})}},
+        "data": {
+            "tiny": {
+                "source": "synthetic",
+                "n_train": 4,
+                "patch_size": [16, 16, 16],
+                "augment": "rotflip_crop",
+                "stride": [8, 8, 8],
+                **({"val": val} if val else {}),
+            }
+        },
         "protocol": {"iterations": iterations, "n_filters": 2, "lr_step": 4, "selection": mode, "val_every": 2},
         "report": {"selection_audit": {"every": audit}},
         "eval": {"windows_per_batch": 2},
         "compute": {"train_threads": 1},
-    }  # fmt: skip
+    }
     params = cell_params(config, RunId("tiny", "supervised", 2, 1))
     params["data"]["root"] = str(root)
     return resolve_run(params)

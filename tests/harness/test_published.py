@@ -67,8 +67,16 @@ def test_shipped_rows_hold_the_printed_values(published):
     assert math.isnan(value("dualfete", "pancreas", "dtc", 6, "jaccard"))  # not printed: stays empty
     assert set(published["source_id"]) == set(SOURCES)
     assert not published["method"].str.contains("Ablation|AlphaDropout|user run").any()
-    assert set(published["method_key"]) == {"supervised", "mean_teacher", "ua_mt", "dtc", "simcvd", "mcnet_plus",
-                                           "bcp", "ad_mt"}  # fmt: skip
+    assert set(published["method_key"]) == {
+        "supervised",
+        "mean_teacher",
+        "ua_mt",
+        "dtc",
+        "simcvd",
+        "mcnet_plus",
+        "bcp",
+        "ad_mt",
+    }
     # the newer methods, as their authors released them: MC-Net+'s performance file, AD-MT's training log
     assert [value("mcnet_repo", "la", "mcnet_plus", 8, c) for c in columns] == [88.96, 80.25, 7.93, 1.86]
     assert [value("admt_logs", "la", "ad_mt", 8, c) for c in columns] == [90.58, 82.86, 6.46, 1.58]

@@ -120,9 +120,19 @@ def test_resume_in_the_middle_of_a_period_continues_the_schedule(tiny_dataset, t
 # -- EMA ---------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("it", "alpha"),
-    [(0, 0.0), (79, 0.0), (80, 0.0), (81, 0.0), (82, 0.5), (84, 2 / 3), (100, 10 / 11), (276, 98 / 99), (278, 0.99),
-     (15000, 0.99)],
-)  # fmt: skip
+    [
+        (0, 0.0),
+        (79, 0.0),
+        (80, 0.0),
+        (81, 0.0),
+        (82, 0.5),
+        (84, 2 / 3),
+        (100, 10 / 11),
+        (276, 98 / 99),
+        (278, 0.99),
+        (15000, 0.99),
+    ],
+)
 def test_ema_coefficient_warm_up_in_half_iterations(it, alpha):
     # g = t // 2; α = 0 while g < 40 (also at g = 40: 1 − 1/1), then min(1 − 1/(g − 39), 0.99)
     assert ad_mt.ema_alpha(it, 40, 0.99) == pytest.approx(alpha, abs=1e-12)
@@ -146,8 +156,9 @@ def test_ema_blends_parameters_and_buffers():
     assert teacher.running_var.item() == pytest.approx(3.0, abs=1e-6)  # 2/3·1 + 1/3·7
     assert teacher.num_batches_tracked.dtype == torch.int64 and teacher.num_batches_tracked.item() == 5
     ad_mt.update_ema_with_buffers(teacher, student, 0.0)  # warm-up: an exact copy
-    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values(),
-                                                   strict=True))  # fmt: skip
+    assert all(
+        torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), student.state_dict().values(), strict=True)
+    )
 
 
 def test_only_the_teacher_of_the_period_is_updated(monkeypatch):
@@ -210,10 +221,12 @@ def test_entropy_weighted_combination_of_two_voxels():
 
 @pytest.mark.parametrize(
     ("student_fg", "label", "conf", "kept"),
-    [(0.9, 1, 0.9, True),  # conflict, student disagrees and is more confident: its label, kept (0.9 ≥ 0.8)
-     (0.7, 1, 0.7, False),  # overridden, but 0.7 < 0.8: ignored
-     (0.4, 0, 0.6553953, False)],  # the student agrees with the ensemble: no override, 0.655 < 0.8: ignored
-)  # fmt: skip
+    [
+        (0.9, 1, 0.9, True),  # conflict, student disagrees and is more confident: its label, kept (0.9 ≥ 0.8)
+        (0.7, 1, 0.7, False),  # overridden, but 0.7 < 0.8: ignored
+        (0.4, 0, 0.6553953, False),
+    ],  # the student agrees with the ensemble: no override, 0.655 < 0.8: ignored
+)
 def test_student_override_on_the_conflicting_voxel(student_fg, label, conf, kept):
     t_label, t_conf, conflict = ad_mt.combine_teachers(probs(0.9, 0.8), probs(0.7, 0.05))
     # voxel a (no conflict): a confident disagreeing student (0.01) never overrides
@@ -234,12 +247,14 @@ def test_unsupervised_ce_over_confident_voxels_and_the_empty_case():
     # strong-view fg 0.6 at a (target 1), 0.2 at b (target 1): (−ln 0.6 − ln 0.2)/2 = 1.060132; a third voxel
     # below the threshold is ignored
     logits = torch.log(probs(0.6, 0.2, 0.9))
-    loss, kept = ad_mt.unsupervised_ce(logits, torch.tensor([[1, 1, 0]]).reshape(1, 3, 1, 1),
-                                       torch.tensor([0.8, 0.9, 0.79]).reshape(1, 3, 1, 1), 0.8)  # fmt: skip
+    loss, kept = ad_mt.unsupervised_ce(
+        logits, torch.tensor([[1, 1, 0]]).reshape(1, 3, 1, 1), torch.tensor([0.8, 0.9, 0.79]).reshape(1, 3, 1, 1), 0.8
+    )
     assert loss.item() == pytest.approx(1.0601318, abs=1e-6) and kept.item() == pytest.approx(2 / 3)
     assert consistency_weight(0, 2.0, 150, 40.0) * loss.item() == pytest.approx(0.014286, abs=1e-6)
-    none, kept = ad_mt.unsupervised_ce(logits.requires_grad_(), torch.ones(1, 3, 1, 1, dtype=torch.long),
-                                       torch.full((1, 3, 1, 1), 0.5), 0.8)  # fmt: skip
+    none, kept = ad_mt.unsupervised_ce(
+        logits.requires_grad_(), torch.ones(1, 3, 1, 1, dtype=torch.long), torch.full((1, 3, 1, 1), 0.5), 0.8
+    )
     assert none.item() == 0.0 and kept.item() == 0.0  # the reference's mean over nothing is NaN
     none.backward()
 
@@ -252,8 +267,10 @@ def test_supervised_loss_is_half_ce_plus_two_class_dice():
     assert logs["loss/dice"] == pytest.approx(0.0800554, abs=1e-6) and logs["loss/ce"] == pytest.approx(0.2899092)
 
 
-@pytest.mark.parametrize(("it", "weight"), [(0, 0.0134759), (149, 0.0134759), (3000, 0.5730096), (5999, 1.9937598),
-                                            (6000, 2.0), (14999, 2.0)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("it", "weight"),
+    [(0, 0.0134759), (149, 0.0134759), (3000, 0.5730096), (5999, 1.9937598), (6000, 2.0), (14999, 2.0)],
+)
 def test_unsupervised_weight_ramps_on_iteration_over_150(it, weight):
     cfg = ad_mt.Config()
     assert consistency_weight(it, cfg.consistency_weight, *cfg.ramp) == pytest.approx(weight, abs=1e-7)

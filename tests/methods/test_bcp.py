@@ -436,7 +436,12 @@ def grid_config(root: Path | None = None, protocol: dict | None = None, pretrain
 def test_stage_specs_and_the_reference_protocol():
     spec = stage_spec(grid_config(), "pretrain")
     assert (spec.iterations, spec.batch_volumes, spec.data, spec.optimizer, spec.schedule) == (
-        2000, 4, "labeled", "sgd", "constant")  # fmt: skip
+        2000,
+        4,
+        "labeled",
+        "sgd",
+        "constant",
+    )
     assert (spec.lr, spec.weight_decay, spec.momentum) == (0.01, 1e-4, 0.9) and spec.lr_at(1999) == 0.01
     reference = {"iterations": 15000, "batch_size": 8, "labeled_bs": 4, "lr_step": 2500, "lr_gamma": 0.1}
     main = stage_spec(grid_config(protocol=reference), None)
@@ -477,11 +482,22 @@ def test_stages_through_the_loop_read_labeled_cases_only_then_hand_off(tiny_data
 # -- reference weights -------------------------------------------------------------------------------------------------
 def test_reference_state_dict_maps_onto_the_vnet():
     net = build_net("vnet", n_filters=2, has_dropout=True)
-    encoder = {"block_one", "block_one_dw", "block_two", "block_two_dw", "block_three", "block_three_dw",
-               "block_four", "block_four_dw", "block_five"}  # fmt: skip
+    encoder = {
+        "block_one",
+        "block_one_dw",
+        "block_two",
+        "block_two_dw",
+        "block_three",
+        "block_three_dw",
+        "block_four",
+        "block_four_dw",
+        "block_five",
+    }
     torch.manual_seed(3)
-    ref = {("encoder." if k.split(".")[0] in encoder else "decoder.") + k: torch.randn_like(v.float()).to(v.dtype)
-           for k, v in net.state_dict().items()}  # fmt: skip
+    ref = {
+        ("encoder." if k.split(".")[0] in encoder else "decoder.") + k: torch.randn_like(v.float()).to(v.dtype)
+        for k, v in net.state_dict().items()
+    }
     ref["projection_head.0.weight"] = torch.zeros(3)
     ref["contrastive_class_selector_memory1.0.bias"] = torch.zeros(3)
     other = build_net("vnet", n_filters=2, has_dropout=False)

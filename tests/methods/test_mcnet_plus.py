@@ -152,9 +152,16 @@ CONS = 2 * sum(PAIRS) / 8  # 0.1932329
 
 @pytest.mark.parametrize(
     ("it", "weight"),
-    [(0, math.exp(-5)), (148, math.exp(-5)), (149, 0.008624701), (2999, 0.2865048), (5998, 0.9968799), (5999, 1.0),
-     (14999, 1.0)],
-)  # fmt: skip
+    [
+        (0, math.exp(-5)),
+        (148, math.exp(-5)),
+        (149, 0.008624701),
+        (2999, 0.2865048),
+        (5998, 0.9968799),
+        (5999, 1.0),
+        (14999, 1.0),
+    ],
+)
 def test_total_with_the_ramp_by_hand(it, weight):
     """Step t (0-based) uses r(⌊(t + 1)/150⌋, 40): the reference increments iter_num before the weight. The step
     computes in float32 (logits cast), hence the tolerances."""
@@ -279,16 +286,20 @@ UPS = ["block_five_up", "block_six_up", "block_seven_up", "block_eight_up"]
 
 
 def _bn(prefix: str, c: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": 1 + 0.3 * torch.randn(c, generator=g),
-            f"{prefix}.bias": 0.3 * torch.randn(c, generator=g),
-            f"{prefix}.running_mean": 0.3 * torch.randn(c, generator=g),
-            f"{prefix}.running_var": 0.5 + torch.rand(c, generator=g),
-            f"{prefix}.num_batches_tracked": torch.tensor(77)}  # fmt: skip
+    return {
+        f"{prefix}.weight": 1 + 0.3 * torch.randn(c, generator=g),
+        f"{prefix}.bias": 0.3 * torch.randn(c, generator=g),
+        f"{prefix}.running_mean": 0.3 * torch.randn(c, generator=g),
+        f"{prefix}.running_var": 0.5 + torch.rand(c, generator=g),
+        f"{prefix}.num_batches_tracked": torch.tensor(77),
+    }
 
 
 def _conv(prefix: str, shape: tuple[int, ...], n_out: int, fan_in: int, g: torch.Generator) -> dict[str, torch.Tensor]:
-    return {f"{prefix}.weight": torch.randn(*shape, generator=g) * (2.0 / fan_in) ** 0.5,
-            f"{prefix}.bias": 0.1 * torch.randn(n_out, generator=g)}  # fmt: skip
+    return {
+        f"{prefix}.weight": torch.randn(*shape, generator=g) * (2.0 / fan_in) ** 0.5,
+        f"{prefix}.bias": 0.1 * torch.randn(n_out, generator=g),
+    }
 
 
 def reference_state_dict(f: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -352,8 +363,9 @@ def reference_forward(x: torch.Tensor, sd: dict[str, torch.Tensor]) -> list[torc
                 h = _norm_relu(F.conv_transpose3d(h, sd[f"{p}.0.weight"], sd[f"{p}.0.bias"], stride=2), sd, f"{p}.1")
             else:
                 mode = {"mode": "trilinear", "align_corners": True} if d == 2 else {"mode": "nearest"}
-                h = F.conv3d(F.interpolate(h, scale_factor=2, **mode), sd[f"{p}.1.weight"], sd[f"{p}.1.bias"],
-                             padding=1)  # fmt: skip
+                h = F.conv3d(
+                    F.interpolate(h, scale_factor=2, **mode), sd[f"{p}.1.weight"], sd[f"{p}.1.bias"], padding=1
+                )
                 h = _norm_relu(h, sd, f"{p}.2")
             h = _units(h + skip, sd, f"decoder{d}.{name}", units)
         outs.append(F.conv3d(h, sd[f"decoder{d}.out_conv.weight"], sd[f"decoder{d}.out_conv.bias"]))

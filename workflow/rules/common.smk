@@ -7,6 +7,7 @@ from pathlib import Path
 
 sys.path.insert(0, workflow.basedir)
 from harness.config import ConfigError  # noqa: E402
+from harness.workflow.cluster import check_slurm_run  # noqa: E402
 from harness.run.folder import RUN_PATTERN, RunId  # noqa: E402
 from harness.run.jobs import export_for_jobs, export_runs_per_gpu, forward_stop_signals  # noqa: E402
 from harness.run.lineage import refusal_message  # noqa: E402
@@ -44,6 +45,7 @@ if not (workflow.remote_exec or workflow.subprocess_exec):  # the main Snakemake
 
 onstart:
     forward_stop_signals()  # SIGINT/SIGTERM to Snakemake stop the running jobs too (they save a checkpoint)
+    check_slurm_run(workflow, logger)  # SLURM executor: every request fits a node, job states readable
 
 
 def is_dry_run():
