@@ -42,7 +42,7 @@ def nifti_fakes():
 
 def every_rule_config(tmp_path: Path) -> Path:
     """A grid whose DAG has a job of every rule: the four data sources besides synthetic (placeholder raw files are
-    enough for a dry run), a method with pre-training stages and a variant (the ablation rule)."""
+    enough for a dry run), methods with pre-training stages, a variant (the ablation rule) and the selection audit."""
     manifest = (REPO / "harness" / "data" / "manifests" / "la_manifest.csv").read_text().splitlines()[1:]
     la_ids = [line.split(",")[0] for line in manifest]
     raw = tmp_path / "la_raw"
@@ -54,7 +54,8 @@ def every_rule_config(tmp_path: Path) -> Path:
     paper = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg = yaml.safe_load(CI_CONFIG.read_text())
     geometry = {"patch_size": [16, 16, 16], "augment": "rotflip_crop", "stride": [16, 16, 8]}
-    cfg["methods"] = ["supervised", "supervised@no_dropout", "sup_local_contrast"]
+    cfg["methods"] = ["supervised", "supervised@no_dropout", "sup_local_contrast", "bcp"]
+    cfg["report"] = {**cfg.get("report", {}), "selection_audit": {"every": 2}}
     cfg["variants"] = {"supervised": {"no_dropout": {"has_dropout": False}}}
     datasets = ("synthetic", "la", "la_raw", "pancreas", "mine")
     cfg["datasets"] = {ds: {"labeled": [2], "upper_bound": False} for ds in datasets}
