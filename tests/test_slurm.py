@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import os
 import re
@@ -183,6 +184,17 @@ def tables(workdir: Path) -> dict[str, str]:
     return found
 
 
+def assert_same_tables(found: dict[str, str], expected: dict[str, str], context: str = "") -> None:
+    """Equal tables, or an error with the differing files and the first difference as a diff."""
+    differ = sorted(name for name in found.keys() | expected.keys() if found.get(name) != expected.get(name))
+    if differ:
+        first = differ[0]
+        diff = difflib.unified_diff(
+            expected.get(first, "").splitlines(), found.get(first, "").splitlines(), "local", "slurm", lineterm=""
+        )
+        raise AssertionError(f"{context}\ntables differ: {differ}\n" + "\n".join(diff))
+
+
 def torch_threads(workdir: Path) -> list[int]:
     runs = sorted((workdir / "results" / "ci" / "runs").glob("*/*/*/*/run_info.json"))
     return [yaml.safe_load(p.read_text())["torch_threads"] for p in runs]
@@ -231,7 +243,7 @@ def test_ci_grid_through_slurm_equals_a_local_run(cluster, tmp_path):
     local_out, _ = local_run.communicate(timeout=600)
     assert local_run.returncode == 0, local_out
     expected = tables(local)
-    assert tables(work) == expected
+    assert_same_tables(tables(work), expected)
     assert torch_threads(work) == torch_threads(local) == [threads, threads]
     submitted = {job["comment"] for job in cluster.jobs() if job["state"] == "COMPLETED"}
     for rule in ("make_synthetic", "train", "predict", "evaluate"):
@@ -268,4 +280,4 @@ def test_ci_grid_through_slurm_equals_a_local_run(cluster, tmp_path):
     run_slurm(cluster, work, config, threads, "--rerun-incomplete")  # README "After a crash"
     resumed = re.search(r"resumed from \S+ at iteration (\d+)", (work / MT_RUN / "logs" / "train.log").read_text())
     assert resumed and 0 < int(resumed[1]) < ITERATIONS, "the recovered job did not resume from its checkpoint"
-    assert tables(work) == expected, f"recovery took {time.monotonic() - started:.0f} s"
+    assert_same_tables(tables(work), expected, f"recovery took {time.monotonic() - started:.0f} s")
