@@ -1,10 +1,14 @@
 """Projected wall time of a grid from the check's measurements, through the grid's cost estimate
 (`harness.workflow.cost_estimate`): measured step seconds become per-method unit costs, which the estimate scales to
-every run and pre-training stage of the grid; prediction adds the sliding-window seconds of every test case; k runs
-per GPU divide by the measured k-process speed-up, G GPUs by G.
+every run and pre-training stage of the grid; prediction adds the sliding-window seconds of every test case; the
+evaluations during training (validation cases with `protocol.selection: val`, test cases of the selection audit;
+`harness.train.monitor`) add the same seconds per case for every case of every pass, counted per run as the monitor
+schedules them (`cost_estimate.evaluation_passes`); k runs per GPU divide by the measured k-process speed-up, G GPUs
+by G.
 
-Not included, and said so in the report: loader stalls (see the loader table), checkpoints, evaluation metrics and
-job start-up, and the idle tail when the last jobs do not fill every slot.
+Not included, and said so in the report: loader stalls (see the loader table), checkpoints, evaluation metrics (the
+Dice of the evaluations during training included) and job start-up, the validation cases' own sizes (each counts as
+the measured typical case), and the idle tail when the last jobs do not fill every slot.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ from typing import Any
 
 from harness.gpucheck.settings import Variant
 from harness.run.method_table import read_methods
-from harness.workflow.cost_estimate import estimate, step_work
-from harness.workflow.grid import grid_cells
+from harness.workflow.cost_estimate import estimate, run_evaluations, step_work, val_cases
+from harness.workflow.grid import cell_params, grid_cells
 from harness.workflow.validate import load_config_file, validate_config
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -51,17 +55,32 @@ def predict_hours(config: dict[str, Any], seconds_per_case: dict[str, float], te
     return total / 3600
 
 
+def selection_hours(config: dict[str, Any], seconds_per_case: dict[str, float], test_cases: dict[str, int]) -> float:
+    """Hours of the evaluations during training over every run of the grid: (validation passes × validation cases +
+    test passes × test cases) × the dataset's sliding-window seconds per case, the passes of each run's own
+    iterations (datasets without a measurement count 0)."""
+    val = {ds: val_cases(config, ds) for ds in config["datasets"]}
+    total = 0.0
+    for cell in grid_cells(config):
+        val_passes, test_passes = run_evaluations(cell_params(config, cell))
+        cases = val_passes * val[cell.dataset] + test_passes * test_cases.get(cell.dataset, 0)
+        total += cases * seconds_per_case.get(cell.dataset, 0.0)
+    return total / 3600
+
+
 def project(
     config: dict[str, Any],
     units: dict[str, float],
     speedups: dict[int, float],
     predict_h: float,
     gpus: tuple[int, ...] = (1, 2),
+    selection_h: float = 0.0,
 ) -> dict[str, Any]:
-    """Training hours of the grid run one at a time on one device (the cost estimate), plus prediction, and the
-    wall time on each number of GPUs with each measured k (hours / (GPUs × speed-up of k))."""
+    """Training hours of the grid run one at a time on one device (the cost estimate), plus prediction and the
+    evaluations during training (`selection_hours`), and the wall time on each number of GPUs with each measured k
+    (hours / (GPUs × speed-up of k))."""
     est = estimate(config, units, read_methods(PROJECT_ROOT))
-    sequential = est["total_hours"] + predict_h
+    sequential = est["total_hours"] + predict_h + selection_h
     rows = [
         {"gpus": g, "k": k, "speedup": s, "wall_hours": sequential / (g * s)}
         for g in gpus
@@ -71,6 +90,7 @@ def project(
         "train_hours_per_method": est["hours_per_method"],
         "train_hours": est["total_hours"],
         "predict_hours": predict_h,
+        "selection_hours": selection_h,
         "sequential_hours": sequential,
         "unmeasured": est["unmeasured"],
         "runs": len(grid_cells(config)),

@@ -114,8 +114,13 @@ def projection_section(proj: dict[str, Any], grid: str) -> list[str]:
     out = [
         f"## Projected wall time of {grid} ({proj['runs']} runs)",
         "",
-        f"Training {number(proj['train_hours'], '.1f')} h + prediction {number(proj['predict_hours'], '.1f')} h one "
-        "run at a time; not included: loader stalls, checkpoints, metrics, job start-up, the idle tail.",
+        f"Training {number(proj['train_hours'], '.1f')} h + prediction {number(proj['predict_hours'], '.1f')} h + "
+        f"selection and audit evaluations {number(proj.get('selection_hours', 0.0), '.1f')} h one run at a time; not "
+        "included: loader stalls, checkpoints, metrics, job start-up, the idle tail.",
+        "",
+        "Selection and audit evaluations: the sliding window over the validation cases every `protocol.val_every` "
+        "steps (selection `val`) and over the test cases every `report.selection_audit.every` steps and at each "
+        "validation, in each run's training job, at the measured seconds per case.",
     ]
     if proj["unmeasured"]:
         out.append(f"Not measured (left out of the hours): {', '.join(proj['unmeasured'])}.")

@@ -20,7 +20,7 @@ from harness import provenance
 from harness.gpucheck.concurrency import compile_step, concurrency, worker_spec
 from harness.gpucheck.device import device_record
 from harness.gpucheck.pipeline import bottleneck, loader_rate, sliding_window_time
-from harness.gpucheck.projection import configured_variant, predict_hours, project, step_unit_costs
+from harness.gpucheck.projection import configured_variant, predict_hours, project, selection_hours, step_unit_costs
 from harness.gpucheck.settings import NO_CUDA, VARIANTS, CheckSettings, Variant
 from harness.gpucheck.steps import StepCase, measure_step, skipped, step_cases
 from harness.method.registry import list_methods
@@ -125,7 +125,8 @@ def projection(
     speedups = {r["k"]: r["speedup_vs_1"] for r in k_rows if "speedup_vs_1" in r}
     seconds = {r["dataset"]: r["seconds_per_case"] for r in sliding}
     tests = {g.name: g.test_cases for g in settings.datasets}
-    result = project(grid, units, speedups, predict_hours(grid, seconds, tests))
+    selection_h = selection_hours(grid, seconds, tests)
+    result = project(grid, units, speedups, predict_hours(grid, seconds, tests), selection_h=selection_h)
     if cuda:
         return result
     rows = [{**r, "wall_hours": NO_CUDA} for r in result["rows"]]
@@ -134,6 +135,7 @@ def projection(
         "train_hours_per_method": NO_CUDA,
         "train_hours": NO_CUDA,
         "predict_hours": NO_CUDA,
+        "selection_hours": NO_CUDA,
         "sequential_hours": NO_CUDA,
         "rows": rows,
     }

@@ -16,8 +16,8 @@ import torch
 
 from harness.gpucheck.compare import compare_config, compare_devices, compare_losses, train_losses, window_means
 from harness.gpucheck.concurrency import concurrency, worker_spec
-from harness.gpucheck.projection import load_grid, predict_hours, project, step_unit_costs
-from harness.gpucheck.report import render
+from harness.gpucheck.projection import load_grid, predict_hours, project, selection_hours, step_unit_costs
+from harness.gpucheck.report import projection_section, render
 from harness.gpucheck.run import Clock, measure_steps
 from harness.gpucheck.settings import FP32, NO_CUDA, VARIANTS, quick_settings
 from harness.gpucheck.steps import StepCase, step_cases
@@ -93,7 +93,7 @@ def test_without_cuda_the_gpu_figures_say_so(quick):
     assert report["device"]["name"] == report["device"]["driver"] == report["device"]["memory_gib"] == NO_CUDA
     assert {r["peak_memory_mb"] for r in report["steps"] if r["status"] == "ok"} == {NO_CUDA}
     projection = report["projection"]
-    assert projection["train_hours"] == projection["sequential_hours"] == NO_CUDA
+    assert projection["train_hours"] == projection["sequential_hours"] == projection["selection_hours"] == NO_CUDA
     assert {r["wall_hours"] for r in projection["rows"]} == {NO_CUDA}
     assert {(r["gpus"], r["k"]) for r in projection["rows"]} == {(g, k) for g in (1, 2) for k in (1, 2, 3)}
 
@@ -180,6 +180,31 @@ def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
     assert walls[(2, 2)] == pytest.approx(result["sequential_hours"] / (2 * 1.6))
     doubled = project(grid, {k: 2 * v for k, v in units.items()}, {1: 1.0}, 0.0)
     assert doubled["train_hours"] == pytest.approx(2 * result["train_hours"])
+
+
+def test_projection_adds_the_evaluations_during_training_of_every_run():
+    """Selection `val` every 500 steps and the audit every 1000 (at each validation too): each run's passes over its
+    own iterations (simcvd: 3000), × (validation cases, test cases) × the dataset's seconds per case."""
+    grid = load_grid(REPO / "config" / "config.yaml")
+    seconds, tests = {"la": 30.0, "pancreas": 60.0}, {"la": 20, "pancreas": 20}
+    assert selection_hours(grid, seconds, tests) == 0.0  # the paper grid evaluates nothing while it trains
+    grid["protocol"] |= {"selection": "val", "val_every": 500}
+    grid["report"] = {**grid.get("report", {}), "selection_audit": {"every": 1000}}
+    grid["data"]["la"]["val"], grid["data"]["pancreas"]["val"] = {"count": 8}, {"count": 6}
+    grid["method_overrides"]["simcvd"]["protocol"]["iterations"] = 3000
+    val_cases = {"la": 8, "pancreas": 6}
+    expected = 0.0
+    for c in grid_cells(grid):
+        passes = 6 if c.method == "simcvd" else 12  # validation passes = test passes (1000 is a multiple of 500)
+        expected += passes * (val_cases[c.dataset] + 20) * seconds[c.dataset]
+    selection_h = selection_hours(grid, seconds, tests)
+    assert selection_h == pytest.approx(expected / 3600)
+    units = {"supervised": 1e-9}
+    result = project(grid, units, {1: 1.0}, 0.5, selection_h=selection_h)
+    assert result["selection_hours"] == selection_h
+    assert result["sequential_hours"] == pytest.approx(result["train_hours"] + 0.5 + selection_h)
+    text = "\n".join(projection_section(result, "config.yaml"))
+    assert f"selection and audit evaluations {selection_h:.1f} h" in text
 
 
 def test_a_failing_worker_is_reported_not_fatal():
