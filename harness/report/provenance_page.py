@@ -1,5 +1,7 @@
 """The report's provenance page: one row per training run (config hash, method version, commit, torch, device, wall
-time, data manifest), then each run's resolved run_config.yaml and run_info.json in collapsible blocks.
+time, data manifest, and how its cases and checkpoint were chosen: labeled subset, validation cases, selection, split
+hash), then each run's resolved run_config.yaml and run_info.json in collapsible blocks. A run_info.json written
+before the split and the selection were recorded shows '–' for them.
 
 `write_provenance` writes `report/provenance.html` and the table's CSV beside it (rule `provenance`).
 """
@@ -21,6 +23,7 @@ from harness.report.table_model import (
     Table,
     format_number,
     html_page,
+    is_finite,
     render_csv,
     render_html_fragment,
     write_text_atomic,
@@ -32,6 +35,8 @@ def _run_record(run_info_path: Path) -> dict[str, Any]:
     info = json.loads(run_info_path.read_text(encoding="utf-8"))
     config = info.get("config", {})
     packages = info.get("packages", {})
+    split = info.get("split") or {}
+    selection = info.get("selection") or {}
     return {
         "dataset": config.get("dataset", ""),
         "method": config.get("method", info.get("method", "")),
@@ -45,6 +50,12 @@ def _run_record(run_info_path: Path) -> dict[str, Any]:
         "device": info.get("gpu_model") or info.get("device", ""),
         "wall_time_s": info.get("wall_time_s"),
         "data_manifest_sha256": info.get("data_manifest_sha256") or "",
+        "labeled_subset": config.get("data", {}).get("labeled_subset"),
+        "val_cases": len(split["val"]) if "val" in split else None,
+        "selection": selection.get("mode"),
+        "selection_iteration": selection.get("iteration"),
+        "selection_val_dice": selection.get("val_dice"),
+        "split_sha256": info.get("split_sha256") or "",
         "run_dir": str(run_info_path.parent),
     }
 
@@ -57,9 +68,29 @@ def provenance_frame(run_info_paths: Iterable[str | os.PathLike]) -> pd.DataFram
     if not paths:
         raise ValueError("run_info_paths: expected at least one run_info.json")
     frame = pd.DataFrame([_run_record(p) for p in paths])
+    frame = frame.astype({"val_cases": "Int64", "selection_iteration": "Int64"})  # integers, blank where unrecorded
     frame["_rank"] = frame["method"].map(method_rank)
     frame = frame.sort_values(["dataset", "n_labeled", "_rank", "method", "seed"], kind="stable")
     return frame.drop(columns="_rank").reset_index(drop=True)
+
+
+def _text(value: Any) -> str:
+    return value if isinstance(value, str) and value else MISSING
+
+
+def _val_cases(count: Any) -> str:
+    """The number of validation cases, 'none', or '–' when the run_info.json does not record its split."""
+    if not is_finite(count):
+        return MISSING
+    return str(int(count)) if count else "none"
+
+
+def _selection(mode: Any, iteration: Any, val_dice: Any) -> str:
+    """'last', 'val (iteration 400, Dice 85.12%)', or '–' when the run_info.json does not record the selection."""
+    if mode != "val":
+        return _text(mode)
+    dice = format_number(100.0 * float(val_dice)) if is_finite(val_dice) else MISSING
+    return f"val (iteration {int(iteration)}, Dice {dice}%)"
 
 
 def build_provenance_table(frame: pd.DataFrame) -> Table:
@@ -79,6 +110,10 @@ def build_provenance_table(frame: pd.DataFrame) -> Table:
                 Entry(str(r["device"])),
                 Entry(format_number(r["wall_time_s"], decimals=1)),
                 Entry(str(r["data_manifest_sha256"])[:12] or MISSING),
+                Entry(_text(r["labeled_subset"])),
+                Entry(_val_cases(r["val_cases"])),
+                Entry(_selection(r["selection"], r["selection_iteration"], r["selection_val_dice"])),
+                Entry(str(r["split_sha256"])[:12] or MISSING),
             ]
         )
     header = (
@@ -92,13 +127,20 @@ def build_provenance_table(frame: pd.DataFrame) -> Table:
         "Device",
         "Train wall time (s)",
         "Data manifest sha256",
+        "Labeled subset",
+        "Val cases",
+        "Selection",
+        "Split sha256",
     )
     return Table(
         name="provenance",
         title="Provenance of every run",
         caption="One row per training run: its resolved configuration's sha256 (the run's identity), the method "
-        "VERSION, the harness commit (dirty = uncommitted changes), torch, the device, the training wall time and the "
-        "data manifest's sha256. Each run's resolved configuration and run_info.json follow below.",
+        "VERSION, the harness commit (dirty = uncommitted changes), torch, the device, the training wall time, the "
+        "data manifest's sha256, how the labeled cases were chosen (first: the first N of the list; seeded: drawn per "
+        "seed), the validation cases, the checkpoint selection (last, or val: the iteration with the best validation "
+        "Dice) and the sha256 of the run's split (– : not recorded by its run_info.json). Each run's resolved "
+        "configuration and run_info.json follow below.",
         header=header,
         rows=tuple(tuple(r) for r in rows),
         groups=tuple(range(len(rows))),

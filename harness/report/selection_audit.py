@@ -65,8 +65,10 @@ def read_run(curve_path: Path, run_info_path: Path, metrics_path: Path) -> dict[
     if missing:
         raise ValueError(f"{curve_path}: no test evaluation at the {missing[0]} iteration {iterations[missing[0]]}")
     reported = per_it.loc[iterations["reported"]]
-    expected = metrics.set_index("case")["dice"].reindex(reported.index)
-    if expected.isna().any() or (abs(reported - expected) > TOLERANCE).any():
+    expected = metrics.set_index("case")["dice"]
+    same_cases = set(expected.index) == set(reported.index)
+    # `<=` is False for NaN: a case the curve lacks at that iteration is a mismatch too
+    if not same_cases or not (abs(reported - expected.reindex(reported.index)) <= TOLERANCE).all():
         raise ValueError(
             f"{curve_path}: the test Dice at the reported iteration {iterations['reported']} differs from "
             f"{metrics_path}: the curve and the evaluated model do not belong together; rerun the run's jobs"

@@ -14,7 +14,7 @@ import pytest
 
 from harness.report.aggregate import load_per_case, per_cell, per_run
 from harness.report.comparison_tables import TableOptions, build_stats_table
-from harness.report.provenance_page import write_provenance
+from harness.report.provenance_page import build_provenance_table, provenance_frame, write_provenance
 from harness.report.table_model import (
     Entry,
     Table,
@@ -136,7 +136,8 @@ def test_stats_table_reference_absent_says_so(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------ provenance
-def fake_run(root: Path, method: str, n: int, seed: int) -> Path:
+def fake_run(root: Path, method: str, n: int, seed: int, **recorded) -> Path:
+    """A run folder; `recorded`: further run_info.json keys (a config's `data`, `split`, `selection`, ...)."""
     run = root / method / f"labeled~{n}" / f"seed~{seed}"
     run.mkdir(parents=True)
     (run / "run_config.yaml").write_text(f"dataset: LA\nmethod: {method}\nn_labeled: {n}\nseed: {seed}\n")
@@ -151,7 +152,8 @@ def fake_run(root: Path, method: str, n: int, seed: int) -> Path:
         "wall_time_s": 12.345,
         "data_manifest_sha256": "f" * 64,
     }
-    (run / "run_info.json").write_text(json.dumps(info))
+    info["config"] |= recorded.pop("config", {})
+    (run / "run_info.json").write_text(json.dumps(info | recorded))
     return run / "run_info.json"
 
 
@@ -168,3 +170,55 @@ def test_write_provenance(tmp_path):
     page = written["html"].read_text(encoding="utf-8")
     assert "abcdef1234 (dirty)" in page and ">12.3</td>" in page
     assert page.count("<details>") == 6 and "method: dtc" in page and "&quot;wall_time_s&quot;: 12.345" in page
+
+
+def test_provenance_split_and_selection_columns(tmp_path):
+    """Per run: labeled subset, validation cases, selection (with val: iteration and validation Dice) and the split
+    hash, as run_info.json records them (harness.train.loop); '–' for a run_info.json from before they existed."""
+    val_split = {"labeled": ["a", "b"], "unlabeled": ["c", "d", "e"], "val": ["f", "g", "h"]}
+    paths = [
+        fake_run(  # selection on a validation split, seeded labeled subset
+            tmp_path,
+            "dtc",
+            8,
+            1,
+            config={"data": {"labeled_subset": "seeded", "val": {"count": 3, "seed": 0, "ids": [], "after": 16}}},
+            split=val_split,
+            split_sha256="a" * 12 + "b" * 52,
+            selection={"mode": "val", "iteration": 400, "val_dice": 0.851234, "val_every": 200, "audit_every": 0},
+        ),
+        fake_run(  # the published protocol, recorded: first N labeled, no validation case, the last checkpoint
+            tmp_path,
+            "ua_mt",
+            8,
+            1,
+            config={"data": {"labeled_subset": "first", "val": {"count": 0, "seed": 0, "ids": [], "after": 0}}},
+            split={"labeled": ["a", "b"], "unlabeled": ["c", "d"], "val": []},
+            split_sha256="c" * 64,
+            selection={"mode": "last", "iteration": 600, "val_dice": None, "val_every": 0, "audit_every": 100},
+        ),
+        fake_run(tmp_path, "supervised", 8, 1),  # written before the split and the selection were recorded
+    ]
+    frame = provenance_frame(paths)
+    table = build_provenance_table(frame)
+    assert table.header[-4:] == ("Labeled subset", "Val cases", "Selection", "Split sha256")
+    shown = {r[0].text: [e.text for e in r[-4:]] for r in table.rows}
+    assert shown == {
+        "LA/dtc": ["seeded", "3", "val (iteration 400, Dice 85.12%)", "aaaaaaaaaaaa"],
+        "LA/ua_mt": ["first", "none", "last", "cccccccccccc"],
+        "LA/supervised": ["–", "–", "–", "–"],
+    }
+    written = write_provenance(paths, tmp_path / "report" / "provenance.html")
+    saved = pd.read_csv(written["csv"], dtype={"split_sha256": str}, keep_default_na=False).set_index("method")
+    columns = ["labeled_subset", "val_cases", "selection", "selection_iteration", "selection_val_dice", "split_sha256"]
+    assert saved.loc["dtc", columns].astype(str).tolist() == [
+        "seeded",
+        "3",
+        "val",
+        "400",
+        "0.851234",
+        "a" * 12 + "b" * 52,
+    ]
+    assert saved.loc["ua_mt", columns].astype(str).tolist() == ["first", "0", "last", "600", "", "c" * 64]
+    assert saved.loc["supervised", columns].astype(str).tolist() == [""] * 6
+    assert "val (iteration 400, Dice 85.12%)" in written["html"].read_text(encoding="utf-8")
