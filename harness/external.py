@@ -47,7 +47,9 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_CONFIG = Path("config") / "config.yaml"
 EXTERNAL = "external"
-NETS = ("vnet", "vnet_sdf")
+#: The reference networks a weight file can hold: the UA-MT/SSL4MIS VNet (2 classes), the DTC VNet_sdf (1 class, its
+#: segmentation head evaluated) and MC-Net's mcnet3d_v2 (2 classes, decoder 1 evaluated as MC-Net's test script does).
+NETS = ("vnet", "vnet_sdf", "mcnet3d_v2")
 #: How many keys of each kind (missing, unexpected, wrong shape) an error names.
 SHOWN_KEYS = 5
 
@@ -142,22 +144,25 @@ def build_network(weights: Weights, net_name: str, n_filters: int) -> tuple[nn.M
     """The evaluation network (eval mode) holding the weights, and its class count (2: softmax, 1: sigmoid)."""
     from harness.nets import build_net, load_reference_state_dict
     from harness.nets.heads import SegmentationHead
+    from harness.nets.mcnet import Decoder1
 
     if net_name not in NETS:
         raise WeightsError(f"--net {net_name!r}: use one of {', '.join(NETS)}")
-    num_classes = 2 if net_name == "vnet" else 1
+    num_classes = 1 if net_name == "vnet_sdf" else 2
     net = build_net(net_name, n_classes=num_classes, n_filters=n_filters)
     problems = key_problems(net, weights.state_dict)
     if problems:
         raise WeightsError(
             f"{weights.path} ({weights.layout}) does not fit --net {net_name} with n_filters={n_filters}:\n  "
             + "\n  ".join(problems)
-            + "\n  check --net (vnet: the UA-MT/SSL4MIS VNet, 2 classes; vnet_sdf: the DTC VNet_sdf, 1 class) and "
+            + "\n  check --net (vnet: the UA-MT/SSL4MIS VNet, 2 classes; vnet_sdf: the DTC VNet_sdf, 1 class; "
+            "mcnet3d_v2: MC-Net+'s three-decoder VNet) and "
             "protocol.n_filters of the config (16 in the published code); keys are the reference names, optionally "
             "prefixed with `module.`"
         )
     load_reference_state_dict(net, weights.state_dict)
-    return (net if net_name == "vnet" else SegmentationHead(net)).eval(), num_classes
+    evaluated = {"vnet": net, "vnet_sdf": SegmentationHead(net), "mcnet3d_v2": Decoder1(net)}[net_name]
+    return evaluated.eval(), num_classes
 
 
 def eval_settings(config_path: Path, dataset: str, data_root: Path | None) -> EvalSettings:
@@ -353,7 +358,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `evaluate-checkpoint` (harness/cli.py)."""
     p = sub.add_parser("evaluate-checkpoint", help="predict + evaluate the test cases with any weight file (external)")
     p.add_argument("--weights", required=True, help="a reference state_dict (.pth) or a run's model.pt")
-    p.add_argument("--net", required=True, choices=NETS, help="vnet (UA-MT, SSL4MIS VNet) or vnet_sdf (DTC VNet_sdf)")
+    nets = "vnet (UA-MT, SSL4MIS VNet), vnet_sdf (DTC VNet_sdf) or mcnet3d_v2 (MC-Net+, decoder 1)"
+    p.add_argument("--net", required=True, choices=NETS, help=nets)
     p.add_argument("--dataset", required=True, help="a dataset of the config (data.<dataset>)")
     p.add_argument("--config", default=str(DEFAULT_CONFIG), help="benchmark config (default: %(default)s)")
     p.add_argument(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workflow_tools import REPO, env, planned_jobs
+from workflow_tools import REPO, env, planned_jobs, planned_wildcards
 from workflow_tools import snakemake as run
 
 
@@ -60,15 +60,45 @@ def paper_grid_counts() -> dict[str, int]:
     return counts
 
 
+def trained_runs(res: subprocess.CompletedProcess) -> set[tuple[str, str, int, int]]:
+    """(dataset, method, labeled count, seed) of every planned `train` job."""
+    return {
+        (w["dataset"], w["method"], int(w["n"]), int(w["seed"]))
+        for rule, w in planned_wildcards(res.stdout + res.stderr)
+        if rule == "train"
+    }
+
+
 def test_default_config_is_the_paper_grid_with_every_method_and_stage(tmp_path):
     shutil.copytree(REPO / "config", tmp_path / "config")
-    jobs = planned(snakemake("-n", cwd=tmp_path))  # no --configfile: config/config.yaml of the workdir
-    expected = paper_grid_counts()
-    # 7 methods, LA 8/16 + Pancreas 6/12, 3 seeds; sup_local_contrast: stage 1 once per dataset and seed (no labels),
-    # stage 2 per run
-    assert expected == {"train": 90, "pretrain_stage1": 6, "pretrain_stage2": 12}
+    res = snakemake("-n", cwd=tmp_path)  # no --configfile: config/config.yaml of the workdir
+    jobs, expected = planned(res), paper_grid_counts()
+    # 10 methods, LA 8/16 + Pancreas 6/12, 3 seeds, + the upper bounds; sup_local_contrast: stage 1 once per dataset
+    # and seed (no labels), stage 2 per run; bcp: its labeled-only pre-training per run
+    assert expected == {"train": 126, "pretrain_stage1": 6, "pretrain_stage2": 12, "pretrain_pretrain": 12}
     assert {k: jobs[k] for k in expected} == expected
     assert jobs["evaluate"] == expected["train"] and jobs["fetch_la_case"] == 100
+    counts = {"la": (8, 16), "pancreas": (6, 12)}
+    new = {(ds, m, n, s) for ds in counts for m in ("mcnet_plus", "bcp", "ad_mt") for n in counts[ds] for s in SEEDS}
+    assert new <= trained_runs(res)
+
+
+SEEDS = (1337, 1338, 1339)
+
+
+def test_the_selection_audit_config_plans_the_la_grid_with_a_val_split_and_the_audit(tmp_path):
+    config = yaml.safe_load((REPO / "config" / "selection_audit.yaml").read_text())
+    assert config["data"]["la"]["val"] and config["protocol"]["selection"] == "val"
+    assert config["report"]["selection_audit"]["every"] > 0
+    res = snakemake("-n", "--configfile", str(REPO / "config" / "selection_audit.yaml"), "--directory", str(tmp_path))
+    methods = yaml.safe_load((REPO / "config" / "config.yaml").read_text())["methods"]
+    assert config["methods"] == methods  # every method of the paper grid
+    expected = {("la", m, n, s) for m in methods for n in (8, 16) for s in SEEDS}
+    n_trainable = 80 - config["data"]["la"]["val"]["count"]  # the upper bound trains on the cases left for training
+    expected |= {("la", "supervised", n_trainable, s) for s in SEEDS}
+    assert trained_runs(res) == expected
+    jobs = planned(res)
+    assert jobs["selection_audit"] == 1 and jobs["evaluate"] == len(expected)
 
 
 def test_unimplemented_method_is_refused_by_name(tmp_path):

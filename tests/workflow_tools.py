@@ -108,12 +108,18 @@ def planned_jobs(text: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M) if m[1] != "total"}
 
 
-def planned_runs(text: str) -> set[tuple[str, str]]:
-    """(rule, method) of every job of a dry run's output that has a method wildcard."""
-    jobs = set()
+def planned_wildcards(text: str) -> list[tuple[str, dict[str, str]]]:
+    """(rule, its wildcards) of every job of a dry run's output."""
+    jobs = []
     for block in re.split(r"\n(?=(?:local)?rule \w+:)", text):
         rule = re.match(r"(?:local)?rule (\w+):", block)
-        method = re.search(r"wildcards: .*method=([^,\s]+)", block)
-        if rule and method:
-            jobs.add((rule[1], method[1]))
+        wildcards = re.search(r"^\s+wildcards: (.*)$", block, re.M)
+        if rule:
+            pairs = wildcards[1].split(", ") if wildcards else []
+            jobs.append((rule[1], dict(pair.split("=", 1) for pair in pairs)))
     return jobs
+
+
+def planned_runs(text: str) -> set[tuple[str, str]]:
+    """(rule, method) of every job of a dry run's output that has a method wildcard."""
+    return {(rule, w["method"]) for rule, w in planned_wildcards(text) if "method" in w}

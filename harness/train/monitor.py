@@ -14,7 +14,9 @@ would.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +34,22 @@ from harness.run.folder import TEST_CURVE, VAL_CURVE
 logger = logging.getLogger(__name__)
 
 CURVE_COLUMNS = ("iteration", "case", "dice")
+
+
+@contextlib.contextmanager
+def as_in_predict(method: Method) -> Iterator[None]:
+    """Evaluate as the `predict` job will: eager forwards (`protocol.compile` replaced each network's forward by a
+    compiled one, whose kernels may round differently) and oneDNN at torch's default (training with CPU mixed
+    precision turns it off, `harness.train.optim.Precision.kernels`). Both are restored afterwards."""
+    compiled = {m: m.__dict__.pop("forward") for m in method.modules().values() if "forward" in m.__dict__}
+    onednn = torch.backends.mkldnn.enabled
+    torch.backends.mkldnn.enabled = True
+    try:
+        yield
+    finally:
+        torch.backends.mkldnn.enabled = onednn
+        for module, forward in compiled.items():
+            module.forward = forward
 
 
 class Monitor:
@@ -90,18 +108,14 @@ class Monitor:
         def predict(x: torch.Tensor) -> torch.Tensor:
             return net(x.to(self.device, memory_format=layout)).float().cpu()
 
+        def dice(image: np.ndarray, label: np.ndarray) -> float:
+            window, stride, per_pass = self.cfg.data.patch_size, self.sel.stride, self.sel.windows_per_batch
+            pred, _ = sliding_window(predict, image, window, stride, num_classes, windows_per_batch=per_pass)
+            return case_dice(pred, label)
+
         try:
-            scores = []
-            for _, image, label in cases:
-                pred, _ = sliding_window(
-                    predict,
-                    image,
-                    self.cfg.data.patch_size,
-                    self.sel.stride,
-                    num_classes,
-                    windows_per_batch=self.sel.windows_per_batch,
-                )
-                scores.append(case_dice(pred, label))
+            with as_in_predict(method):
+                scores = [dice(image, label) for _, image, label in cases]
         finally:
             for module, training in modes.items():
                 module.train(training)

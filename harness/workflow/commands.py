@@ -25,7 +25,7 @@ def cmd_check_config(a: argparse.Namespace) -> None:
         validate_config(config, read_methods(PROJECT_ROOT))  # the Snakefile's validator
         cells = grid_cells(config)
         for cell in cells:
-            resolve_run(cell_params(config, cell), written_at(config, cell.method))
+            resolve_run(cell_params(config, cell), written_at(config, cell.method, cell.dataset))
     except ConfigError as err:
         raise ConfigError(f"{a.config}: {err}") from None
     logger.info("%s: %d runs resolve", a.config, len(cells))

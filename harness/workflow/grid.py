@@ -270,7 +270,7 @@ def cell_params(config: dict[str, Any], cell: RunId) -> dict[str, Any]:
     variant's run gets `method_overrides.<base>` with the variant's overrides on top (`harness.workflow.variants`)."""
     data = {k: v for k, v in data_block(config, cell.dataset).items() if k in {f.name for f in fields(DataConfig)}}
     data["root"] = f"resources/{cell.dataset}"  # the preparation rules write here (workflow/rules/data.smk)
-    overrides = run_overrides(config, cell.method)
+    overrides = run_overrides(config, cell.method, cell.dataset)
     return {
         "dataset": cell.dataset,
         "method": cell.method,

@@ -135,6 +135,9 @@ def validate_config(config: dict[str, Any], methods: Mapping[str, MethodEntry]) 
     if problems:
         raise ConfigError(_problem_list(problems))
     problems = variant_problems(config, methods) + override_problems(config.get("method_overrides", {}), methods)
+    for ds, spec in config["datasets"].items():
+        where = f"datasets.{ds}.method_overrides"
+        problems += override_problems(spec.get("method_overrides", {}), methods, where)
     problems += _variant_key_problems(config, methods)
     if problems:
         raise ConfigError(_problem_list(problems))
@@ -205,11 +208,14 @@ def _problem_list(problems: list[str]) -> str:
     return f"the configuration has {count}:\n  - " + "\n  - ".join(problems)
 
 
-def override_problems(overrides: Mapping[str, Any], methods: Mapping[str, MethodEntry]) -> list[str]:
-    """One line per unknown method or key in `method_overrides` (a method's `Config` keys plus `protocol`)."""
+def override_problems(
+    overrides: Mapping[str, Any], methods: Mapping[str, MethodEntry], written: str = "method_overrides"
+) -> list[str]:
+    """One line per unknown method or key in `method_overrides` (or a dataset's, `written` there): a method's `Config`
+    keys plus `protocol`."""
     problems = []
     for method, values in overrides.items():
-        where = f"method_overrides.{method}"
+        where = f"{written}.{method}"
         if method not in methods:
             close = difflib.get_close_matches(str(method), list(methods), n=1)
             suggestion = f"did you mean {close[0]!r}?" if close else "remove or rename it"

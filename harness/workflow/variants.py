@@ -206,23 +206,31 @@ def _sweep_problems(config: Mapping[str, Any], base: str, spec: Mapping[str, Any
     return problems
 
 
-def run_overrides(config: Mapping[str, Any], method: str) -> dict[str, Any]:
-    """`method_overrides.<base>` with the variant's overrides on top (the `protocol` mapping merged key by key)."""
-    merged = json.loads(json.dumps(config.get("method_overrides", {}).get(base_of(method), {})))
-    for key, value in own_overrides(config, method).items():
-        if key == "protocol":
-            merged["protocol"] = {**merged.get("protocol", {}), **value}
-        else:
-            merged[key] = value
+def run_overrides(config: Mapping[str, Any], method: str, dataset: str | None = None) -> dict[str, Any]:
+    """`method_overrides.<base>`, then `datasets.<dataset>.method_overrides.<base>`, then the variant's overrides, each
+    on top of the one before (the `protocol` mapping merged key by key)."""
+    base = base_of(method)
+    per_dataset = config.get("datasets", {}).get(dataset, {}).get("method_overrides", {}) if dataset else {}
+    layers = [per_dataset.get(base, {}), own_overrides(config, method)]
+    merged = json.loads(json.dumps(config.get("method_overrides", {}).get(base, {})))
+    for layer in layers:
+        for key, value in layer.items():
+            if key == "protocol":
+                merged["protocol"] = {**merged.get("protocol", {}), **value}
+            else:
+                merged[key] = value
     return merged
 
 
-def written_at(config: Mapping[str, Any], method: str) -> str:
-    """Where a grid entry's method overrides are written, for messages: `method_overrides.<m>`, `variants.<m>.<name>`
-    or, for a sweep point, `sweeps.<m>.<key>` (the keys it sets)."""
+def written_at(config: Mapping[str, Any], method: str, dataset: str | None = None) -> str:
+    """Where a grid entry's method overrides are written, for messages: `method_overrides.<m>` (and
+    `datasets.<dataset>.method_overrides.<m>` where that dataset has some), `variants.<m>.<name>` or, for a sweep
+    point, `sweeps.<m>.<key>` (the keys it sets)."""
     name, base = variant_of(method), base_of(method)
+    per_dataset = config.get("datasets", {}).get(dataset, {}).get("method_overrides", {}) if dataset else {}
     if not name:
-        return f"method_overrides.{base}"
+        extra = f" or datasets.{dataset}.method_overrides.{base}" if base in per_dataset else ""
+        return f"method_overrides.{base}{extra}"
     swept = config.get("sweeps", {}).get(base, {})
     point = config.get("variants", {}).get(base, {}).get(name, {})
     if SWEEP_NAME.match(name) and point and all(key in swept for key in point):

@@ -24,6 +24,7 @@ from harness.evaluate.predict import predict_cases
 from harness.evaluate.score import evaluate_cases
 from harness.external import WeightsError, evaluate_checkpoint
 from harness.method.build import resolve_run
+from harness.nets.mcnet import MCNet3dV2
 from harness.provenance import file_sha256
 from harness.run.folder import RunId
 from harness.run.method_table import read_methods
@@ -39,8 +40,9 @@ STRIDE, SPACING, WINDOWS, N_FILTERS = (8, 8, 8), (1.0, 1.0, 2.0), 3, 2
 METRICS = ("dice", "jaccard", "hd95", "asd", "hd95_mm", "asd_mm")
 
 
-#: The method whose network each --net is: the UA-MT VNet (softmax) and the DTC VNet_sdf (sigmoid head).
-METHOD_OF = {"vnet": "supervised", "vnet_sdf": "dtc"}
+#: The method whose network each --net is: the UA-MT VNet (softmax), the DTC VNet_sdf (sigmoid head) and MC-Net+'s
+#: three-decoder VNet (decoder 1 evaluated).
+METHOD_OF = {"vnet": "supervised", "vnet_sdf": "dtc", "mcnet3d_v2": "mcnet_plus"}
 
 
 @pytest.fixture(scope="module")
@@ -110,9 +112,12 @@ def save_reference_layout(run: Path, path: Path, net: str = "vnet") -> Path:
     PyTorch < 0.4.1 wrote them) no BatchNorm `num_batches_tracked` buffers."""
     state = torch.load(run / "model.pt", weights_only=True)["state"]["net"]
     reference = {f"module.{k}": v for k, v in state.items() if not k.endswith("num_batches_tracked")}
-    layout = (
-        _reference_state_dict(N_FILTERS, 2, False, 0) if net == "vnet" else _reference_state_dict(N_FILTERS, 1, True, 0)
-    )
+    layouts = {
+        "vnet": lambda: _reference_state_dict(N_FILTERS, 2, False, 0),
+        "vnet_sdf": lambda: _reference_state_dict(N_FILTERS, 1, True, 0),
+        "mcnet3d_v2": lambda: MCNet3dV2(n_filters=N_FILTERS).state_dict(),  # the reference's module names
+    }
+    layout = layouts[net]()
     names = {k for k in layout if not k.endswith("num_batches_tracked")}
     assert {k.removeprefix("module.") for k in reference} == names  # the reference layout (tests/harness/test_nets.py)
     torch.save(reference, path)
@@ -123,7 +128,7 @@ def read_rows(out: Path) -> list[dict]:
     return list(csv.DictReader((out / "metrics_per_case.csv").open()))
 
 
-@pytest.mark.parametrize("net", ["vnet", "vnet_sdf"])
+@pytest.mark.parametrize("net", list(METHOD_OF))
 def test_reference_checkpoint_gives_the_runs_per_case_metrics(evaluated_runs, net, tmp_path):
     root, run, expected = evaluated_runs[net]
     weights = save_reference_layout(run, tmp_path / "best_model.pth", net)

@@ -378,3 +378,28 @@ def test_the_selection_resumes_as_an_uninterrupted_run(tiny_dataset, tmp_path):
         assert (tmp_path / "r" / name).read_text() == (tmp_path / "full" / name).read_text(), name
     for k, v in weights(tmp_path / "full").items():
         assert torch.equal(v, weights(tmp_path / "r")[k]), k
+
+
+def test_evaluations_during_training_run_as_the_predict_job_would():
+    """A compiled forward (protocol.compile) and oneDNN off (CPU mixed precision) are set aside while the monitor
+    evaluates, so the curves hold the numbers `predict` computes; both come back afterwards."""
+    from harness.train.monitor import as_in_predict
+
+    class OneNet:
+        def __init__(self):
+            self.net = torch.nn.Conv3d(1, 1, 1)
+
+        def modules(self):
+            return {"net": self.net}
+
+    method, x = OneNet(), torch.ones(1, 1, 2, 2, 2)
+    eager = method.net(x)
+    compiled = lambda t: torch.full_like(t, 42.0)  # noqa: E731 — stands for torch.compile's different rounding
+    method.net.forward = compiled
+    torch.backends.mkldnn.enabled = False
+    try:
+        with as_in_predict(method):
+            assert torch.equal(method.net(x), eager) and torch.backends.mkldnn.enabled
+        assert method.net.forward is compiled and not torch.backends.mkldnn.enabled
+    finally:
+        torch.backends.mkldnn.enabled = True

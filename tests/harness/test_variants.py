@@ -70,6 +70,35 @@ def test_a_variant_runs_with_its_overrides_on_top_of_the_methods_and_records_the
     assert base["method_overrides"] == {"ema_decay": 0.9} and base["variant_overrides"] == {}
 
 
+def test_a_datasets_method_overrides_apply_to_that_datasets_runs_only_under_a_variants():
+    data = tiny()["data"]
+    cfg = tiny(
+        methods=["mean_teacher", "mean_teacher@slow"],
+        datasets={
+            "synthetic": {"labeled": [2], "upper_bound": False},
+            "other": {"labeled": [2], "upper_bound": False, "method_overrides": {"mean_teacher": {"ema_decay": 0.5}}},
+        },
+        data={**data, "other": data["synthetic"]},
+        method_overrides={"mean_teacher": {"ema_decay": 0.9, "protocol": {"lr": 0.02}}},
+        variants={"mean_teacher": {"slow": {"ema_decay": 0.999}}},
+    )
+    cfg = validate_config(cfg, METHODS)
+    assert cell_params(cfg, RunId("other", "mean_teacher", 2, 1))["method_overrides"] == {"ema_decay": 0.5}
+    assert cell_params(cfg, RunId("synthetic", "mean_teacher", 2, 1))["method_overrides"] == {"ema_decay": 0.9}
+    assert cell_params(cfg, RunId("other", "mean_teacher@slow", 2, 1))["method_overrides"] == {"ema_decay": 0.999}
+    assert cell_params(cfg, RunId("other", "mean_teacher", 2, 1))["protocol"]["lr"] == 0.02
+
+
+def test_a_misspelt_key_of_a_datasets_method_overrides_is_refused_where_it_is_written():
+    cfg = tiny()
+    cfg["datasets"]["synthetic"]["method_overrides"] = {"mean_teacher": {"ema_decai": 0.5}}
+    with pytest.raises(
+        ConfigError,
+        match=r"datasets\.synthetic\.method_overrides\.mean_teacher: unknown key .ema_decai. \(did you mean .ema_decay",
+    ):
+        validate_config(cfg, METHODS)
+
+
 def test_editing_one_variant_changes_only_that_variants_parameters():
     def params(variants: dict) -> dict:
         cfg = validate_config(

@@ -229,6 +229,7 @@ rule selection_audit:
         "../../environment.yml"
     params:
         code=code("report-selection-audit"),
+        out=lambda wildcards, output: Path(output[0]).parent.parent,  # results/<name>: tables/ and figures/
     shell:
         "python -m harness --code-sha256 {params.code} report-selection-audit --curves {input.curves}"
-        " --run-info {input.run_info} --metrics {input.metrics} --out {PLAN.bench} > {log} 2>&1"
+        " --run-info {input.run_info} --metrics {input.metrics} --out {params.out} > {log} 2>&1"

@@ -18,7 +18,7 @@ rule run_config:
         cell=run_params,
         code=code("resolve-run"),
     run:
-        write_run_config_logged(params.cell, output.config, log[0], written_at(config, wildcards.method))
+        write_run_config_logged(params.cell, output.config, log[0], written_at(config, wildcards.method, wildcards.dataset))
 
 
 #: A training job's cores: its torch threads (part of the run's identity) and its loader workers.
