@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 from workflow_tools import REPO, run_snakemake, snakemake
 
@@ -54,11 +55,22 @@ def headless(browser: str, page: Path, profile: Path, *flags: str) -> subprocess
     return res
 
 
+def selection_config(path: Path) -> Path:
+    """The tiny grid with a validation case, selection on it and the selection audit (docs/protocol.md)."""
+    config = yaml.safe_load(CONFIG.read_text())
+    config["data"]["synthetic"]["val"] = {"count": 1}
+    config["protocol"].update(selection="val", val_every=2)
+    config["report"] = {**config.get("report", {}), "selection_audit": {"every": 2}}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def build_report(workdir: Path) -> Path:
-    """The tiny grid run, then the report as the README builds it (no --cores)."""
-    run_snakemake(workdir, CONFIG)
+    """The tiny grid run (with selection and the audit), then the report as the README builds it (no --cores)."""
+    config = selection_config(workdir.parent / "config.yaml")
+    run_snakemake(workdir, config)
     out = workdir / "report.html"
-    snakemake("--directory", str(workdir), "--configfile", str(CONFIG), "--report", str(out))
+    snakemake("--directory", str(workdir), "--configfile", str(config), "--report", str(out))
     return out
 
 
@@ -97,7 +109,7 @@ def check_landing(landing: dict, workdir: Path) -> None:
     assert [d["summary"] for d in landing["details"]] == ["Resolved workflow configuration (schema defaults filled in)"]
     assert not landing["details"][0]["open"]
     assert '"compute"' not in landing["text"]  # the configuration's JSON is folded away
-    for category in ("Results", "Figures", "Provenance"):
+    for category in ("Results", "Figures", "Provenance", "Selection audit"):
         assert category in landing["menu"], landing["menu"]
 
 
@@ -119,6 +131,17 @@ def check_results(found: dict, workdir: Path) -> None:
         assert shown["box"]["top"] >= 0, (figure, shown)  # a tall figure starts on screen, not above it
     provenance = found["results"]["results/ci/report/provenance.html"]["text"]
     assert "Provenance of every run" in provenance and "run_config.yaml" in provenance
+    assert "Labeled subset" in provenance and "Split sha256" in provenance and "val (iteration" in provenance
+    audit = found["results"]["results/ci/tables/synthetic_selection_audit.html"]["text"]
+    for text in ("Test-set selection audit (synthetic)", "Best on test Dice (%)", "Val-selected Dice (%)"):
+        assert text in audit, audit[:300]
+    audit_files = {
+        "results/ci/tables/synthetic_selection_audit.html",
+        "results/ci/figures/selection_audit_synthetic.png",
+    }
+    assert audit_files <= set(found["results"])
+    listed = found["categories"].get("Selection audit", {})
+    assert audit_files <= {path for paths in listed.values() for path in paths}
     shown = {
         path for subcategories in found["categories"].values() for paths in subcategories.values() for path in paths
     }

@@ -14,9 +14,10 @@ key is (dataset key, method key, setting, n_labeled). Missing published values s
 Jaccard/ASD; no source has `cvrl`, `sup_local_contrast` or the synthetic smoke dataset).
 
 Every row also says how its number's checkpoint was chosen (`selection`: `last`, `best-on-test` or `not stated`) and
-where that is written (`selection_source`: the reference code's file#line [C], or [NF]), from `SELECTION` by source and
-method; the published-comparison table shows it. Rows of sources the compilation does not hold (the AD-MT training
-logs, BCP's paper) are appended to the shipped file after the extracted ones (`ADDED_SOURCES`).
+where that is written (`selection_source`: the reference code's file#line [C], an issue thread [S], or [NF]), from
+`SELECTION` by source, dataset and method; the published-comparison table shows it. Rows of sources the compilation
+does not hold (the AD-MT training logs, BCP's paper) are appended to the shipped file after the extracted ones
+(`ADDED_SOURCES`).
 """
 
 from __future__ import annotations
@@ -103,26 +104,35 @@ SOURCES = MappingProxyType(
 )
 #: Sources the compilation of published numbers does not hold; their rows are written in the shipped file by hand.
 ADDED_SOURCES = ("admt_logs", "bcp_paper")
-#: How the checkpoint of a source's number for a method was chosen, and where that is written; every other row is
-#: `not stated` [NF] (a number copied from another paper, or re-run by other authors with an unknown selection).
+UA_MT_LAST = ("last", "[C] yulequan/UA-MT code/test_LA.py@88ed29a tests iter_6000.pth (the last)")
+DTC_LAST = ("last", "[S] HiLab-git/DTC issue #14: the last iteration")
+MCNET_BEST = (
+    "best-on-test",
+    "[C] ycwu1997/MC-Net code/train_mcnet_3d.py#L203-L218@fee453c keeps the best decoder-1 Dice on test.list",
+)
+ADMT_BEST = (
+    "best-on-test",
+    "[C] ZhenZHAO/AD-MT code/val_3D.py#L104-L129@03ef84c keeps the best student Dice on test.list",
+)
+BCP_BEST = (
+    "best-on-test",
+    "[C] DeepMed-Lab-ECNU/BCP code/LA_BCP_train.py#L278-L292@7879f98 keeps the best Dice on test.list; "
+    "[S] BCP issue #19",
+)
+#: How the checkpoint of a source's number for a dataset and method was chosen, and where that is written; every other
+#: row is `not stated` [NF] (a number copied from another paper, re-run by other authors with an unknown selection, or
+#: from a script not checked). UA-MT's and DTC's LA numbers come from their own LA code; SimCVD's Pancreas baselines
+#: were probably its own re-runs.
 SELECTION = MappingProxyType(
     {
-        ("simcvd", "ua_mt"): ("last", "[C] yulequan/UA-MT code/test_LA.py@88ed29a tests iter_6000.pth (the last)"),
-        ("simcvd", "dtc"): ("last", "[C] HiLab-git/DTC issue #14: the last iteration"),
-        ("dtc_readme", "dtc"): ("last", "[C] HiLab-git/DTC issue #14: the last iteration"),
-        ("mcnet_repo", "mcnet_plus"): (
-            "best-on-test",
-            "[C] ycwu1997/MC-Net code/train_mcnet_3d.py#L203-L218@fee453c keeps the best decoder-1 Dice on test.list",
-        ),
-        ("admt_logs", "ad_mt"): (
-            "best-on-test",
-            "[C] ZhenZHAO/AD-MT code/val_3D.py#L104-L129@03ef84c keeps the best student Dice on test.list",
-        ),
-        ("bcp_paper", "bcp"): (
-            "best-on-test",
-            "[C] DeepMed-Lab-ECNU/BCP code/LA_BCP_train.py#L278-L292@7879f98 keeps the best Dice on test.list; "
-            "BCP issue #19",
-        ),
+        ("simcvd", "la", "ua_mt"): UA_MT_LAST,
+        ("dtc_readme", "la", "ua_mt"): UA_MT_LAST,
+        ("simcvd", "la", "dtc"): DTC_LAST,
+        ("dtc_readme", "la", "dtc"): DTC_LAST,
+        ("mcnet_repo", "la", "mcnet_plus"): MCNET_BEST,
+        ("mcnet_repo", "pancreas", "mcnet_plus"): MCNET_BEST,  # one training script for both datasets
+        ("admt_logs", "la", "ad_mt"): ADMT_BEST,
+        ("bcp_paper", "la", "bcp"): BCP_BEST,
     }
 )
 NOT_STATED = ("not stated", "[NF]")
@@ -179,8 +189,9 @@ def extract_rows(spec_csv: str | os.PathLike) -> pd.DataFrame:
         if source_id is None or row["method"] not in METHOD_KEYS or row["dataset"] not in DATASET_KEYS:
             continue
         method_key, setting = METHOD_KEYS[row["method"]]
-        selection, where = SELECTION.get((source_id, method_key), NOT_STATED)
-        added = {"source_id": source_id, "dataset_key": DATASET_KEYS[row["dataset"]], "method_key": method_key}
+        dataset_key = DATASET_KEYS[row["dataset"]]
+        selection, where = SELECTION.get((source_id, dataset_key, method_key), NOT_STATED)
+        added = {"source_id": source_id, "dataset_key": dataset_key, "method_key": method_key}
         rows.append(
             {
                 **{c: row[c] for c in SPEC_COLUMNS},

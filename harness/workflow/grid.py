@@ -190,12 +190,18 @@ def _nifti_problems(ds: str, block: dict[str, Any], settings: dict[str, Any]) ->
     return problems
 
 
+def method_seeds(config: dict[str, Any], method: str) -> list[int]:
+    """The seeds of a grid entry: `method_seeds.<method>` where given, else `seeds`."""
+    return config.get("method_seeds", {}).get(method, config["seeds"])
+
+
 def grid_cells(config: dict[str, Any]) -> list[RunId]:
-    """All training runs: datasets × methods × labeled counts × seeds, plus `supervised` at n_train (upper bound)."""
+    """All training runs: datasets × methods × labeled counts × seeds (`method_seeds` per method where given), plus
+    `supervised` at n_train (the upper bound, with `seeds`)."""
     cells = []
     for ds, spec in config["datasets"].items():
         for n in spec["labeled"]:
-            cells += [RunId(ds, m, n, s) for m in config["methods"] for s in config["seeds"]]
+            cells += [RunId(ds, m, n, s) for m in config["methods"] for s in method_seeds(config, m)]
         if spec.get("upper_bound", True):
             cells += [RunId(ds, "supervised", n_trainable(config, ds), s) for s in config["seeds"]]
     return cells
@@ -208,6 +214,11 @@ def check_grid(config: dict[str, Any], available_methods: list[str]) -> None:
     for name, pattern in names:
         if not pattern.match(name):
             problems.append(f"name {name!r} must match {pattern.pattern} (it becomes a path and reaches a shell)")
+    problems += [
+        f"method_seeds.{m}: not an entry of `methods` ({', '.join(config['methods'])}); remove it or add the method"
+        for m in config.get("method_seeds", {})
+        if m not in config["methods"]
+    ]
     missing = [m for m in dict.fromkeys(base_of(m) for m in config["methods"]) if m not in available_methods]
     if missing:
         hints = [difflib.get_close_matches(m, available_methods, n=1) for m in missing]

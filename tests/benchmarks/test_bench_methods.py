@@ -24,7 +24,7 @@ CPU = torch.device("cpu")
 
 
 #: (method, stage) pairs; a stage's batch shape follows its StageSpec.
-STEPS = [(m, None) for m in list_methods()] + [("sup_local_contrast", "stage1"), ("sup_local_contrast", "stage2")]
+STEPS = [(m, s) for m in list_methods() for s in (*get_method(m).stage_names(), None)]
 OVERRIDES = {"sup_local_contrast": {"stage1": {"batch_volumes": 4}, "stage2": {"stride": 4}}}
 
 

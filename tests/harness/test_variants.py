@@ -99,6 +99,14 @@ def test_a_misspelt_key_of_a_datasets_method_overrides_is_refused_where_it_is_wr
         validate_config(cfg, METHODS)
 
 
+def test_method_seeds_give_one_entry_its_own_seeds_and_must_name_an_entry():
+    cfg = validate_config(tiny(seeds=[1, 2], method_seeds={"mean_teacher": [2]}), METHODS)
+    runs = {(c.method, c.seed) for c in grid_cells(cfg)}
+    assert runs == {("supervised", 1), ("supervised", 2), ("mean_teacher", 2)}
+    with pytest.raises(ConfigError, match=r"method_seeds\.ua_mt: not an entry of `methods`"):
+        validate_config(tiny(method_seeds={"ua_mt": [1]}), METHODS)
+
+
 def test_editing_one_variant_changes_only_that_variants_parameters():
     def params(variants: dict) -> dict:
         cfg = validate_config(
