@@ -26,19 +26,21 @@ total 15,246,566 (the reference's, counted by instantiating it).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 
 import torch
 from torch import nn
 
 from harness.nets.vnet import (
-    DOWNSAMPLING_FACTOR,
     DROPOUT_P,
     NORMALIZATIONS,
-    ConvBlock,
-    DownsamplingConvBlock,
     UpsamplingDeconvBlock,
     _norm_layers,
     _SequentialBlock,
+    add_decoder,
+    add_encoder,
+    run_decoder,
+    run_encoder,
 )
 
 #: Up-sampling of decoder k+1 (the reference's `up_type` k): transposed conv, trilinear + conv, nearest + conv.
@@ -83,32 +85,12 @@ class Encoder(nn.Module):
 
     def __init__(self, n_channels: int, n_filters: int, normalization: str, has_dropout: bool) -> None:
         super().__init__()
-        f, norm = n_filters, normalization
-        self.n_channels = n_channels
-        self.block_one = ConvBlock(1, n_channels, f, norm)
-        self.block_one_dw = DownsamplingConvBlock(f, 2 * f, norm)
-        self.block_two = ConvBlock(2, 2 * f, 2 * f, norm)
-        self.block_two_dw = DownsamplingConvBlock(2 * f, 4 * f, norm)
-        self.block_three = ConvBlock(3, 4 * f, 4 * f, norm)
-        self.block_three_dw = DownsamplingConvBlock(4 * f, 8 * f, norm)
-        self.block_four = ConvBlock(3, 8 * f, 8 * f, norm)
-        self.block_four_dw = DownsamplingConvBlock(8 * f, 16 * f, norm)
-        self.block_five = ConvBlock(3, 16 * f, 16 * f, norm)
+        add_encoder(self, n_channels, n_filters, normalization)
         self.dropout = _dropout(has_dropout)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        if x.dim() != 5 or x.shape[1] != self.n_channels:
-            raise ValueError(f"input x must have shape [B, {self.n_channels}, X, Y, Z], got {tuple(x.shape)}")
-        if any(s % DOWNSAMPLING_FACTOR for s in x.shape[2:]):
-            raise ValueError(
-                f"every patch side of input x must be divisible by {DOWNSAMPLING_FACTOR}, got shape {tuple(x.shape)}"
-            )
-        x1 = self.block_one(x)
-        x2 = self.block_two(self.block_one_dw(x1))
-        x3 = self.block_three(self.block_two_dw(x2))
-        x4 = self.block_four(self.block_three_dw(x3))
-        x5 = self.block_five(self.block_four_dw(x4))
-        return [x1, x2, x3, x4, self.dropout(x5)]
+        *skips, x5 = run_encoder(self, x)
+        return [*skips, self.dropout(x5)]
 
 
 class Decoder(nn.Module):
@@ -116,26 +98,13 @@ class Decoder(nn.Module):
 
     def __init__(self, n_classes: int, n_filters: int, normalization: str, has_dropout: bool, up_type: str) -> None:
         super().__init__()
-        f, norm = n_filters, normalization
-        self.block_five_up = upsampling_block(up_type, 16 * f, 8 * f, norm)
-        self.block_six = ConvBlock(3, 8 * f, 8 * f, norm)
-        self.block_six_up = upsampling_block(up_type, 8 * f, 4 * f, norm)
-        self.block_seven = ConvBlock(3, 4 * f, 4 * f, norm)
-        self.block_seven_up = upsampling_block(up_type, 4 * f, 2 * f, norm)
-        self.block_eight = ConvBlock(2, 2 * f, 2 * f, norm)
-        self.block_eight_up = upsampling_block(up_type, 2 * f, f, norm)
-        self.block_nine = ConvBlock(1, f, f, norm)
-        self.out_conv = nn.Conv3d(f, n_classes, kernel_size=1, padding=0)
+        add_decoder(self, n_filters, normalization, partial(upsampling_block, up_type))
+        self.out_conv = nn.Conv3d(n_filters, n_classes, kernel_size=1, padding=0)
         self.dropout = _dropout(has_dropout)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         """Logits `[B, n_classes, X, Y, Z]` from the encoder's [x1, .., x5]."""
-        x1, x2, x3, x4, x5 = feats
-        x6 = self.block_six(self.block_five_up(x5) + x4)
-        x7 = self.block_seven(self.block_six_up(x6) + x3)
-        x8 = self.block_eight(self.block_seven_up(x7) + x2)
-        x9 = self.block_nine(self.block_eight_up(x8) + x1)
-        return self.out_conv(self.dropout(x9))
+        return self.out_conv(self.dropout(run_decoder(self, feats)))
 
 
 class MCNet3dV2(nn.Module):

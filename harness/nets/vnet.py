@@ -11,6 +11,8 @@ Shapes: input `[B, n_channels, X, Y, Z]` with X, Y, Z divisible by 16; outputs `
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -18,6 +20,8 @@ NORMALIZATIONS = ("batchnorm", "groupnorm", "instancenorm", "none")
 GROUPNORM_GROUPS = 16
 DOWNSAMPLING_FACTOR = 16  # four stride-2 steps
 DROPOUT_P = 0.5
+#: Builds a ×2 up-sampling block from (n_in, n_out, normalization).
+UpBlock = Callable[[int, int, str], nn.Module]
 
 
 def _norm_layers(normalization: str, channels: int) -> list[nn.Module]:
@@ -89,6 +93,68 @@ class UpsamplingDeconvBlock(_SequentialBlock):
         self.conv = nn.Sequential(*layers, *_norm_layers(normalization, n_out), nn.ReLU(inplace=True))
 
 
+def add_encoder(module: nn.Module, n_channels: int, n_filters: int, normalization: str) -> None:
+    """Register stages 1–5 (`block_one` … `block_five`, with the stride-2 convs between them) on `module`, under the
+    reference's names and in its order (so initialisation draws and state_dict keys match)."""
+    f, norm = n_filters, normalization
+    module.n_channels = n_channels
+    module.block_one = ConvBlock(1, n_channels, f, norm)
+    module.block_one_dw = DownsamplingConvBlock(f, 2 * f, norm)
+    module.block_two = ConvBlock(2, 2 * f, 2 * f, norm)
+    module.block_two_dw = DownsamplingConvBlock(2 * f, 4 * f, norm)
+    module.block_three = ConvBlock(3, 4 * f, 4 * f, norm)
+    module.block_three_dw = DownsamplingConvBlock(4 * f, 8 * f, norm)
+    module.block_four = ConvBlock(3, 8 * f, 8 * f, norm)
+    module.block_four_dw = DownsamplingConvBlock(8 * f, 16 * f, norm)
+    module.block_five = ConvBlock(3, 16 * f, 16 * f, norm)
+
+
+def add_decoder(module: nn.Module, n_filters: int, normalization: str, up: UpBlock = UpsamplingDeconvBlock) -> None:
+    """Register stages 6–9 (`block_five_up` … `block_nine`) on `module`, reference names and order; `up(n_in, n_out,
+    normalization)` builds each ×2 up-sampling block (the V-Net's transposed conv by default)."""
+    f, norm = n_filters, normalization
+    module.block_five_up = up(16 * f, 8 * f, norm)
+    module.block_six = ConvBlock(3, 8 * f, 8 * f, norm)
+    module.block_six_up = up(8 * f, 4 * f, norm)
+    module.block_seven = ConvBlock(3, 4 * f, 4 * f, norm)
+    module.block_seven_up = up(4 * f, 2 * f, norm)
+    module.block_eight = ConvBlock(2, 2 * f, 2 * f, norm)
+    module.block_eight_up = up(2 * f, f, norm)
+    module.block_nine = ConvBlock(1, f, f, norm)
+
+
+def run_encoder(module: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Encoder features [x1, x2, x3, x4, x5] of `add_encoder`'s blocks at scales 1, 1/2, 1/4, 1/8, 1/16 (x5 before
+    any dropout): x_k is `[B, 2**(k-1) * n_filters, X / 2**(k-1), Y / 2**(k-1), Z / 2**(k-1)]`.
+
+    Raises:
+        ValueError: `x` is not `[B, n_channels, X, Y, Z]` with every side divisible by 16.
+    """
+    if x.dim() != 5 or x.shape[1] != module.n_channels:
+        raise ValueError(f"input x must have shape [B, {module.n_channels}, X, Y, Z], got {tuple(x.shape)}")
+    if any(s % DOWNSAMPLING_FACTOR for s in x.shape[2:]):
+        raise ValueError(
+            f"every patch side of input x must be divisible by {DOWNSAMPLING_FACTOR} (four stride-2 steps), "
+            f"got shape {tuple(x.shape)}"
+        )
+    x1 = module.block_one(x)
+    x2 = module.block_two(module.block_one_dw(x1))
+    x3 = module.block_three(module.block_two_dw(x2))
+    x4 = module.block_four(module.block_three_dw(x3))
+    x5 = module.block_five(module.block_four_dw(x4))
+    return [x1, x2, x3, x4, x5]
+
+
+def run_decoder(module: nn.Module, feats: list[torch.Tensor]) -> torch.Tensor:
+    """Stage-9 output x9 `[B, n_filters, X, Y, Z]` of `add_decoder`'s blocks from [x1, .., x5]: each up-sampled
+    feature plus the encoder feature of the same scale (added, not concatenated)."""
+    x1, x2, x3, x4, x5 = feats
+    x6 = module.block_six(module.block_five_up(x5) + x4)
+    x7 = module.block_seven(module.block_six_up(x6) + x3)
+    x8 = module.block_eight(module.block_seven_up(x7) + x2)
+    return module.block_nine(module.block_eight_up(x8) + x1)
+
+
 class _VNetTrunk(nn.Module):
     """Encoder (stages 1–5) and decoder (stages 6–9) shared by `VNet` and `VNetSDF`; subclasses add the heads.
 
@@ -103,65 +169,19 @@ class _VNetTrunk(nn.Module):
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if normalization not in NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {NORMALIZATIONS}, got {normalization!r}")
-        self.n_channels = n_channels
-        f, norm = n_filters, normalization
-        self.block_one = ConvBlock(1, n_channels, f, norm)
-        self.block_one_dw = DownsamplingConvBlock(f, 2 * f, norm)
-        self.block_two = ConvBlock(2, 2 * f, 2 * f, norm)
-        self.block_two_dw = DownsamplingConvBlock(2 * f, 4 * f, norm)
-        self.block_three = ConvBlock(3, 4 * f, 4 * f, norm)
-        self.block_three_dw = DownsamplingConvBlock(4 * f, 8 * f, norm)
-        self.block_four = ConvBlock(3, 8 * f, 8 * f, norm)
-        self.block_four_dw = DownsamplingConvBlock(8 * f, 16 * f, norm)
-        self.block_five = ConvBlock(3, 16 * f, 16 * f, norm)
-        self.block_five_up = UpsamplingDeconvBlock(16 * f, 8 * f, norm)
-        self.block_six = ConvBlock(3, 8 * f, 8 * f, norm)
-        self.block_six_up = UpsamplingDeconvBlock(8 * f, 4 * f, norm)
-        self.block_seven = ConvBlock(3, 4 * f, 4 * f, norm)
-        self.block_seven_up = UpsamplingDeconvBlock(4 * f, 2 * f, norm)
-        self.block_eight = ConvBlock(2, 2 * f, 2 * f, norm)
-        self.block_eight_up = UpsamplingDeconvBlock(2 * f, f, norm)
-        self.block_nine = ConvBlock(1, f, f, norm)
-
-    def _check_input(self, x: torch.Tensor) -> None:
-        if x.dim() != 5 or x.shape[1] != self.n_channels:
-            raise ValueError(f"input x must have shape [B, {self.n_channels}, X, Y, Z], got {tuple(x.shape)}")
-        if any(s % DOWNSAMPLING_FACTOR for s in x.shape[2:]):
-            raise ValueError(
-                f"every patch side of input x must be divisible by {DOWNSAMPLING_FACTOR} (four stride-2 steps), "
-                f"got shape {tuple(x.shape)}"
-            )
+        add_encoder(self, n_channels, n_filters, normalization)
+        add_decoder(self, n_filters, normalization)
 
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Encoder features [x1, x2, x3, x4, x5] at scales 1, 1/2, 1/4, 1/8, 1/16, x5 BEFORE dropout.
-
-        Args:
-            x: `[B, n_channels, X, Y, Z]`, every side divisible by 16.
-
-        Returns:
-            x_k of shape `[B, 2**(k-1) * n_filters, X / 2**(k-1), Y / 2**(k-1), Z / 2**(k-1)]` for k = 1..5.
-        """
-        self._check_input(x)
-        x1 = self.block_one(x)
-        x2 = self.block_two(self.block_one_dw(x1))
-        x3 = self.block_three(self.block_two_dw(x2))
-        x4 = self.block_four(self.block_three_dw(x3))
-        x5 = self.block_five(self.block_four_dw(x4))
-        return [x1, x2, x3, x4, x5]
-
-    def _decode(self, feats: list[torch.Tensor]) -> torch.Tensor:
-        """Stage-9 output x9 `[B, n_filters, X, Y, Z]`, before its dropout, from [x1, .., x4, dropped x5]."""
-        x1, x2, x3, x4, x5 = feats
-        x6 = self.block_six(self.block_five_up(x5) + x4)
-        x7 = self.block_seven(self.block_six_up(x6) + x3)
-        x8 = self.block_eight(self.block_seven_up(x7) + x2)
-        return self.block_nine(self.block_eight_up(x8) + x1)
+        """Encoder features [x1, x2, x3, x4, x5], x5 BEFORE dropout (`run_encoder`); `x` `[B, n_channels, X, Y, Z]`,
+        every side divisible by 16."""
+        return run_encoder(self, x)
 
     def _trunk(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Runs the trunk; returns pre-dropout taps and `x9` after dropout (the input of the heads)."""
         feats = self.encode(x)
         x5 = feats[4]
-        x9 = self._decode([*feats[:4], self.dropout(x5)])
+        x9 = run_decoder(self, [*feats[:4], self.dropout(x5)])
         return {"feat_bottleneck": x5, "feat_top": x9, "x9": self.dropout(x9)}
 
 
