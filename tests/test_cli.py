@@ -170,7 +170,7 @@ def test_check_config(tmp_path):
     n_runs = len(grid_cells(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())))
     assert f"{n_runs} runs resolve" in ok.stderr
     paper = harness("check-config", str(REPO / "config" / "config.yaml"), cwd=tmp_path)
-    assert "90 runs resolve" in paper.stderr
+    assert "126 runs resolve" in paper.stderr  # 10 methods × (LA 8/16 + Pancreas 6/12) × 3 seeds + 6 upper bounds
     broken = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     broken["methods"].append("not_a_method")
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(broken))

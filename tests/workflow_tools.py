@@ -85,11 +85,15 @@ def wait_for(predicate: Callable[[], object], timeout: float = 120.0, interval: 
 
 
 def job_process(command: str, workdir: Path) -> psutil.Process | None:
-    """The running `python -m harness <command>` process whose working directory is `workdir`."""
+    """The running `python -m harness [--code-sha256 <hash>] <command>` process whose working directory is
+    `workdir`."""
     for proc in psutil.process_iter(["cmdline", "cwd", "name"]):
         try:
             cmdline = proc.info["cmdline"] or []
-            if cmdline[1:4] == ["-m", "harness", command] and Path(proc.info["cwd"] or "") == workdir:
+            args = cmdline[3:]
+            if args[:1] == ["--code-sha256"]:
+                args = args[2:]
+            if cmdline[1:3] == ["-m", "harness"] and args[:1] == [command] and Path(proc.info["cwd"] or "") == workdir:
                 return proc
         except (psutil.Error, IndexError):
             continue

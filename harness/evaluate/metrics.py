@@ -33,37 +33,11 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.spatial import cKDTree
 
+from harness.evaluate.overlap import as_mask_pair, overlap
+
 logger = logging.getLogger(__name__)
 
 EMPTY_PRED_POLICIES = ("worst_case", "nan", "reference_zero")
-
-
-def _as_mask_pair(pred: np.ndarray, gt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validate and binarise a prediction / ground-truth pair.
-
-    Args:
-        pred: Prediction, any numeric or bool array of shape (X, Y, Z); nonzero = object.
-        gt: Ground truth of the same shape.
-
-    Returns:
-        The two masks as bool arrays of shape (X, Y, Z).
-
-    Raises:
-        ValueError: If an input is not 3D, the shapes differ or the ground truth is empty.
-    """
-    p = np.asarray(pred)
-    g = np.asarray(gt)
-    if p.ndim != 3:
-        raise ValueError(f"pred: expected a 3D array (X, Y, Z), got shape {p.shape}")
-    if g.ndim != 3:
-        raise ValueError(f"gt: expected a 3D array (X, Y, Z), got shape {g.shape}")
-    if p.shape != g.shape:
-        raise ValueError(f"pred and gt: expected the same shape, got {p.shape} and {g.shape}")
-    p = p.astype(bool, copy=False)
-    g = g.astype(bool, copy=False)
-    if not g.any():
-        raise ValueError("gt: the ground-truth mask is empty; metrics are undefined (protocol §4.6)")
-    return p, g
 
 
 def _as_spacing(spacing: Sequence[float] | None) -> tuple[float, float, float] | None:
@@ -203,14 +177,6 @@ def _surface_distances(
     return d_pg, d_gp
 
 
-def _overlap(p: np.ndarray, g: np.ndarray) -> tuple[float, float]:
-    """Dice and Jaccard (medpy ``dc`` / ``jc``) of two masks whose union is not empty."""
-    intersection = np.count_nonzero(p & g)
-    dice = 2.0 * intersection / float(np.count_nonzero(p) + np.count_nonzero(g))
-    jaccard = float(intersection) / float(np.count_nonzero(p | g))
-    return float(dice), float(jaccard)
-
-
 def _empty_pred_distance(policy: str, shape: tuple[int, ...], spacing: tuple[float, float, float] | None) -> float:
     """HD95 and ASD value for an empty prediction under ``policy`` (protocol §4.6)."""
     if policy == "worst_case":
@@ -245,25 +211,18 @@ def case_metrics(
     if empty_pred not in EMPTY_PRED_POLICIES:
         raise ValueError(f"empty_pred: expected one of {EMPTY_PRED_POLICIES}, got {empty_pred!r}")
     spacing_t = _as_spacing(spacing)
-    p, g = _as_mask_pair(pred, gt)
+    p, g = as_mask_pair(pred, gt)
     out: dict[str, float | bool | str] = {"empty_pred": False}
     if not p.any():
         distance = _empty_pred_distance(empty_pred, p.shape, spacing_t)
         out.update(dice=0.0, jaccard=0.0, hd95=distance, asd=distance, empty_pred=True)
     else:
-        dice, jaccard = _overlap(p, g)
+        dice, jaccard = overlap(p, g)
         d_pg, d_gp = _surface_distances(p, g, spacing_t)
         hd95 = float(np.percentile(np.concatenate((d_pg, d_gp)), 95))
         out.update(dice=dice, jaccard=jaccard, hd95=hd95, asd=float(d_pg.mean()))
     out.update(empty_pred_policy=empty_pred, unit="voxel" if spacing_t is None else "mm")
     return out
-
-
-def case_dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """The Dice of `case_metrics` alone (no surface distances): what checkpoint selection and the selection audit
-    compare during training, in [0, 1]; 0 for an empty prediction (under every empty-prediction policy)."""
-    p, g = _as_mask_pair(pred, gt)
-    return _overlap(p, g)[0] if p.any() else 0.0
 
 
 def secondary_metrics(pred: np.ndarray, gt: np.ndarray, *, spacing: Sequence[float] | None) -> dict[str, float | str]:
@@ -284,7 +243,7 @@ def secondary_metrics(pred: np.ndarray, gt: np.ndarray, *, spacing: Sequence[flo
         ValueError: On bad shapes, an empty ground truth or a bad spacing.
     """
     spacing_t = _as_spacing(spacing)
-    p, g = _as_mask_pair(pred, gt)
+    p, g = as_mask_pair(pred, gt)
     unit = "voxel" if spacing_t is None else "mm"
     if not p.any():
         return {"hd95_max_dir": math.nan, "assd": math.nan, "unit": unit}

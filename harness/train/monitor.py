@@ -25,7 +25,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.evaluate.inference import sliding_window
-from harness.evaluate.metrics import case_dice
+from harness.evaluate.overlap import case_dice
 from harness.io import write_text_atomic
 from harness.method import Method
 from harness.numerics.precision import memory_format

@@ -79,7 +79,7 @@ def test_paper_config_is_refused_naming_every_missing_part():
 def test_check_grid_rejects_bad_counts_and_names():
     cfg = smoke()
     cfg["datasets"]["synthetic"]["labeled"] = [16]
-    with pytest.raises(ConfigError, match="between 1 and n_train - 1"):
+    with pytest.raises(ConfigError, match=r"between 1 and 15 \(n_train 16 minus one\)"):
         check_grid(cfg, ["supervised"])
     cfg = smoke()
     cfg["methods"] = ["Bad;rm"]
@@ -89,6 +89,7 @@ def test_check_grid_rejects_bad_counts_and_names():
 
 def test_cell_params_only_hold_what_the_cell_depends_on():
     cfg = smoke()
+    del cfg["report"]["selection_audit"]  # no evaluation during training: the window is evaluation's alone
     cfg["method_overrides"] = {"supervised": {"has_dropout": False}, "other": {"x": 1}}
     params = cell_params(cfg, RunId("synthetic", "supervised", 2, 1337))
     assert params["method_overrides"] == {"has_dropout": False}
@@ -99,6 +100,9 @@ def test_cell_params_only_hold_what_the_cell_depends_on():
     changed["eval"] = {"empty_pred": "nan"}
     changed["data"]["synthetic"]["stride"] = [8, 8, 8]
     assert cell_params(changed, RunId("synthetic", "supervised", 2, 1337)) == params
+    # with the selection audit the training job evaluates: its window is part of the run
+    audited = smoke()
+    assert cell_params(audited, RunId("synthetic", "supervised", 2, 1337))["selection"]["stride"] == [16, 16, 8]
 
 
 def test_resolve_run_validates_method_overrides(tmp_path):

@@ -173,7 +173,7 @@ def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
     expected_predict = sum((30.0 if c.dataset == "la" else 60.0) * 20 for c in cells) / 3600
     assert predict_h == pytest.approx(expected_predict)
     result = project(grid, units, {1: 1.0, 2: 1.6}, predict_h)
-    assert result["unmeasured"] == [] and result["runs"] == len(cells) == 90
+    assert result["unmeasured"] == [] and result["runs"] == len(cells) == 126
     assert result["sequential_hours"] == pytest.approx(result["train_hours"] + predict_h)
     walls = {(r["gpus"], r["k"]): r["wall_hours"] for r in result["rows"]}
     assert walls[(1, 1)] == pytest.approx(result["sequential_hours"])
@@ -184,7 +184,8 @@ def test_projection_scales_measured_steps_through_the_grid_cost_estimate():
 
 def test_projection_adds_the_evaluations_during_training_of_every_run():
     """Selection `val` every 500 steps and the audit every 1000 (at each validation too): each run's passes over its
-    own iterations (simcvd: 3000), × (validation cases, test cases) × the dataset's seconds per case."""
+    own iterations (simcvd: 3000 here; the three newest methods' 15000), × (validation cases, test cases) × the
+    dataset's seconds per case."""
     grid = load_grid(REPO / "config" / "config.yaml")
     seconds, tests = {"la": 30.0, "pancreas": 60.0}, {"la": 20, "pancreas": 20}
     assert selection_hours(grid, seconds, tests) == 0.0  # the paper grid evaluates nothing while it trains
@@ -195,7 +196,8 @@ def test_projection_adds_the_evaluations_during_training_of_every_run():
     val_cases = {"la": 8, "pancreas": 6}
     expected = 0.0
     for c in grid_cells(grid):
-        passes = 6 if c.method == "simcvd" else 12  # validation passes = test passes (1000 is a multiple of 500)
+        iterations = {"simcvd": 3000, "mcnet_plus": 15000, "bcp": 15000, "ad_mt": 15000}.get(c.method, 6000)
+        passes = iterations // 500  # validation passes = test passes (1000 is a multiple of 500)
         expected += passes * (val_cases[c.dataset] + 20) * seconds[c.dataset]
     selection_h = selection_hours(grid, seconds, tests)
     assert selection_h == pytest.approx(expected / 3600)

@@ -22,21 +22,51 @@ TOY = textwrap.dedent(
 
     from __future__ import annotations
 
-    from dataclasses import dataclass
+    from dataclasses import dataclass, field
     from typing import Any
 
     import torch
 
-    from harness.method import Batch, BuildNet, Method, Progress, StageSpec, StepOutput, register_method
+    from harness.method import Batch, BuildNet, Method, Progress, Stage, StepOutput, register_method
     from harness.numerics.losses import supervised_loss
+
+
+    @dataclass(frozen=True)
+    class Warmup:
+        """The warm-up stage (`method_overrides.toy_staged.warmup.*`)."""
+
+        iterations: int = 3
+        """Optimiser steps."""
+        batch_volumes: int = 2
+        """Volumes per batch."""
+        lr: float = 0.01
+        """SGD learning rate."""
+        weight_decay: float = 0.0
+        """SGD weight decay."""
+
+
+    @dataclass(frozen=True)
+    class Labeled:
+        """The labeled stage (`method_overrides.toy_staged.labeled.*`)."""
+
+        iterations: int = 2
+        """Optimiser steps."""
+        batch_volumes: int = 2
+        """Volumes per batch."""
+        lr: float = 0.01
+        """SGD learning rate."""
+        weight_decay: float = 0.0
+        """SGD weight decay."""
 
 
     @dataclass(frozen=True)
     class Config:
         """Hyperparameters of the toy method."""
 
-        warmup_iterations: int = 3
-        """Iterations of the warm-up stage."""
+        warmup: Warmup = field(default_factory=Warmup)
+        """The warm-up stage."""
+        labeled: Labeled = field(default_factory=Labeled)
+        """The labeled stage."""
 
 
     @register_method("toy_staged")
@@ -44,28 +74,26 @@ TOY = textwrap.dedent(
         VERSION = 1
         Config = Config
         needs_unlabeled = False
-        STAGES = ("warmup", "labeled")
+        STAGES = (
+            Stage(name="warmup", data="images", settings="warmup", step="warmup_step", modules=("net",),
+                  optimizer="sgd"),
+            Stage(name="labeled", data="labeled", settings="labeled", step="training_step", modules=("net",),
+                  optimizer="sgd", starts_from="take_net"),
+        )
+        TRAIN_STARTS_FROM = "take_net"
 
         def __init__(self, cfg: Config, build_net: BuildNet, device: torch.device) -> None:
             super().__init__(cfg, build_net, device)
             self.net = build_net("vnet", n_classes=2).to(device)
-            self.stage = None
 
-        def set_stage(self, stage: str | None) -> None:
-            self.stage = stage
-
-        @classmethod
-        def stage_spec(cls, cfg: Config, stage: str) -> StageSpec:
-            data, iterations = ("images", cfg.warmup_iterations) if stage == "warmup" else ("labeled", 2)
-            return StageSpec(stage, iterations, 2, 1, data, "sgd", 0.01, 0.0)
-
-        def init_from_stage(self, stage: str, state: dict[str, Any]) -> None:
+        def take_net(self, state: dict[str, Any]) -> None:
             self.net.load_state_dict(state["net"])
 
+        def warmup_step(self, batch: Batch, progress: Progress) -> StepOutput:
+            loss = self.net(batch.x).pow(2).mean()
+            return StepOutput(loss=loss, logs={"loss/warmup": loss.item()})
+
         def training_step(self, batch: Batch, progress: Progress) -> StepOutput:
-            if self.stage == "warmup":
-                loss = self.net(batch.x).pow(2).mean()
-                return StepOutput(loss=loss, logs={"loss/warmup": loss.item()})
             loss, logs = supervised_loss(self.net(batch.x_l), batch.y)
             return StepOutput(loss=loss, logs=logs)
     '''
@@ -78,7 +106,7 @@ def test_a_method_with_two_pretraining_stages_is_one_file(tmp_path):
     (project / "methods" / "toy_staged.py").write_text(TOY)
     cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
     cfg["methods"] = ["toy_staged"]
-    cfg["method_overrides"] = {"toy_staged": {"warmup_iterations": 2}}
+    cfg["method_overrides"] = {"toy_staged": {"warmup": {"iterations": 2}}}
     config = tmp_path / "toy.yaml"
     config.write_text(yaml.safe_dump(cfg))
     work = tmp_path / "work"
@@ -97,10 +125,10 @@ def test_a_method_with_two_pretraining_stages_is_one_file(tmp_path):
     assert final["previous_stage_model_sha256"] == labeled["model_sha256"]
     assert "toy_staged" in (work / "results" / "ci" / "tables" / "synthetic_voxel.md").read_text()
 
-    cfg["method_overrides"] = {"toy_staged": {"warmup_iteratons": 2}}  # a typo is refused when the DAG is built
+    cfg["method_overrides"] = {"toy_staged": {"warmup": {"iteratons": 2}}}  # a typo is refused when the DAG is built
     config.write_text(yaml.safe_dump(cfg))
     refused = run_snakemake(work, config, "-n", project=project, check=False)
     assert refused.returncode != 0
-    assert "method_overrides.toy_staged: unknown key 'warmup_iteratons' (did you mean 'warmup_iterations'?)" in (
+    assert "method_overrides.toy_staged.warmup: unknown key 'iteratons' (did you mean 'iterations'?)" in (
         refused.stdout + refused.stderr
     )
