@@ -86,7 +86,9 @@ def test_bookkeeping_and_thread_count(finished):
 
 
 def test_a_data_code_edit_prepares_the_data_again(finished):
-    jobs, _ = plan_after_edit(finished, "harness/data/synthetic.py", "import numpy as np", "import numpy as np  # edited")
+    jobs, _ = plan_after_edit(
+        finished, "harness/data/synthetic.py", "import numpy as np", "import numpy as np  # edited"
+    )
     assert jobs["make_synthetic"] == 1 and jobs["train"] == len(METHODS)
 
 
