@@ -5,8 +5,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import zlib
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from workflow_tools import REPO, env, planned_jobs, planned_wildcards
@@ -208,3 +210,53 @@ def test_dry_run_of_the_simcvd_ablation_config_plans_every_published_row(tmp_pat
     assert jobs["train"] == 18 * 3 and jobs["run_config"] == 54 and jobs["ablation"] == 1
     text = res.stdout + res.stderr
     assert "simcvd@head_dropout=0.1/" not in text and "simcvd@head_pool=256/labeled~8/seed~1339" in text
+
+
+def pdf_texts(path: Path) -> list[str]:
+    """The text strings a matplotlib PDF draws (legend entries, tick and panel labels): its content streams inflated,
+    each `(..) Tj` or `[(..) kern (..)] TJ` joined."""
+    texts = []
+    for stream in re.findall(rb"stream\r?\n(.*?)\r?\nendstream", path.read_bytes(), re.S):
+        try:
+            content = zlib.decompress(stream)
+        except zlib.error:  # fonts and images, not text
+            continue
+        for single, kerned in re.findall(rb"\(((?:[^()\\]|\\.)*)\)\s*Tj|\[(.*?)\]\s*TJ", content, re.S):
+            parts = [single] if single else re.findall(rb"\(((?:[^()\\]|\\.)*)\)", kerned)
+            texts.append(b"".join(parts).decode("latin-1"))
+    return texts
+
+
+@pytest.mark.slow
+def test_the_newest_methods_train_predict_and_evaluate_into_every_table_figure_and_page(tmp_path):
+    """MC-Net+, BCP (with its pre-training stage) and AD-MT through the DAG on the CI grid, with the selection audit:
+    each is a row of every table, a label in every figure and on the report's pages."""
+    new = ("mcnet_plus", "bcp", "ad_mt")
+    cfg = yaml.safe_load((REPO / ".test" / "config" / "config.yaml").read_text())
+    cfg["methods"] = ["supervised", *new]
+    cfg["method_overrides"] = {"bcp": {"pretrain": {"iterations": 4}}}
+    cfg["report"] = {"selection_audit": {"every": 2}}
+    path = tmp_path / "new.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    work = tmp_path / "w"
+    res = snakemake("--cores", "2", "--configfile", str(path), "--directory", str(work))
+    jobs = planned_jobs(res.stdout + res.stderr)
+    assert jobs["train"] == 4 and jobs["predict"] == 4 and jobs["evaluate"] == 4 and jobs["pretrain_pretrain"] == 1
+    out = work / "results" / "ci"
+    for method in new:
+        run = out / "runs" / "synthetic" / method / "labeled~2" / "seed~1"
+        assert (run / "metrics_per_case.csv").stat().st_size > 0
+    assert (out / "runs/synthetic/bcp/labeled~2/seed~1/pretrain/model.pt").exists()
+    tables = sorted(out.glob("tables/*.csv"))
+    expected = {"synthetic_voxel", "synthetic_mm", "synthetic_stats", "synthetic_selection_audit", "cost"}
+    assert {t.stem for t in tables} >= expected
+    for table in tables:
+        assert set(new) <= set(pd.read_csv(table)["method"]), table
+    figures = sorted(out.glob("figures/*.pdf"))
+    assert {f.stem for f in figures} >= {"dice_vs_labeled", "training_curves_synthetic", "selection_audit_synthetic"}
+    for figure in figures:
+        labels = " ".join(pdf_texts(figure))
+        assert all(method in labels for method in new), (figure.name, labels[:500])
+    for page in ("landing.html", "provenance.html"):
+        text = (out / "report" / page).read_text(encoding="utf-8")
+        assert all(method in text for method in new), page
