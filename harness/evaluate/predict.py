@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -91,7 +92,8 @@ def write_predictions(
     """The sliding window of `predict` (a batch of windows → logits on the CPU, network in eval mode) over every test
     case of `data`: `<out_dir>/<case>.nii.gz` and `<out_dir>/predictions.json` recording the two hashes, written in a
     temporary folder that replaces `out_dir` at the end (also used by `harness.external`); `extra` is
-    recorded beside them (the job's threads and code)."""
+    recorded beside them (the job's threads and code), and so are the wall seconds spent in the sliding window
+    (`sliding_window_s`: bookkeeping for the cost estimate, never compared or hashed)."""
     settings = {
         "window": list(window),
         "stride": list(stride),
@@ -100,10 +102,14 @@ def write_predictions(
         "aggregation": "mean of window probabilities",
     }
     record = make_record(model_sha256=model_sha256, config_sha256=config_sha256, data=data, settings=settings)
+    window_seconds = 0.0
     with atomic_path(out_dir, directory=True) as tmp:
         for case in tqdm(data.test_ids, desc="predict", unit="case", mininterval=2.0):
             image, _ = data.load(case, with_label=False)
+            start = time.perf_counter()
             label, _ = sliding_window(predict, image, window, stride, num_classes, windows_per_batch=windows_per_batch)
+            window_seconds += time.perf_counter() - start
             save_nifti(label, spacing_mm, tmp / f"{case}.nii.gz")
-        write_record(tmp, {**record, **(extra or {})})
-    return {**record, **(extra or {})}
+        record = {**record, **(extra or {}), "sliding_window_s": round(window_seconds, 3)}
+        write_record(tmp, record)
+    return record

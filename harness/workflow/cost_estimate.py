@@ -14,8 +14,9 @@ selection `val`, the test cases of the selection audit every `report.selection_a
 `Monitor.due` schedules them (`evaluation_passes`), each pass a sliding window over whole cases (`case_windows`, the
 count of `harness.evaluate.inference.count_windows`) on case shapes of the prepared manifest or, for LA, the
 repository's `la_manifest.csv` (`case_shapes`). A per-window unit cost comes from the measured `predict` jobs
-(`window_unit_costs`: seconds / (windows × patch voxels × n_filters²)); it includes the predict job's start-up, so on
-the smoke run's few small cases it overstates a window's cost.
+(`window_unit_costs`: seconds / (windows × patch voxels × n_filters²)), with the seconds the job spent in the sliding
+window (`sliding_window_s` of its predictions.json); records written before that field existed fall back to the
+job's wall seconds, which include its start-up and overstate a window's cost on small cases.
 """
 
 from __future__ import annotations
@@ -149,8 +150,9 @@ def unit_costs(results_dir: Path) -> dict[str, float]:
 
 
 def window_unit_costs(results_dir: Path, resources: Path = Path("resources")) -> dict[str, float]:
-    """Per base method: mean over its measured `predict` jobs of wall seconds / (Σ windows over the predicted cases ×
-    `window_work`), with the window, stride and cases of the job's `predictions.json` and the case shapes of
+    """Per base method: mean over its measured `predict` jobs of sliding-window seconds (`sliding_window_s` of the
+    job's `predictions.json`, else the job's wall seconds) / (Σ windows over the predicted cases × `window_work`),
+    with the window, stride and cases of that record and the case shapes of
     `case_shapes` (`resources`: where the measured runs' datasets were prepared). Runs whose shapes or record are
     unknown are skipped."""
     per_method: dict[str, list[float]] = defaultdict(list)
@@ -168,7 +170,8 @@ def window_unit_costs(results_dir: Path, resources: Path = Path("resources")) ->
         windows = sum(case_windows(shapes[c][1], window, record["settings"]["stride"]) for c in record["cases"])
         if windows:
             work = windows * window_work(window, cfg["protocol"]["n_filters"])
-            per_method[base_of(cfg["method"])].append(_benchmark_seconds(bench) / work)
+            seconds = record.get("sliding_window_s", _benchmark_seconds(bench))
+            per_method[base_of(cfg["method"])].append(seconds / work)
     return {k: sum(v) / len(v) for k, v in per_method.items()}
 
 

@@ -193,6 +193,17 @@ def test_window_unit_cost_from_the_measured_predict_jobs(tmp_path):
     assert window_unit_costs(tmp_path / "results", tmp_path / "elsewhere") == {}  # shapes unknown: not guessed
 
 
+def test_window_unit_cost_uses_the_sliding_window_seconds_of_the_record(tmp_path):
+    """A record with `sliding_window_s` (written by `write_predictions`) is costed by it, not by the job's wall seconds
+    with their start-up."""
+    wall_unit = fake_predict(tmp_path / "results", tmp_path / "resources", seconds=18.0)
+    record_path = tmp_path / "results/runs/synthetic/supervised/labeled~2/seed~1/predictions/predictions.json"
+    record = json.loads(record_path.read_text())
+    record_path.write_text(json.dumps({**record, "sliding_window_s": 4.5}))
+    units = window_unit_costs(tmp_path / "results", tmp_path / "resources")
+    assert units == {"supervised": pytest.approx(wall_unit * 4.5 / 18.0)}
+
+
 def evaluating_config(selection="val", audit_every=30):
     """A toy dataset (32×32×16 windows, stride 16/16/8) with 3 validation cases, 100 iterations, validation every
     40 steps, the audit every 30."""

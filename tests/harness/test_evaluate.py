@@ -47,6 +47,7 @@ def test_predictions_record_their_model_data_and_settings(trained, tmp_path):
     assert record["data_manifest_sha256"] == info["data_manifest_sha256"]
     assert record["settings"]["stride"] == [8, 8, 8] and record["settings"]["windows_per_batch"] == 3
     assert record["cases"] == (Path(cfg.data.root) / "test.list").read_text().split()
+    assert 0 < record["sliding_window_s"] < 60  # the cost estimate's per-window seconds (no start-up)
 
 
 def test_metrics_rows_carry_settings_and_hashes(trained, tmp_path):
