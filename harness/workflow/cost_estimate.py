@@ -295,7 +295,7 @@ def estimate_text(est: dict[str, Any], source: Path) -> str:
     if evals:
         lines.append(
             f"  plus {sum(evals.values()):.1f} h of selection and audit evaluations during training (a window costed "
-            "as in the measured predict jobs, their start-up included: likely high)"
+            "by the sliding-window seconds of the measured predict jobs)"
         )
     lines += [f"  {note}" for note in est.get("eval_notes", [])]
     if est["unmeasured"]:
